@@ -1,0 +1,136 @@
+//! The command-line interface: clap definitions only. Each subcommand's
+//! behaviour lives in its own module ([`crate::run`] for `run`).
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::duration::{self, Dur};
+use crate::signal::{self, Sig};
+
+const RUN_EXAMPLES: &str = "\
+Examples:
+  # A gateway attempt on a session transcript: at most 10 minutes holding
+  # abc.jsonl.lock, waiting up to 30 s for a previous attempt to finish.
+  locksup run --session /srv/sessions/abc.jsonl --timeout 10m --wait 30s -- agent-run abc
+
+  # A cron job that must never overlap itself: skip this run if the last
+  # one still holds the lock (exit 75).
+  locksup run --lock /run/lock/backup.lock --no-wait --timeout 2h -- /usr/local/bin/backup
+
+  # Watch the lifecycle while trying it out.
+  locksup run --session /tmp/demo.jsonl --timeout 2s --verbose -- sleep 60
+
+Exit status: the command's own; 124 timed out; 128+N (137 for KILL) timed
+out and the final signal was needed; 75 lock not obtained; 125 locksup
+failed; 126 not executable; 127 not found; 128+N killed by signal N.";
+
+/// A lock supervisor: run each attempt holding a flock(2) lock on its
+/// session's lock file, and end it on time so the lock is always freed.
+#[derive(Debug, Parser)]
+#[command(name = "locksup", version, max_term_width = 100)]
+pub struct Cli {
+    /// Read configuration from FILE instead of the default locations.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run COMMAND as a supervised attempt holding the session's lock.
+    #[command(after_help = RUN_EXAMPLES)]
+    Run(RunArgs),
+}
+
+/// `locksup run`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["session", "lock"])))]
+pub struct RunArgs {
+    /// Session file; the lock file is FILE.lock beside it. The session file
+    /// itself is never opened or created.
+    #[arg(long, value_name = "FILE")]
+    pub session: Option<PathBuf>,
+
+    /// Lock file to use as it is.
+    #[arg(long, value_name = "FILE")]
+    pub lock: Option<PathBuf>,
+
+    /// How long the attempt may hold the lock, counted from acquisition
+    /// [default: 10m; 0 or infinity: no limit].
+    #[arg(short = 't', long, value_name = "DUR", value_parser = duration::parse)]
+    pub timeout: Option<Dur>,
+
+    /// Wait between the first and the final signal [default: 10s].
+    #[arg(short = 'g', long, value_name = "DUR", value_parser = duration::parse)]
+    pub grace: Option<Dur>,
+
+    /// How long to wait for a busy lock [default: 60s; 0: don't wait].
+    #[arg(short = 'w', long, value_name = "DUR", value_parser = duration::parse)]
+    pub wait: Option<Dur>,
+
+    /// Don't wait for a busy lock (same as --wait 0).
+    #[arg(short = 'n', long, conflicts_with = "wait")]
+    pub no_wait: bool,
+
+    /// First signal sent to the attempt on timeout [default: TERM].
+    #[arg(short = 's', long, value_name = "SIG", value_parser = signal::parse)]
+    pub signal: Option<Sig>,
+
+    /// Signal sent to whatever is left after the grace period [default: KILL].
+    #[arg(long, value_name = "SIG", value_parser = signal::parse)]
+    pub final_signal: Option<Sig>,
+
+    /// Take a shared lock instead of an exclusive one.
+    #[arg(long)]
+    pub shared: bool,
+
+    /// On timeout, exit with the command's own status instead of 124.
+    #[arg(long)]
+    pub preserve_status: bool,
+
+    /// Exit code when the lock is not obtained [default: 75].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8))]
+    pub conflict_exit_code: Option<u8>,
+
+    /// Attempt id recorded in the lock metadata and events [default: generated].
+    #[arg(long, value_name = "ID")]
+    pub attempt_id: Option<String>,
+
+    /// Caller's key for the session, recorded in metadata and events.
+    #[arg(long, value_name = "KEY")]
+    pub session_key: Option<String>,
+
+    /// Append JSON-lines lifecycle events to PATH ("-" for stderr).
+    #[arg(long, value_name = "PATH")]
+    pub events: Option<PathBuf>,
+
+    /// Print lifecycle lines on stderr.
+    #[arg(short, long)]
+    pub verbose: bool,
+
+    /// The command to run, with its arguments (after "--").
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
+    pub command: Vec<OsString>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

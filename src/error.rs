@@ -1,0 +1,42 @@
+//! The one error type of locksup: a one-line message plus the exit code the
+//! process ends with when the error reaches `main`.
+
+use std::fmt;
+
+use crate::exit;
+
+/// An error that ends the supervisor with a documented exit code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    /// Exit code (see [`crate::exit`]).
+    pub code: i32,
+    /// One line, no trailing newline, no `locksup:` prefix.
+    pub message: String,
+}
+
+impl Error {
+    /// A failure of locksup itself (usage, config, lock file): exit 125.
+    pub fn usage(message: impl Into<String>) -> Self {
+        Self::with_code(exit::FAILURE, message)
+    }
+
+    /// An error with an explicit exit code.
+    pub fn with_code(code: i32, message: impl Into<String>) -> Self {
+        let message: String = message.into();
+        // Keep the "one line" promise even when an OS or parser message
+        // carries newlines.
+        let message = message.split_whitespace().collect::<Vec<_>>().join(" ");
+        Self { code, message }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Result alias used across the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

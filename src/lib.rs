@@ -1,0 +1,17 @@
+//! locksup: a lock supervisor. Each attempt runs as a child process that
+//! holds an `flock(2)` lock on its session's lock file; the supervisor
+//! bounds the attempt's life so the kernel frees the lock on time.
+
+pub mod child;
+pub mod cli;
+pub mod config;
+pub mod duration;
+pub mod error;
+pub mod events;
+pub mod exit;
+pub mod lockfile;
+pub mod procfs;
+pub mod run;
+pub mod signal;
+pub mod spawn;
+pub mod supervise;

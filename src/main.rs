@@ -1,0 +1,61 @@
+//! The `locksup` binary: parse the command line, dispatch, exit.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+use clap::error::ErrorKind;
+use locksup::cli::{Cli, Command};
+use locksup::{child, exit};
+
+fn main() -> ExitCode {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    // The attempt role: the supervisor's child, before it execs the command.
+    if args.get(1).is_some_and(|a| a == child::ROLE_ARG) {
+        return code(child::main(&args[2..]));
+    }
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
+    let result = match cli.command {
+        Command::Run(run) => locksup::run::main(run, cli.config.as_deref()),
+    };
+    match result {
+        Ok(c) => code(c),
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "locksup: {e}");
+            code(e.code)
+        }
+    }
+}
+
+/// Help and version go to stdout with status 0; anything else is a usage
+/// error: one line on stderr, status 125.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            ExitCode::SUCCESS
+        }
+        _ => {
+            let text = e.to_string();
+            let first = text
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("invalid usage");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            let _ = writeln!(
+                std::io::stderr(),
+                "locksup: {first} (see 'locksup --help')"
+            );
+            code(exit::FAILURE)
+        }
+    }
+}
+
+fn code(c: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(c).unwrap_or(exit::FAILURE as u8))
+}

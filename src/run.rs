@@ -1,0 +1,123 @@
+//! `locksup run`: resolve options (command line over config over built-in
+//! defaults) into a [`Spec`] and supervise the attempt.
+
+use std::hash::{BuildHasher, RandomState};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::cli::RunArgs;
+use crate::config::Config;
+use crate::duration::Dur;
+use crate::error::{Error, Result};
+use crate::events::Reporter;
+use crate::lockfile;
+use crate::signal::Sig;
+use crate::supervise::{self, Spec, Wait};
+
+/// Built-in defaults (DESIGN §4).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+/// Default grace between first and final signal.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+/// Default wait for a busy lock.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(60);
+/// Default mode of a new lock file.
+pub const DEFAULT_FILE_MODE: u32 = 0o600;
+
+/// Run the subcommand; returns the exit code.
+pub fn main(args: RunArgs, config_path: Option<&Path>) -> Result<i32> {
+    let config = Config::load(config_path)?;
+    let spec = resolve(&args, &config)?;
+    lockfile::preflight(&spec.lock).map_err(Error::usage)?;
+    let mut report = Reporter::new(
+        args.events.as_deref(),
+        args.verbose,
+        &spec.attempt_id,
+        &spec.lock,
+    )?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::usage(format!("cannot start the runtime: {e}")))?;
+    rt.block_on(supervise::supervise(&spec, &mut report))
+}
+
+/// Merge command line, the config's `[run]` and matching `[[policy]]`, and
+/// built-in defaults.
+pub fn resolve(a: &RunArgs, config: &Config) -> Result<Spec> {
+    let cwd = std::env::current_dir()
+        .map_err(|e| Error::usage(format!("cannot read the working directory: {e}")))?;
+    let session = a.session.as_ref().map(|s| absolute(&cwd, s));
+    let lock = match (&session, &a.lock) {
+        (_, Some(l)) => absolute(&cwd, l),
+        (Some(s), None) => lockfile::lock_path_for_session(s),
+        (None, None) => return Err(Error::usage("one of --session or --lock is required")),
+    };
+    let subject = session.clone().unwrap_or_else(|| lock.clone());
+    let d = config.defaults_for(&subject);
+    let timeout = a
+        .timeout
+        .or(d.timeout)
+        .unwrap_or(Dur::Finite(DEFAULT_TIMEOUT))
+        .as_limit();
+    let grace = a
+        .grace
+        .or(d.grace)
+        .unwrap_or(Dur::Finite(DEFAULT_GRACE))
+        .finite();
+    let wait = if a.no_wait {
+        Wait::No
+    } else {
+        match a.wait.or(d.wait).unwrap_or(Dur::Finite(DEFAULT_WAIT)) {
+            Dur::Finite(w) if w.is_zero() => Wait::No,
+            Dur::Finite(w) => Wait::For(w),
+            Dur::Infinite => Wait::Forever,
+        }
+    };
+    let conflict_exit_code = match a.conflict_exit_code {
+        Some(c) => i32::from(c),
+        None => d.conflict_exit_code.unwrap_or(crate::exit::CONFLICT),
+    };
+    Ok(Spec {
+        lock,
+        session,
+        session_key: a.session_key.clone(),
+        attempt_id: a.attempt_id.clone().unwrap_or_else(new_attempt_id),
+        command: a.command.clone(),
+        timeout,
+        grace,
+        wait,
+        signal: a
+            .signal
+            .or(d.signal)
+            .unwrap_or(Sig(nix::sys::signal::Signal::SIGTERM)),
+        final_signal: a
+            .final_signal
+            .or(d.final_signal)
+            .unwrap_or(Sig(nix::sys::signal::Signal::SIGKILL)),
+        shared: a.shared,
+        preserve_status: a.preserve_status,
+        conflict_exit_code,
+        file_mode: d.file_mode.unwrap_or(DEFAULT_FILE_MODE),
+    })
+}
+
+/// `path` made absolute against `cwd`, lexically: the session file need
+/// not exist and symlinks in it are not resolved.
+fn absolute(cwd: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        cwd.join(path)
+    }
+}
+
+/// A fresh attempt id: time-ordered and unique enough to grep for,
+/// e.g. `19a8c3f2b51-4f2a9c1e`.
+pub fn new_attempt_id() -> String {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    // RandomState is seeded from the OS's random source.
+    let r = RandomState::new().hash_one((ms, std::process::id()));
+    format!("{ms:x}-{:08x}", r as u32)
+}

@@ -1,0 +1,777 @@
+//! The life of one attempt, in one place:
+//!
+//! ```text
+//! locking ──locked──▶ holding ──deadline / cancel──▶ signalled ──grace──▶ killed
+//!    │                   │                               │                  │
+//!    └─busy / wait over  └─────── exited ◀───────────────┴──────────────────┘
+//!        (conflict)                  │
+//!                                    ▼
+//!                          released (verified) or leak
+//! ```
+//!
+//! The supervisor forks the attempt's first process ([`crate::spawn`]),
+//! which takes the lock itself and execs the command ([`crate::child`]).
+//! The supervisor never holds the lock: it watches the attempt through a
+//! status pipe, SIGCHLD and timers, on one thread. It is a child subreaper,
+//! so every process the attempt leaves behind (double forks, `setsid`
+//! escapees) is re-parented to it and found by walking its own process
+//! tree; it reaps every child itself, by `waitpid(-1)`, in one place.
+
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::process::Command;
+use std::task::Poll;
+use std::time::{Duration, SystemTime};
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::unix::pipe;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::time::{Instant, sleep_until};
+
+use crate::child::{Go, Plan, Report};
+use crate::duration::format_duration;
+use crate::error::{Error, Result};
+use crate::events::{Reporter, rfc3339};
+use crate::lockfile::{self, Metadata};
+use crate::procfs::{self, FileId};
+use crate::signal::Sig;
+use crate::{exit, spawn};
+
+/// How long to wait for a busy lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Fail at once (`--no-wait`, `--wait 0`).
+    No,
+    /// Up to this long.
+    For(Duration),
+    /// As long as it takes (`--wait infinity`).
+    Forever,
+}
+
+/// Everything one attempt needs, fully resolved (config and CLI merged).
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// Absolute path of the lock file.
+    pub lock: PathBuf,
+    /// Absolute path of the session file, if given.
+    pub session: Option<PathBuf>,
+    /// Caller's session key.
+    pub session_key: Option<String>,
+    /// Attempt id.
+    pub attempt_id: String,
+    /// The command and its arguments (non-empty).
+    pub command: Vec<OsString>,
+    /// How long the attempt may hold the lock; `None` = no limit.
+    pub timeout: Option<Duration>,
+    /// Between first and final signal; `None` = never send the final one.
+    pub grace: Option<Duration>,
+    /// Waiting for a busy lock.
+    pub wait: Wait,
+    /// First signal.
+    pub signal: Sig,
+    /// Final signal.
+    pub final_signal: Sig,
+    /// Shared lock.
+    pub shared: bool,
+    /// On timeout, exit with the command's status.
+    pub preserve_status: bool,
+    /// Exit code when the lock is not obtained.
+    pub conflict_exit_code: i32,
+    /// Mode of a newly created lock file.
+    pub file_mode: u32,
+}
+
+/// How often, once the final signal is out, the attempt's tree is walked
+/// again for processes that appeared since.
+const KILL_SWEEP: Duration = Duration::from_millis(10);
+/// How long after the attempt ended a lock still held counts as leaked.
+const LEAK_AFTER: Duration = Duration::from_millis(200);
+
+/// Why the attempt is being signalled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reason {
+    Timeout,
+    SupervisorSignal,
+    Cleanup,
+}
+
+impl Reason {
+    fn as_str(self) -> &'static str {
+        match self {
+            Reason::Timeout => "timeout",
+            Reason::SupervisorSignal => "supervisor-signal",
+            Reason::Cleanup => "cleanup",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// The attempt is opening and taking the lock.
+    Locking,
+    /// Locked; go-ahead sent; waiting for the exec.
+    Starting,
+    /// The command runs.
+    Running,
+}
+
+struct Escalation {
+    reason: Reason,
+    /// When the final signal is due; `None` once sent or with infinite grace.
+    final_at: Option<Instant>,
+    final_sent: bool,
+}
+
+/// Signals the supervisor listens to.
+struct Signals {
+    child: tokio::signal::unix::Signal,
+    /// (signal, stream): TERM, INT, HUP, QUIT cancel; USR1, USR2, WINCH pass.
+    others: Vec<(Signal, tokio::signal::unix::Signal)>,
+}
+
+const CANCEL_SIGNALS: [Signal; 4] = [
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+];
+const PASS_SIGNALS: [Signal; 3] = [Signal::SIGUSR1, Signal::SIGUSR2, Signal::SIGWINCH];
+
+impl Signals {
+    fn install() -> Result<Self> {
+        let err = |e: std::io::Error| Error::usage(format!("cannot install signal handlers: {e}"));
+        let child = signal(SignalKind::child()).map_err(err)?;
+        let mut others = Vec::new();
+        for sig in CANCEL_SIGNALS.iter().chain(PASS_SIGNALS.iter()) {
+            // A signal ignored by whoever started us stays ignored, for us
+            // and (through exec) for the command.
+            if spawn::signal_is_ignored(*sig) {
+                continue;
+            }
+            others.push((*sig, signal(SignalKind::from_raw(*sig as i32)).map_err(err)?));
+        }
+        Ok(Self { child, others })
+    }
+
+    /// The next signal received.
+    async fn recv(&mut self) -> Signal {
+        std::future::poll_fn(|cx| {
+            if self.child.poll_recv(cx).is_ready() {
+                return Poll::Ready(Signal::SIGCHLD);
+            }
+            for (sig, stream) in &mut self.others {
+                if stream.poll_recv(cx).is_ready() {
+                    return Poll::Ready(*sig);
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+/// Run one attempt to its end and return the exit code locksup ends with.
+/// Must run on a current-thread runtime on the main thread (see
+/// [`spawn::spawn_attempt`]).
+pub async fn supervise(spec: &Spec, report: &mut Reporter) -> Result<i32> {
+    // Orphans of the attempt must come back to us, not to init.
+    nix::sys::prctl::set_child_subreaper(true)
+        .map_err(|e| Error::usage(format!("cannot become a child subreaper: {e}")))?;
+    // Before the fork, so no SIGCHLD is missed.
+    let signals = Signals::install()?;
+    let (status_r, status_w) = pipe_pair()?;
+    let (control_r, control_w) = pipe_pair()?;
+    let plan = Plan {
+        status_fd: status_w.as_raw_fd(),
+        control_fd: control_r.as_raw_fd(),
+        shared: spec.shared,
+        nonblock: spec.wait == Wait::No,
+        mode: spec.file_mode,
+    };
+    let mut cmd = Command::new("/proc/self/exe");
+    std::os::unix::process::CommandExt::arg0(&mut cmd, "locksup");
+    cmd.args(plan.to_args(&spec.lock, &spec.command))
+        .env("LOCKSUP_LOCK_FILE", &spec.lock)
+        .env("LOCKSUP_ATTEMPT_ID", &spec.attempt_id)
+        .env_remove("LOCKSUP_LOCK_FD")
+        .env_remove("LOCKSUP_DEADLINE");
+    match &spec.session {
+        Some(s) => cmd.env("LOCKSUP_SESSION", s),
+        None => cmd.env_remove("LOCKSUP_SESSION"),
+    };
+    let started_at = Instant::now();
+    let child = spawn::spawn_attempt(&mut cmd, [status_w.as_raw_fd(), control_r.as_raw_fd()])
+        .map_err(|e| Error::usage(format!("cannot start the attempt: {e}")))?;
+    drop((status_w, control_r));
+    let pid = child.id() as i32;
+    // std's Child neither kills nor waits on drop; all reaping is ours.
+    drop(child);
+    let status = pipe::Receiver::from_owned_fd(status_r)
+        .map_err(|e| Error::usage(format!("status pipe: {e}")))?;
+    let mut att = Attempt {
+        spec,
+        report,
+        pid,
+        me: std::process::id() as i32,
+        signals,
+        control: Some(File::from(control_w)),
+        phase: Phase::Locking,
+        started_at,
+        acquired: None,
+        file: None,
+        main_status: None,
+        last_exit: Instant::now(),
+        main_exit_at: Instant::now(),
+        exit_reported: false,
+        escalation: None,
+        timed_out: false,
+        final_needed: false,
+        conflict: false,
+        cancelled_waiting: None,
+        failure: None,
+    };
+    att.run(BufReader::new(status)).await;
+    att.finish().await
+}
+
+fn pipe_pair() -> Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::usage(format!("pipe: {e}")))
+}
+
+struct Attempt<'a> {
+    spec: &'a Spec,
+    report: &'a mut Reporter,
+    /// The attempt's first process: it takes the lock and becomes the command.
+    pid: i32,
+    /// The supervisor.
+    me: i32,
+    signals: Signals,
+    /// Where the go-ahead is written; dropped once sent.
+    control: Option<File>,
+    phase: Phase,
+    started_at: Instant,
+    /// When the lock was acquired (monotonic, wall).
+    acquired: Option<(Instant, SystemTime)>,
+    /// The lock file's identity, once the attempt opened it.
+    file: Option<FileId>,
+    /// How the first process ended.
+    main_status: Option<WaitStatus>,
+    /// When the last process of the attempt was reaped.
+    last_exit: Instant,
+    /// When the first process was reaped.
+    main_exit_at: Instant,
+    exit_reported: bool,
+    escalation: Option<Escalation>,
+    timed_out: bool,
+    /// The final signal reached a live process.
+    final_needed: bool,
+    /// The lock was not obtained.
+    conflict: bool,
+    /// A cancel arrived before the lock was obtained.
+    cancelled_waiting: Option<Signal>,
+    /// locksup's own failure (or the command could not be executed).
+    failure: Option<Error>,
+}
+
+enum Input {
+    /// A line from the status pipe, or `None` at its end.
+    Line(Option<String>),
+    Signal(Signal),
+    Timer,
+}
+
+impl Attempt<'_> {
+    /// Drive the attempt until its first process is reaped and no process
+    /// of it is left.
+    async fn run(&mut self, status: BufReader<pipe::Receiver>) {
+        let mut lines = Some(status.lines());
+        loop {
+            let timer = self.next_timer();
+            let input = tokio::select! {
+                biased;
+                line = async {
+                    match lines.as_mut() {
+                        Some(l) => l.next_line().await,
+                        None => std::future::pending().await,
+                    }
+                } => Input::Line(line.unwrap_or(None)),
+                sig = self.signals.recv() => Input::Signal(sig),
+                () = async {
+                    match timer {
+                        Some(t) => sleep_until(t).await,
+                        None => std::future::pending().await,
+                    }
+                } => Input::Timer,
+            };
+            match input {
+                Input::Line(None) => {
+                    lines = None;
+                    self.on_status_closed();
+                }
+                Input::Line(Some(l)) => self.on_report(&l),
+                Input::Signal(sig) => self.on_signal(sig),
+                Input::Timer => self.on_timer(),
+            }
+            self.reap();
+            // The status pipe closes at exec or when the attempt dies; only
+            // after both ends are seen is the first process's story complete.
+            if self.main_status.is_some() && lines.is_none() {
+                self.report_exit();
+                if self.live_processes().is_empty() {
+                    return;
+                }
+                if self.escalation.is_none() && self.phase != Phase::Locking {
+                    // The command is done, but what it left behind still
+                    // holds the lock: end it the usual way.
+                    self.escalate(Reason::Cleanup, self.spec.signal.0);
+                }
+            }
+        }
+    }
+
+    /// The earliest time something is due.
+    fn next_timer(&self) -> Option<Instant> {
+        match &self.escalation {
+            Some(e) if e.final_sent => Some(Instant::now() + KILL_SWEEP),
+            Some(e) => e.final_at,
+            None => match self.phase {
+                Phase::Locking => match self.spec.wait {
+                    Wait::For(d) if !self.conflict && self.cancelled_waiting.is_none() => {
+                        Some(self.started_at + d)
+                    }
+                    _ => None,
+                },
+                Phase::Starting | Phase::Running => {
+                    let (at, _) = self.acquired?;
+                    self.spec.timeout.map(|t| at + t)
+                }
+            },
+        }
+    }
+
+    fn on_report(&mut self, line: &str) {
+        match Report::decode(line) {
+            Some(Report::Waiting(dev, ino)) => {
+                let file = FileId::new(dev, ino);
+                self.file = Some(file);
+                let holders = lockfile::kernel_holders(file);
+                self.report.event("waiting", json!({ "holders": holders }));
+                let who = holders.first().map_or(String::new(), |p| {
+                    let cmd = procfs::cmdline(*p).map_or(String::new(), |c| format!(": {c}"));
+                    format!(" (held by pid {p}{cmd})")
+                });
+                self.report
+                    .say(format!("waiting for {}{who}", self.spec.lock.display()));
+            }
+            Some(Report::Busy(dev, ino)) => {
+                let holders = lockfile::kernel_holders(FileId::new(dev, ino));
+                self.conflict = true;
+                self.report
+                    .event("conflict", json!({ "reason": "busy", "holders": holders }));
+                self.report
+                    .say(format!("{} is locked by another process", self.spec.lock.display()));
+            }
+            Some(Report::Locked(dev, ino)) => self.on_locked(FileId::new(dev, ino)),
+            Some(Report::Error(message)) => self.failure = Some(Error::usage(message)),
+            Some(Report::ExecFailed(code, message)) => {
+                self.failure = Some(Error::with_code(code, message));
+            }
+            None => log::warn!("unexpected line from the attempt: {line:?}"),
+        }
+    }
+
+    /// The attempt holds the lock: write down who holds it and until when,
+    /// then let the command start.
+    fn on_locked(&mut self, file: FileId) {
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        self.file = Some(file);
+        if self.cancelled_waiting.is_some() || self.conflict {
+            // Too late: the attempt is being ended; it dies holding the lock
+            // for a moment and the kernel frees it.
+            return;
+        }
+        self.acquired = Some((now, wall));
+        self.phase = Phase::Starting;
+        let spec = self.spec;
+        let deadline = spec.timeout.map(|t| rfc3339(wall + t));
+        let meta = Metadata {
+            v: lockfile::METADATA_VERSION,
+            pid: self.pid,
+            pgid: self.pid,
+            created_at: rfc3339(wall),
+            starttime: procfs::starttime(self.pid).unwrap_or(0),
+            supervisor_pid: self.me,
+            supervisor_starttime: procfs::self_starttime().unwrap_or(0),
+            attempt_id: spec.attempt_id.clone(),
+            session: spec.session.as_ref().map(|s| s.display().to_string()),
+            session_key: spec.session_key.clone(),
+            command: spec
+                .command
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect(),
+            acquired_at: rfc3339(wall),
+            deadline: deadline.clone(),
+            timeout_ms: spec.timeout.map(|t| t.as_millis() as u64),
+            grace_ms: spec.grace.map(|g| g.as_millis() as u64),
+            host: nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        };
+        let go = Go {
+            metadata: serde_json::to_string(&meta).unwrap_or_default(),
+            deadline: deadline.clone(),
+        };
+        let line = format!("go {}\n", serde_json::to_string(&go).unwrap_or_default());
+        if let Some(mut control) = self.control.take()
+            && let Err(e) = control.write_all(line.as_bytes())
+        {
+            self.failure = Some(Error::usage(format!("cannot start the attempt: {e}")));
+            let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
+            return;
+        }
+        let wait_ms = now.duration_since(self.started_at).as_millis() as u64;
+        self.report.event("acquired", json!({ "wait_ms": wait_ms }));
+        let limit = match (spec.timeout, &deadline) {
+            (Some(t), Some(d)) => format!("timeout {} (until {d})", format_duration(t)),
+            _ => "no timeout".to_owned(),
+        };
+        self.report.say(format!(
+            "locked {} after {}; {limit}",
+            spec.lock.display(),
+            format_duration(now.duration_since(self.started_at))
+        ));
+    }
+
+    /// The status pipe closed: the command was exec'd (or the attempt died,
+    /// which the reaper will tell).
+    fn on_status_closed(&mut self) {
+        if self.phase == Phase::Starting && self.failure.is_none() {
+            self.phase = Phase::Running;
+            self.report
+                .event("started", json!({ "pid": self.pid, "pgid": self.pid }));
+            let argv: Vec<_> = self
+                .spec
+                .command
+                .iter()
+                .map(|a| a.to_string_lossy())
+                .collect();
+            self.report
+                .say(format!("started pid {}: {}", self.pid, argv.join(" ")));
+        }
+    }
+
+    fn on_signal(&mut self, sig: Signal) {
+        if sig == Signal::SIGCHLD {
+            return; // reaped after every input
+        }
+        if PASS_SIGNALS.contains(&sig) {
+            if self.phase != Phase::Locking {
+                let _ = killpg(Pid::from_raw(self.pid), sig);
+            }
+            return;
+        }
+        // TERM, INT, HUP, QUIT: cancel.
+        if self.phase == Phase::Locking {
+            if self.cancelled_waiting.is_none() {
+                self.cancelled_waiting = Some(sig);
+                self.report
+                    .say(format!("{} received while waiting for the lock; giving up", sig.as_str()));
+                let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
+            }
+            return;
+        }
+        match &self.escalation {
+            None => {
+                self.report.say(format!("{} received: ending the attempt", sig.as_str()));
+                self.escalate(Reason::SupervisorSignal, sig);
+            }
+            Some(e) if !e.final_sent => {
+                self.report
+                    .say(format!("{} received again: escalating at once", sig.as_str()));
+                self.send_final();
+            }
+            Some(_) => {}
+        }
+    }
+
+    fn on_timer(&mut self) {
+        let now = Instant::now();
+        if let Some(e) = &self.escalation {
+            if e.final_sent {
+                self.sweep();
+            } else if e.final_at.is_some_and(|t| now >= t) {
+                self.send_final();
+            }
+            return;
+        }
+        match self.phase {
+            Phase::Locking => {
+                if let Wait::For(d) = self.spec.wait {
+                    self.conflict = true;
+                    let holders = self.file.map(lockfile::kernel_holders).unwrap_or_default();
+                    self.report.event(
+                        "conflict",
+                        json!({ "reason": "wait-expired", "holders": holders }),
+                    );
+                    self.report.say(format!(
+                        "{} still locked after waiting {}; giving up",
+                        self.spec.lock.display(),
+                        format_duration(d)
+                    ));
+                    let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
+                }
+            }
+            Phase::Starting | Phase::Running => {
+                self.timed_out = true;
+                if let Some(t) = self.spec.timeout {
+                    self.report
+                        .say(format!("timeout ({}) reached", format_duration(t)));
+                }
+                self.escalate(Reason::Timeout, self.spec.signal.0);
+            }
+        }
+    }
+
+    /// First signal (plus SIGCONT) to every process of the attempt; the
+    /// final one follows after the grace period.
+    fn escalate(&mut self, reason: Reason, sig: Signal) {
+        let targets = self.signal_all(sig);
+        let grace = self.spec.grace;
+        self.escalation = Some(Escalation {
+            reason,
+            final_at: grace.map(|g| Instant::now() + g),
+            final_sent: false,
+        });
+        self.report.event(
+            "signal",
+            json!({ "signal": sig.as_str(), "reason": reason.as_str(), "targets": targets }),
+        );
+        let then = match grace {
+            Some(g) => format!(
+                "; {} in {}",
+                self.spec.final_signal.0.as_str(),
+                format_duration(g)
+            ),
+            None => String::new(),
+        };
+        self.report.say(format!(
+            "sent {} to {}{then}",
+            sig.as_str(),
+            plural(targets.len(), "process", "processes")
+        ));
+    }
+
+    /// The final signal to whatever is left.
+    fn send_final(&mut self) {
+        let sig = self.spec.final_signal.0;
+        let targets = self.signal_all(sig);
+        let reason = match &mut self.escalation {
+            Some(e) => {
+                e.final_sent = true;
+                e.final_at = None;
+                e.reason
+            }
+            None => return,
+        };
+        if !targets.is_empty() {
+            self.final_needed = true;
+            self.report.event(
+                "signal",
+                json!({ "signal": sig.as_str(), "reason": reason.as_str(), "targets": targets }),
+            );
+            self.report.say(format!(
+                "sent {} to {}",
+                sig.as_str(),
+                plural(targets.len(), "process", "processes")
+            ));
+        }
+    }
+
+    /// After the final signal: anything that appeared since gets it too.
+    fn sweep(&mut self) {
+        let sig = self.spec.final_signal.0;
+        let targets = self.signal_all(sig);
+        if !targets.is_empty() {
+            self.final_needed = true;
+            log::debug!("final signal again to {targets:?}");
+        }
+    }
+
+    /// Signal every live process of the attempt, walking the tree again
+    /// until a pass finds nobody new (a process may fork, or be re-parented
+    /// to us, while we walk).
+    fn signal_all(&mut self, sig: Signal) -> Vec<i32> {
+        let mut sent = BTreeSet::new();
+        loop {
+            let fresh: Vec<i32> = self
+                .live_processes()
+                .into_iter()
+                .filter(|p| !sent.contains(p))
+                .collect();
+            if fresh.is_empty() {
+                break;
+            }
+            for p in fresh {
+                let pid = Pid::from_raw(p);
+                if kill(pid, sig).is_ok() && sig != Signal::SIGKILL {
+                    let _ = kill(pid, Signal::SIGCONT);
+                }
+                sent.insert(p);
+            }
+        }
+        sent.into_iter().collect()
+    }
+
+    /// Every live (non-zombie) process below the supervisor: the attempt.
+    fn live_processes(&self) -> Vec<i32> {
+        procfs::descendants(self.me)
+            .into_iter()
+            .filter(|p| procfs::alive(*p))
+            .collect()
+    }
+
+    /// Reap every child that has ended, ours or adopted.
+    fn reap(&mut self) {
+        loop {
+            match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    log::warn!("waitpid: {e}");
+                    return;
+                }
+                Ok(st) => {
+                    self.last_exit = Instant::now();
+                    if st.pid() == Some(Pid::from_raw(self.pid)) {
+                        self.main_status = Some(st);
+                        self.main_exit_at = self.last_exit;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The `exited` event, once, for a command that ran.
+    fn report_exit(&mut self) {
+        let Some(st) = self.main_status else {
+            return;
+        };
+        if self.phase != Phase::Running || self.exit_reported {
+            return;
+        }
+        self.exit_reported = true;
+        let held = self
+            .acquired
+            .map_or(Duration::ZERO, |(at, _)| self.main_exit_at.duration_since(at));
+        let held_ms = held.as_millis() as u64;
+        let held_for = format_duration(held);
+        match st {
+            WaitStatus::Exited(_, code) => {
+                self.report
+                    .event("exited", json!({ "status": code, "held_ms": held_ms }));
+                self.report
+                    .say(format!("command exited with status {code} after {held_for}"));
+            }
+            WaitStatus::Signaled(_, sig, _) => {
+                self.report
+                    .event("exited", json!({ "signal": sig.as_str(), "held_ms": held_ms }));
+                self.report
+                    .say(format!("command killed by {} after {held_for}", sig.as_str()));
+            }
+            _ => {}
+        }
+    }
+
+    /// Verify the release and compute the exit code.
+    async fn finish(mut self) -> Result<i32> {
+        if let (Some(file), Some(_)) = (self.file, self.acquired) {
+            self.verify_release(file).await;
+        }
+        if let Some(err) = self.failure.take() {
+            return Err(err);
+        }
+        if self.conflict {
+            return Ok(self.spec.conflict_exit_code);
+        }
+        if let Some(sig) = self.cancelled_waiting {
+            return Ok(exit::from_signal(sig as i32));
+        }
+        if self.timed_out && !self.spec.preserve_status {
+            return Ok(if self.final_needed {
+                exit::from_signal(self.spec.final_signal.number())
+            } else {
+                exit::TIMED_OUT
+            });
+        }
+        Ok(match self.main_status {
+            Some(WaitStatus::Exited(_, code)) => code,
+            Some(WaitStatus::Signaled(_, sig, _)) => exit::from_signal(sig as i32),
+            _ => exit::FAILURE,
+        })
+    }
+
+    /// Every process of the attempt is gone; the kernel must have freed the
+    /// lock. Check it, and measure how long after the last exit it was free.
+    /// The lock counts as ours only while `/proc/locks` names our first
+    /// process as its taker: a waiter that got it since is the next attempt.
+    async fn verify_release(&mut self, file: FileId) {
+        let last_exit = self.last_exit;
+        loop {
+            // Fast path first; `/proc/locks` decides when the probe finds
+            // the lock busy (it may be the next attempt's) or cannot tell.
+            let probe = if self.spec.shared {
+                lockfile::Probe::Unknown
+            } else {
+                lockfile::probe(&self.spec.lock, file)
+            };
+            if probe == lockfile::Probe::Free || !lockfile::held_by(file, self.pid) {
+                let after = last_exit.elapsed();
+                let ms = (after.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
+                self.report.event("released", json!({ "ms_after_exit": ms }));
+                self.report.say(format!(
+                    "lock released {} after the last process exited",
+                    format_duration(after)
+                ));
+                return;
+            }
+            if last_exit.elapsed() > LEAK_AFTER {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let holders = lockfile::holders(file);
+        let pids: Vec<i32> = holders.iter().map(|(p, _)| *p).collect();
+        let commands: Vec<&str> = holders.iter().map(|(_, c)| c.as_str()).collect();
+        self.report
+            .event("leak", json!({ "pids": pids, "commands": commands }));
+        let who = if holders.is_empty() {
+            "a process locksup cannot see".to_owned()
+        } else {
+            holders
+                .iter()
+                .map(|(p, c)| format!("pid {p} ({c})"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        self.report.warn(format!(
+            "LEAK: {} is still locked after every process of the attempt ended; held by {who}",
+            self.spec.lock.display()
+        ));
+    }
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
