@@ -40,17 +40,26 @@ fn usage_error(e: &clap::Error) -> ExitCode {
             let _ = e.print();
             ExitCode::SUCCESS
         }
-        _ => {
-            let text = e.to_string();
-            let first = text
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("invalid usage");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand | ErrorKind::MissingSubcommand => {
             let _ = writeln!(
                 std::io::stderr(),
-                "locksup: {first} (see 'locksup --help')"
+                "locksup: a subcommand is required (see 'locksup --help')"
             );
+            code(exit::FAILURE)
+        }
+        _ => {
+            // clap's message is a paragraph (the error, continued on
+            // indented lines), then usage; keep the first paragraph, on one line.
+            let text = e.to_string();
+            let para: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .skip_while(|l| l.is_empty())
+                .take_while(|l| !l.is_empty())
+                .collect();
+            let joined = para.join(" ");
+            let msg = joined.strip_prefix("error: ").unwrap_or(&joined);
+            let _ = writeln!(std::io::stderr(), "locksup: {msg} (see 'locksup --help')");
             code(exit::FAILURE)
         }
     }
