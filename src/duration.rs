@@ -5,7 +5,6 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use serde::Deserialize;
 
 /// The largest duration accepted: 100 years. Anything longer is almost
 /// certainly a typo, and deadlines computed from it must not overflow.
@@ -205,27 +204,6 @@ impl FromStr for Dur {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         parse(s)
-    }
-}
-
-/// Config files may give a duration as a string (`"10m"`) or as a number of
-/// seconds (`600`, `1.5`).
-impl<'de> Deserialize<'de> for Dur {
-    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Int(i64),
-            Float(f64),
-            Text(String),
-        }
-        let text = match Raw::deserialize(de)? {
-            Raw::Int(i) => i.to_string(),
-            Raw::Float(f) if f.is_finite() => format!("{f}"),
-            Raw::Float(_) => return Err(serde::de::Error::custom("invalid duration")),
-            Raw::Text(s) => s,
-        };
-        parse(&text).map_err(serde::de::Error::custom)
     }
 }
 

@@ -4,7 +4,6 @@ use std::fmt;
 use std::str::FromStr;
 
 use nix::sys::signal::Signal;
-use serde::Deserialize;
 
 /// A signal given on the command line or in the config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,23 +54,6 @@ impl FromStr for Sig {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         parse(s)
-    }
-}
-
-/// Config files give a signal as a name (`"TERM"`) or a number (`15`).
-impl<'de> Deserialize<'de> for Sig {
-    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Num(i64),
-            Name(String),
-        }
-        let text = match Raw::deserialize(de)? {
-            Raw::Num(n) => n.to_string(),
-            Raw::Name(s) => s,
-        };
-        parse(&text).map_err(serde::de::Error::custom)
     }
 }
 

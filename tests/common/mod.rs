@@ -189,7 +189,12 @@ pub fn assert_all_gone(pids: &[i32], limit: Duration) {
 pub fn kill(pid: i32, sig: i32) {
     // SAFETY: plain syscall.
     let r = unsafe { libc::kill(pid, sig) };
-    assert_eq!(r, 0, "kill({pid}, {sig}) failed: {}", std::io::Error::last_os_error());
+    assert_eq!(
+        r,
+        0,
+        "kill({pid}, {sig}) failed: {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 /// Kills every process it was given (SIGKILL) when dropped, after checking
