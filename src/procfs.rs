@@ -1,8 +1,9 @@
 //! What the kernel says, read from `/proc`: `/proc/locks`, process start
 //! times, command lines, and the process tree (`/proc/PID/task/*/children`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 /// Kind of a lock line in `/proc/locks`.
@@ -172,7 +173,10 @@ pub fn children(pid: i32) -> Vec<i32> {
     for task in tasks.flatten() {
         let path = task.path().join("children");
         if let Ok(text) = fs::read_to_string(&path) {
-            out.extend(text.split_whitespace().filter_map(|s| s.parse::<i32>().ok()));
+            out.extend(
+                text.split_whitespace()
+                    .filter_map(|s| s.parse::<i32>().ok()),
+            );
         }
     }
     out
@@ -201,8 +205,7 @@ pub fn group_members(pgid: i32) -> BTreeSet<i32> {
             continue;
         };
         // Field 5 (pgrp) is index 2 after the comm.
-        if stat_fields(pid).and_then(|f| f.get(2).and_then(|s| s.parse::<i32>().ok()))
-            == Some(pgid)
+        if stat_fields(pid).and_then(|f| f.get(2).and_then(|s| s.parse::<i32>().ok())) == Some(pgid)
         {
             out.insert(pid);
         }
@@ -226,7 +229,10 @@ pub fn holders_of(file: FileId) -> BTreeSet<i32> {
         };
         for fd in fds.flatten() {
             if let Ok(meta) = fs::metadata(fd.path())
-                && FileId::new(std::os::unix::fs::MetadataExt::dev(&meta), std::os::unix::fs::MetadataExt::ino(&meta)) == file
+                && FileId::new(
+                    std::os::unix::fs::MetadataExt::dev(&meta),
+                    std::os::unix::fs::MetadataExt::ino(&meta),
+                ) == file
             {
                 out.insert(pid);
                 break;
@@ -244,6 +250,133 @@ pub fn self_starttime() -> Option<u64> {
 /// Whether a path names a process directory that exists.
 pub fn exists(pid: i32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Every line of `/proc/locks`, read once. An unreadable file (no procfs)
+/// reads as no locks at all.
+pub fn all_locks() -> Vec<LockEntry> {
+    fs::read_to_string("/proc/locks")
+        .map(|t| parse_locks(&t))
+        .unwrap_or_default()
+}
+
+/// What `/proc/PID/fdinfo/FD` says about one descriptor.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FdInfo {
+    /// File offset (`pos:`).
+    pub pos: Option<u64>,
+    /// Open flags (`flags:`, printed in octal).
+    pub flags: Option<u32>,
+    /// Mount id (`mnt_id:`).
+    pub mnt_id: Option<u64>,
+    /// Inode number (`ino:`, Linux 5.14 and later).
+    pub ino: Option<u64>,
+    /// The locks held through this open file description (`lock:` lines).
+    /// Their PID is the process that *took* the lock, which may be dead:
+    /// the process whose fdinfo this is holds it all the same.
+    pub locks: Vec<LockEntry>,
+}
+
+/// Parse the text of `/proc/PID/fdinfo/FD`, e.g.
+///
+/// ```text
+/// pos:    0
+/// flags:  0100002
+/// mnt_id: 27
+/// ino:    10010642
+/// lock:   1: FLOCK  ADVISORY  WRITE 26832 fe:00:10010642 0 EOF
+/// ```
+///
+/// Unknown keys (eventfd, inotify and epoll descriptors have their own) and
+/// lines that don't parse are skipped.
+pub fn parse_fdinfo(text: &str) -> FdInfo {
+    let mut info = FdInfo::default();
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        match key.trim() {
+            "pos" => info.pos = value.parse().ok(),
+            "flags" => info.flags = u32::from_str_radix(value, 8).ok(),
+            "mnt_id" => info.mnt_id = value.parse().ok(),
+            "ino" => info.ino = value.parse().ok(),
+            "lock" => info.locks.extend(parse_lock_line(value)),
+            _ => {}
+        }
+    }
+    info
+}
+
+/// `/proc/PID/fdinfo/FD`, if it can be read.
+pub fn fdinfo(pid: i32, fd: i32) -> Option<FdInfo> {
+    fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
+        .ok()
+        .map(|t| parse_fdinfo(&t))
+}
+
+/// Every process id in `/proc`.
+pub fn pids() -> Vec<i32> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
+        .filter(|p| *p > 0)
+        .collect()
+}
+
+/// A process that holds a lock through one of its descriptors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FdHolder {
+    /// The holding process.
+    pub pid: i32,
+    /// The descriptor.
+    pub fd: i32,
+    /// The lock, as the descriptor's fdinfo prints it.
+    pub lock: LockEntry,
+}
+
+/// The processes that really hold a lock on each of `targets`: one pass
+/// over every process this user may inspect, a `stat` per descriptor, and
+/// the fdinfo of only those descriptors that are open on a target. This is
+/// what names the holders of an inherited lock after the process that took
+/// it (the PID `/proc/locks` keeps printing) has died. A descriptor open on
+/// a target without a `lock:` line (a waiter, a reader) is not a holder.
+pub fn fd_lock_holders(targets: &HashSet<FileId>) -> HashMap<FileId, Vec<FdHolder>> {
+    let mut out: HashMap<FileId, Vec<FdHolder>> = HashMap::new();
+    if targets.is_empty() {
+        return out;
+    }
+    let inodes: HashSet<u64> = targets.iter().map(|t| t.inode).collect();
+    for pid in pids() {
+        let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for ent in fds.flatten() {
+            let Some(fd) = ent.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                continue;
+            };
+            // Follows the magic link to the open file, without opening it.
+            let Ok(meta) = fs::metadata(ent.path()) else {
+                continue;
+            };
+            if !inodes.contains(&meta.ino()) {
+                continue;
+            }
+            let id = FileId::new(meta.dev(), meta.ino());
+            if !targets.contains(&id) {
+                continue;
+            }
+            let Some(info) = fdinfo(pid, fd) else {
+                continue;
+            };
+            for lock in info.locks.into_iter().filter(|l| id.matches(l)) {
+                out.entry(id).or_default().push(FdHolder { pid, fd, lock });
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -284,6 +417,142 @@ garbage line
                 let _ = parse_lock_line(&line[..cut]);
             }
         }
+    }
+
+    #[test]
+    fn waiters_with_any_indentation() {
+        let text = "12: FLOCK  ADVISORY  WRITE 70 fe:00:5 0 EOF\n 12: ->  FLOCK  ADVISORY  WRITE 77 fe:00:5 0 EOF\n12:   -> FLOCK ADVISORY WRITE 78 fe:00:5 0 EOF\n\t13: -> POSIX ADVISORY READ 79 fe:00:6 0 EOF\n13: ->\n";
+        let e = parse_locks(text);
+        assert_eq!(e.len(), 4);
+        assert!(!e[0].waiter);
+        assert!(e[1..].iter().all(|l| l.waiter));
+        assert_eq!(
+            e.iter().map(|l| l.pid).collect::<Vec<_>>(),
+            [70, 77, 78, 79]
+        );
+        assert_eq!(e[3].kind, LockKind::Posix);
+    }
+
+    /// Recorded from Linux 6.x: a locked regular file, an inherited lock
+    /// still printing the dead taker's PID, and descriptors of other kinds
+    /// whose fdinfo has its own keys (some with colons in the value).
+    const FDINFO_FLOCK: &str = "pos:\t0\nflags:\t0100002\nmnt_id:\t27\nino:\t10010642\nlock:\t1: FLOCK  ADVISORY  WRITE 26832 fe:00:10010642 0 EOF\n";
+    const FDINFO_TWO_LOCKS: &str = "pos:\t12\nflags:\t02100002\nmnt_id:\t31\nino:\t77\nlock:\t1: POSIX  ADVISORY  WRITE 900 08:11:77 0 99\nlock:\t2: OFDLCK ADVISORY  READ -1 08:11:77 100 EOF\n";
+    const FDINFO_INOTIFY: &str = "pos:\t0\nflags:\t02004000\nmnt_id:\t16\nino:\t1057\ninotify wd:1 ino:9a0f52 sdev:fe00000 mask:fc6 ignored_mask:0 fhandle-bytes:8 fhandle-type:1 f_handle:520f9a0013e7cd5e\n";
+    const FDINFO_EVENTFD: &str = "pos:\t0\nflags:\t02004002\nmnt_id:\t16\nino:\t1057\neventfd-count:                0\neventfd-id: 12\n";
+    const FDINFO_ODD: &str = "pos:\tnotanumber\nflags:\t0999\n\nlock:\nlock:\tgarbage\nlock:\t1: FLOCK ADVISORY WRITE 5 zz:00:1 0 EOF\nlock:\t3: FLOCK  ADVISORY  READ 41 00:2a:9 0 EOF\nno colon here\n:\n";
+
+    #[test]
+    fn parses_fdinfo_lock_lines() {
+        let i = parse_fdinfo(FDINFO_FLOCK);
+        assert_eq!(i.pos, Some(0));
+        assert_eq!(i.flags, Some(0o100002));
+        assert_eq!(i.mnt_id, Some(27));
+        assert_eq!(i.ino, Some(10010642));
+        assert_eq!(i.locks.len(), 1);
+        let l = &i.locks[0];
+        assert_eq!(
+            (l.kind, l.exclusive, l.waiter, l.pid),
+            (LockKind::Flock, true, false, 26832)
+        );
+        assert_eq!((l.major, l.minor, l.inode), (0xfe, 0, 10010642));
+        assert!(
+            FileId {
+                major: 0xfe,
+                minor: 0,
+                inode: 10010642
+            }
+            .matches(l)
+        );
+
+        let i = parse_fdinfo(FDINFO_TWO_LOCKS);
+        assert_eq!(i.locks.len(), 2);
+        assert_eq!(i.locks[0].kind, LockKind::Posix);
+        assert_eq!(
+            (i.locks[1].kind, i.locks[1].pid, i.locks[1].exclusive),
+            (LockKind::Ofd, -1, false)
+        );
+        assert_eq!((i.locks[1].major, i.locks[1].minor), (8, 0x11));
+    }
+
+    #[test]
+    fn fdinfo_of_other_descriptors_has_no_locks() {
+        for text in [FDINFO_INOTIFY, FDINFO_EVENTFD, "", "\n\n", "lock:"] {
+            let i = parse_fdinfo(text);
+            assert!(i.locks.is_empty(), "{text:?}");
+        }
+        assert_eq!(parse_fdinfo(FDINFO_INOTIFY).ino, Some(1057));
+    }
+
+    #[test]
+    fn fdinfo_odd_lines_are_skipped() {
+        let i = parse_fdinfo(FDINFO_ODD);
+        assert_eq!(i.pos, None);
+        assert_eq!(i.flags, None);
+        assert_eq!(i.locks.len(), 1);
+        assert_eq!((i.locks[0].pid, i.locks[0].exclusive), (41, false));
+    }
+
+    #[test]
+    fn fdinfo_never_panics_on_truncated_or_mangled_text() {
+        for text in [
+            FDINFO_FLOCK,
+            FDINFO_TWO_LOCKS,
+            FDINFO_INOTIFY,
+            FDINFO_EVENTFD,
+            FDINFO_ODD,
+        ] {
+            for cut in 0..=text.len() {
+                if text.is_char_boundary(cut) {
+                    let _ = parse_fdinfo(&text[..cut]);
+                    let _ = parse_fdinfo(&text[cut..]);
+                }
+            }
+            let _ = parse_fdinfo(&text.replace('\t', ""));
+            let _ = parse_fdinfo(&text.replace(':', "::"));
+        }
+        let _ = parse_fdinfo(
+            "lock:\t18446744073709551616: FLOCK ADVISORY WRITE 99999999999 fffffffff:0:1 0 EOF",
+        );
+        let _ = parse_fdinfo("lock:\t1: FLOCK ADVISORY WRITE 1 ff:ff:18446744073709551616 0 EOF");
+        let _ = parse_fdinfo("lock:\t\u{00e9}\u{1F512}: -> -> ->");
+    }
+
+    #[test]
+    fn finds_own_flock_through_fdinfo() {
+        use std::os::fd::AsRawFd;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.lock");
+        let file = std::fs::File::create(&path).unwrap();
+        let meta = file.metadata().unwrap();
+        let id = FileId::new(meta.dev(), meta.ino());
+        let held = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, e)| e)
+            .unwrap();
+        let me = std::process::id() as i32;
+        let info = fdinfo(me, held.as_raw_fd()).unwrap();
+        assert_eq!(info.locks.len(), 1);
+        assert!(id.matches(&info.locks[0]));
+        assert_eq!(info.locks[0].pid, me);
+        assert!(
+            all_locks()
+                .iter()
+                .any(|e| id.matches(e) && e.pid == me && !e.waiter)
+        );
+        let found = fd_lock_holders(&HashSet::from([id]));
+        let holders = &found[&id];
+        assert!(
+            holders
+                .iter()
+                .any(|h| h.pid == me && h.fd == held.as_raw_fd())
+        );
+        // Another descriptor open on the file, without the lock, is no holder.
+        let other = std::fs::File::open(&path).unwrap();
+        let found = fd_lock_holders(&HashSet::from([id]));
+        assert!(!found[&id].iter().any(|h| h.fd == other.as_raw_fd()));
+        drop(held);
+        assert!(fd_lock_holders(&HashSet::from([id])).is_empty());
+        assert!(fd_lock_holders(&HashSet::new()).is_empty());
     }
 
     #[test]
