@@ -486,6 +486,115 @@ fn background_children_ignoring_term_are_killed_after_grace() {
     assert!(wait_lock_free(&lock, SOON));
 }
 
+#[test]
+fn a_lock_kept_by_a_process_outside_the_attempt_is_reported_as_a_leak() {
+    let env = Env::new();
+    let lock = env.join("a.lock");
+    let events = env.join("events.jsonl");
+    let guard = Guard::new();
+    let mut r = spawn(
+        env.run(args![
+            "--lock",
+            &lock,
+            "--timeout",
+            TIMEOUT,
+            "--grace",
+            GRACE,
+            "--events",
+            &events,
+            "--",
+            "sh",
+            "-c",
+            "echo $$ $LOCKSUP_LOCK_FD; exec sleep 1000"
+        ]),
+        &guard,
+    );
+    let line = r.out.expect("pid and fd", SOON);
+    let (pid, fd) = line.split_once(' ').expect("pid fd");
+    let (pid, fd): (i32, i32) = (pid.parse().unwrap(), fd.parse().unwrap());
+    guard.add(pid);
+    // The test process now shares the attempt's locked open file description.
+    let stolen = steal_fd(pid, fd);
+    let code = r.code(LIMIT);
+    assert!(
+        r.started.elapsed() < T + G + Duration::from_secs(5),
+        "leak check took {:?}",
+        r.started.elapsed()
+    );
+    assert_eq!(code, 124, "stderr: {:?}", r.err.seen);
+    assert!(!pid_alive(pid));
+    assert!(!lock_is_free(&lock), "the stolen descriptor keeps the lock");
+    let me = std::process::id() as i32;
+    let text = fs::read_to_string(&events).unwrap();
+    let evs = events_in(&text);
+    let leak = evs
+        .iter()
+        .find(|e| e["event"] == "leak")
+        .unwrap_or_else(|| panic!("no leak event: {text}"));
+    assert!(
+        leak["pids"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| *p == me)),
+        "leak event should name the test process {me}: {leak}"
+    );
+    assert!(
+        !evs.iter().any(|e| e["event"] == "released"),
+        "a leaked lock must not be reported released: {text}"
+    );
+    let err = r.err.rest(SOON);
+    assert!(
+        err.iter()
+            .any(|l| l.starts_with("locksup: ") && l.contains(&me.to_string())),
+        "the leak should be reported on stderr with the holder's pid: {err:?}"
+    );
+    drop(stolen);
+    assert!(lock_is_free(&lock));
+}
+
+#[test]
+fn timeout_clock_starts_at_acquisition() {
+    let env = Env::new();
+    let lock = env.join("a.lock");
+    let held = hold_lock(&lock);
+    let guard = Guard::new();
+    let mut r = spawn(
+        env.run(args![
+            "--lock",
+            &lock,
+            "--timeout",
+            "1s",
+            "--wait",
+            "20s",
+            "--events",
+            "-",
+            "--",
+            "sh",
+            "-c",
+            "echo \"$LOCKSUP_DEADLINE\"; sleep 0.5; exit 4"
+        ]),
+        &guard,
+    );
+    r.err.expect_match("waiting event", SOON, |l| {
+        l.starts_with('{') && json(l)["event"] == "waiting"
+    });
+    // Hold the lock for longer than the timeout (a duration requirement,
+    // not synchronisation).
+    std::thread::sleep(Duration::from_millis(1200));
+    drop(held);
+    let deadline = rfc3339(&r.out.expect("deadline", SOON));
+    let left = secs_from_now(deadline);
+    assert!(
+        (0.5..=1.05).contains(&left),
+        "deadline {left}s away after acquisition"
+    );
+    assert_eq!(
+        r.code(LIMIT),
+        4,
+        "timeout must count from acquisition: {:?}",
+        r.err.seen
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Supervisor death
 // ---------------------------------------------------------------------------
@@ -554,7 +663,11 @@ fn second_run_waits_and_gets_the_lock_when_the_first_ends() {
         l.starts_with('{') && json(l)["event"] == "waiting"
     });
     assert!(second.running(), "second run should still be waiting");
-    assert!(second.out.seen.is_empty());
+    assert_eq!(
+        second.out.next(Duration::ZERO),
+        None,
+        "the second command ran before it had the lock"
+    );
     // End the first attempt (operator kill of the command: 143).
     kill(pid, libc::SIGTERM);
     assert_eq!(first.code(LIMIT), 143, "first stderr: {:?}", first.err.seen);
@@ -816,8 +929,12 @@ fn term_to_supervisor_is_forwarded_and_frees_the_lock() {
 }
 
 #[test]
-fn hup_and_int_to_supervisor_are_forwarded() {
-    for (sig, code) in [(libc::SIGHUP, 129), (libc::SIGINT, 130)] {
+fn hup_int_and_quit_to_supervisor_are_forwarded() {
+    for (sig, code) in [
+        (libc::SIGHUP, 129),
+        (libc::SIGINT, 130),
+        (libc::SIGQUIT, 131),
+    ] {
         let env = Env::new();
         let lock = env.join("a.lock");
         let guard = Guard::new();
@@ -895,32 +1012,40 @@ fn second_term_to_supervisor_escalates_at_once() {
 }
 
 #[test]
-fn usr1_is_passed_through_without_cancelling() {
-    let env = Env::new();
-    let lock = env.join("a.lock");
-    let guard = Guard::new();
-    let script = "trap 'echo got-usr1; exit 7' USR1; echo $$; while :; do sleep 0.05; done";
-    let mut r = spawn(
-        env.run(args![
-            "--lock",
-            &lock,
-            "--timeout",
-            "60s",
-            "--grace",
-            "30s",
-            "--",
-            "sh",
-            "-c",
-            script
-        ]),
-        &guard,
-    );
-    let pid = r.out.expect_pid("command pid", SOON);
-    guard.add(pid);
-    kill(r.pid(), libc::SIGUSR1);
-    r.out.expect_match("got-usr1", SOON, |l| l == "got-usr1");
-    assert_eq!(r.code(LIMIT), 7, "stderr: {:?}", r.err.seen);
-    assert!(wait_lock_free(&lock, SOON));
+fn usr1_usr2_and_winch_are_passed_through_without_cancelling() {
+    for (name, sig) in [
+        ("USR1", libc::SIGUSR1),
+        ("USR2", libc::SIGUSR2),
+        ("WINCH", libc::SIGWINCH),
+    ] {
+        let env = Env::new();
+        let lock = env.join("a.lock");
+        let guard = Guard::new();
+        let script =
+            format!("trap 'echo got-{name}; exit 7' {name}; echo $$; while :; do sleep 0.05; done");
+        let mut r = spawn(
+            env.run(args![
+                "--lock",
+                &lock,
+                "--timeout",
+                "60s",
+                "--grace",
+                "30s",
+                "--",
+                "sh",
+                "-c",
+                script
+            ]),
+            &guard,
+        );
+        let pid = r.out.expect_pid("command pid", SOON);
+        guard.add(pid);
+        kill(r.pid(), sig);
+        let want = format!("got-{name}");
+        r.out.expect_match(&want, SOON, |l| l == want);
+        assert_eq!(r.code(LIMIT), 7, "{name}: stderr: {:?}", r.err.seen);
+        assert!(wait_lock_free(&lock, SOON));
+    }
 }
 
 #[test]

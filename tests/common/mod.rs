@@ -607,3 +607,27 @@ pub fn fds_on(pid: i32, path: &Path) -> (bool, bool) {
     }
     (has_fd, locked)
 }
+
+/// Duplicate descriptor `fd` of process `pid` into this process
+/// (`pidfd_getfd(2)`): the copy shares the open file description, so it
+/// shares any flock on it. Close-on-exec is set on the copy.
+pub fn steal_fd(pid: i32, fd: i32) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain syscalls; the returned descriptors are owned here.
+    unsafe {
+        let pidfd = libc::syscall(libc::SYS_pidfd_open, pid, 0);
+        assert!(
+            pidfd >= 0,
+            "pidfd_open({pid}): {}",
+            std::io::Error::last_os_error()
+        );
+        let pidfd = std::os::fd::OwnedFd::from_raw_fd(pidfd as i32);
+        let got = libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0);
+        assert!(
+            got >= 0,
+            "pidfd_getfd({pid}, {fd}): {}",
+            std::io::Error::last_os_error()
+        );
+        std::os::fd::OwnedFd::from_raw_fd(got as i32)
+    }
+}
