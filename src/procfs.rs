@@ -172,7 +172,10 @@ pub fn children(pid: i32) -> Vec<i32> {
     for task in tasks.flatten() {
         let path = task.path().join("children");
         if let Ok(text) = fs::read_to_string(&path) {
-            out.extend(text.split_whitespace().filter_map(|s| s.parse::<i32>().ok()));
+            out.extend(
+                text.split_whitespace()
+                    .filter_map(|s| s.parse::<i32>().ok()),
+            );
         }
     }
     out
@@ -201,8 +204,7 @@ pub fn group_members(pgid: i32) -> BTreeSet<i32> {
             continue;
         };
         // Field 5 (pgrp) is index 2 after the comm.
-        if stat_fields(pid).and_then(|f| f.get(2).and_then(|s| s.parse::<i32>().ok()))
-            == Some(pgid)
+        if stat_fields(pid).and_then(|f| f.get(2).and_then(|s| s.parse::<i32>().ok())) == Some(pgid)
         {
             out.insert(pid);
         }
@@ -226,7 +228,10 @@ pub fn holders_of(file: FileId) -> BTreeSet<i32> {
         };
         for fd in fds.flatten() {
             if let Ok(meta) = fs::metadata(fd.path())
-                && FileId::new(std::os::unix::fs::MetadataExt::dev(&meta), std::os::unix::fs::MetadataExt::ino(&meta)) == file
+                && FileId::new(
+                    std::os::unix::fs::MetadataExt::dev(&meta),
+                    std::os::unix::fs::MetadataExt::ino(&meta),
+                ) == file
             {
                 out.insert(pid);
                 break;
