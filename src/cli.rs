@@ -115,11 +115,7 @@ pub struct RunArgs {
     pub verbose: bool,
 
     /// The command to run, with its arguments (after "--").
-    #[arg(
-        required = true,
-        trailing_var_arg = true,
-        value_name = "COMMAND"
-    )]
+    #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
 }
 

@@ -5,7 +5,6 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-
 /// The largest duration accepted: 100 years. Anything longer is almost
 /// certainly a typo, and deadlines computed from it must not overflow.
 pub const MAX: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
@@ -63,10 +62,8 @@ pub fn format_duration(d: Duration) -> String {
         return if ms.is_multiple_of(1000) {
             format!("{}s", ms / 1000)
         } else {
-            format!("{s:.3}s")
-                .trim_end_matches('0')
-                .trim_end_matches('.')
-                .to_string()
+            let n = format!("{s:.3}");
+            format!("{}s", n.trim_end_matches('0').trim_end_matches('.'))
         };
     }
     let total = d.as_secs();

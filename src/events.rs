@@ -31,7 +31,12 @@ pub struct Reporter {
 
 impl Reporter {
     /// `events`: a path (appended to, created 0600) or `-` for stderr.
-    pub fn new(events: Option<&Path>, verbose: bool, attempt_id: &str, lock: &Path) -> Result<Self> {
+    pub fn new(
+        events: Option<&Path>,
+        verbose: bool,
+        attempt_id: &str,
+        lock: &Path,
+    ) -> Result<Self> {
         let sink = match events {
             None => None,
             Some(p) if p.as_os_str() == "-" => Some(Sink::Stderr),

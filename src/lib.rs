@@ -2,7 +2,6 @@
 //! holds an `flock(2)` lock on its session's lock file; the supervisor
 //! bounds the attempt's life so the kernel frees the lock on time.
 
-pub mod child;
 pub mod cli;
 pub mod config;
 pub mod duration;

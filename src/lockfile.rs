@@ -8,7 +8,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -77,101 +77,77 @@ fn describe_unusable(path: &Path, meta: &fs::Metadata) -> Option<String> {
     Some(format!("lock file {} {what}", path.display()))
 }
 
-/// Open (creating with `mode` if needed) the lock file for an attempt:
-/// `O_NOFOLLOW`, `O_CLOEXEC`, `O_NONBLOCK` (so a FIFO planted at the path
-/// cannot block us), then refuse anything that is not a regular file.
-pub fn open_for_attempt(path: &Path, mode: u32) -> Result<File, String> {
-    let flags = libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY;
-    let created = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .custom_flags(flags)
-        .open(path);
-    let (file, created) = match created {
-        Ok(f) => (f, true),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            let f = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .custom_flags(flags)
-                .open(path)
-                .map_err(|e| open_error(path, &e))?;
-            (f, false)
-        }
-        Err(e) => return Err(open_error(path, &e)),
-    };
-    let meta = file
-        .metadata()
-        .map_err(|e| format!("cannot stat lock file {}: {e}", path.display()))?;
-    if let Some(why) = describe_unusable(path, &meta) {
-        return Err(why);
-    }
-    if created {
-        // The umask may have narrowed the mode; the configured mode is what
-        // was asked for.
-        file.set_permissions(fs::Permissions::from_mode(mode))
-            .map_err(|e| format!("cannot set mode of lock file {}: {e}", path.display()))?;
-    }
-    // Leave the descriptor in blocking mode for the command that inherits it.
-    let fl = nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_GETFL)
-        .map_err(|e| format!("fcntl on lock file {}: {e}", path.display()))?;
-    let fl = nix::fcntl::OFlag::from_bits_truncate(fl) & !nix::fcntl::OFlag::O_NONBLOCK;
-    nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETFL(fl))
-        .map_err(|e| format!("fcntl on lock file {}: {e}", path.display()))?;
-    Ok(file)
-}
-
-fn open_error(path: &Path, e: &io::Error) -> String {
-    match e.raw_os_error() {
-        Some(libc::ELOOP) => format!(
+/// The message for an `open(2)` of the lock file that failed with `errno`.
+pub fn open_error(path: &Path, errno: Errno) -> String {
+    match errno {
+        Errno::ELOOP => format!(
             "lock file {} is a symbolic link; refusing to follow it",
             path.display()
         ),
-        Some(libc::EISDIR) => format!("lock file {} is a directory", path.display()),
-        Some(libc::ENOENT) => format!(
+        Errno::EISDIR => format!("lock file {} is a directory", path.display()),
+        Errno::ENOENT => format!(
             "cannot create lock file {}: its directory does not exist",
             path.display()
         ),
-        Some(libc::ENXIO) | Some(libc::ENODEV) => {
+        Errno::ENXIO | Errno::ENODEV => {
             format!("lock file {} is not a regular file", path.display())
         }
-        _ => format!("cannot open lock file {}: {e}", path.display()),
+        e => format!("cannot open lock file {}: {}", path.display(), e.desc()),
     }
+}
+
+/// The message for a lock path whose file type (from `st_mode`) is wrong.
+pub fn describe_mode(path: &Path, mode: u32) -> String {
+    let what = match mode & libc::S_IFMT {
+        libc::S_IFDIR => "is a directory",
+        libc::S_IFIFO => "is a FIFO, not a regular file",
+        libc::S_IFSOCK => "is a socket, not a regular file",
+        libc::S_IFBLK | libc::S_IFCHR => "is a device, not a regular file",
+        libc::S_IFLNK => "is a symbolic link; refusing to follow it",
+        _ => "is not a regular file",
+    };
+    format!("lock file {} {what}", path.display())
+}
+
+/// Write the metadata line while the attempt holds the lock, through a
+/// separate, short-lived open file description (the attempt's own
+/// description is never touched by the supervisor). `expect` guards
+/// against a path that was replaced meanwhile.
+pub fn write_metadata(path: &Path, expect: FileId, line: &str) -> Result<(), String> {
+    let file = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| format!("cannot write metadata to {}: {e}", path.display()))?;
+    if file_id(&file).ok() != Some(expect) {
+        return Err(format!(
+            "lock file {} was replaced while the lock was being taken",
+            path.display()
+        ));
+    }
+    let mut text = Vec::with_capacity(line.len() + 1);
+    text.extend_from_slice(line.as_bytes());
+    text.push(b'\n');
+    // Overwrite in place and cut what is left of a longer previous line:
+    // cheaper than truncating to zero first, and a reader that takes the
+    // first line never sees a mix.
+    let old_len = file.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
+    let new_len = text.len() as u64;
+    file.write_all_at(&text, 0)
+        .and_then(|()| {
+            if old_len > new_len {
+                file.set_len(new_len)
+            } else {
+                Ok(())
+            }
+        })
+        .map_err(|e| format!("cannot write metadata to {}: {e}", path.display()))
 }
 
 /// The identity of an open lock file, as `/proc/locks` names it.
 pub fn file_id(file: &File) -> io::Result<FileId> {
     let meta = file.metadata()?;
     Ok(FileId::new(meta.dev(), meta.ino()))
-}
-
-/// Outcome of one try to take the lock.
-pub enum Take {
-    /// The lock is ours; the descriptor holds it.
-    Held(Flock<File>),
-    /// Someone else holds it (only with `nonblock`).
-    Busy(File),
-}
-
-/// Take the lock on `file`: exclusive or shared, blocking or not.
-pub fn take(file: File, shared: bool, nonblock: bool) -> Result<Take, String> {
-    let arg = match (shared, nonblock) {
-        (false, false) => FlockArg::LockExclusive,
-        (false, true) => FlockArg::LockExclusiveNonblock,
-        (true, false) => FlockArg::LockShared,
-        (true, true) => FlockArg::LockSharedNonblock,
-    };
-    let mut file = file;
-    loop {
-        match Flock::lock(file, arg) {
-            Ok(held) => return Ok(Take::Held(held)),
-            Err((f, Errno::EWOULDBLOCK)) if nonblock => return Ok(Take::Busy(f)),
-            Err((f, Errno::EINTR)) => file = f,
-            Err((_, e)) => return Err(format!("flock failed: {e}")),
-        }
-    }
 }
 
 /// Whether the lock that `acquirer` took on `file` is still held: some
@@ -331,19 +307,30 @@ mod tests {
         fs::write(&target, "").unwrap();
         let link = dir.path().join("l");
         std::os::unix::fs::symlink(&target, &link).unwrap();
-        assert!(open_for_attempt(&link, 0o600).unwrap_err().contains("symbolic link"));
         assert!(preflight(&link).unwrap_err().contains("symbolic link"));
-        assert!(open_for_attempt(dir.path(), 0o600).is_err());
         assert!(preflight(dir.path()).unwrap_err().contains("directory"));
         let missing = dir.path().join("no/such.lock");
         assert!(preflight(&missing).unwrap_err().contains("does not exist"));
+        assert!(open_error(&link, Errno::ELOOP).contains("symbolic link"));
+        assert!(describe_mode(&link, libc::S_IFIFO).contains("FIFO"));
     }
 
     #[test]
-    fn creates_with_the_requested_mode() {
+    fn metadata_is_written_only_to_the_expected_file() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x.lock");
-        let f = open_for_attempt(&p, 0o640).unwrap();
-        assert_eq!(f.metadata().unwrap().permissions().mode() & 0o7777, 0o640);
+        fs::write(&p, "old contents that are longer\n").unwrap();
+        let id = file_id(&File::open(&p).unwrap()).unwrap();
+        write_metadata(&p, id, "{\"v\":1}").unwrap();
+        assert_eq!(fs::read_to_string(&p).unwrap(), "{\"v\":1}\n");
+        let other = FileId {
+            inode: id.inode + 1,
+            ..id
+        };
+        assert!(
+            write_metadata(&p, other, "{}")
+                .unwrap_err()
+                .contains("replaced")
+        );
     }
 }

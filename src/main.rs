@@ -7,14 +7,10 @@ use std::process::ExitCode;
 use clap::Parser;
 use clap::error::ErrorKind;
 use locksup::cli::{Cli, Command};
-use locksup::{child, exit};
+use locksup::exit;
 
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().collect();
-    // The attempt role: the supervisor's child, before it execs the command.
-    if args.get(1).is_some_and(|a| a == child::ROLE_ARG) {
-        return code(child::main(&args[2..]));
-    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,

@@ -1,65 +1,551 @@
 //! The fork/exec boundary: the only module with `unsafe`.
 //!
-//! An attempt starts as a child of the supervisor that runs locksup's own
-//! binary in its attempt role (see [`crate::child`]); that role takes the
-//! lock and then execs the user's command in the same process. Here we set
-//! up what must happen between fork and exec, using only
-//! async-signal-safe calls: the parent-death signal with its race check,
-//! and the inheritance of the two protocol pipes.
+//! [`Prepared`] builds, before the fork, everything the attempt's first
+//! process needs (paths, argv, envp, the execve candidates of a `PATH`
+//! search), so that the child, between `fork` and `execve`, makes only
+//! async-signal-safe system calls and allocates nothing:
+//!
+//! 1. own process group; `PR_SET_PDEATHSIG` = SIGKILL, then the `getppid`
+//!    race check; handled signals back to default, signal mask emptied;
+//! 2. open the lock file (`O_NOFOLLOW`, `O_CLOEXEC`; regular files only);
+//! 3. `flock(2)`; if busy, report `waiting` and block (or report `busy`
+//!    and leave, without waiting);
+//! 4. report `locked`, then block until the supervisor, having written the
+//!    metadata line, sends the go-ahead with the deadline;
+//! 5. move the lock descriptor to the number promised in
+//!    `LOCKSUP_LOCK_FD`, inheritable, and exec the command.
+//!
+//! Reports travel on a close-on-exec pipe as fixed-size binary records, so
+//! its end of file after `locked` means the command was exec'd. The
+//! supervisor enforces `--wait` by killing the child, so the blocking
+//! `flock` never delays the supervisor.
 
+use std::ffi::{CString, OsStr, OsString};
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
 use nix::sys::signal::Signal;
 
-/// Spawn `cmd` as the attempt's first process: its own process group,
-/// SIGKILL when the supervisor's thread dies, and the descriptors in
-/// `inherit` kept open across exec.
-///
-/// Must be called from a thread that lives as long as the attempt (the
-/// parent-death signal fires when the *forking thread* exits): the main
-/// thread of a current-thread runtime.
-pub fn spawn_attempt(cmd: &mut Command, inherit: [RawFd; 2]) -> io::Result<Child> {
-    let supervisor = nix::unistd::getpid();
-    cmd.process_group(0);
-    // SAFETY: the closure runs in the child between fork and exec. It calls
-    // only prctl(2), getppid(2), fcntl(2) and _exit(2), all async-signal-safe;
-    // it allocates nothing and touches no lock held by another thread.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // The supervisor may have died between fork and prctl; then the
-            // death signal will never come, so leave now.
-            if libc::getppid() != supervisor.as_raw() {
-                libc::_exit(crate::exit::FAILURE);
-            }
-            for fd in inherit {
-                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
-    cmd.spawn()
+/// Size of one report record: tag, then two little-endian u64.
+pub const RECORD_LEN: usize = 17;
+/// Length of an RFC 3339 UTC timestamp with milliseconds.
+pub const DEADLINE_LEN: usize = 24;
+const DEADLINE_KEY: &[u8] = b"LOCKSUP_DEADLINE=";
+
+/// A report from the attempt's first process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Record {
+    /// The lock is busy; now blocking for it. `(st_dev, st_ino)`.
+    Waiting(u64, u64),
+    /// The lock is busy and we may not wait; the child exits.
+    Busy(u64, u64),
+    /// The lock is held.
+    Locked(u64, u64),
+    /// Something failed before exec: the stage and the errno (or mode).
+    Failed(Stage, u64),
 }
 
-/// Take ownership of a descriptor this process inherited across exec from
-/// its supervisor, whose number came on the command line.
-pub fn adopt_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
-    // SAFETY: fcntl(F_GETFD) only queries flags; it is sound on any integer
-    // and fails with EBADF when `fd` is not open.
-    if fd < 3 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-        return Err(io::Error::from_raw_os_error(libc::EBADF));
+/// Where the child failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// prctl and friends.
+    Setup,
+    /// open(2) of the lock file; value is errno.
+    Open,
+    /// The lock path is not a regular file; value is `st_mode`.
+    NotRegular,
+    /// flock(2); value is errno.
+    Flock,
+    /// execve(2) of every candidate; value is errno.
+    Exec,
+}
+
+impl Record {
+    fn encode(self) -> [u8; RECORD_LEN] {
+        let (tag, a, b) = match self {
+            Record::Waiting(d, i) => (b'W', d, i),
+            Record::Busy(d, i) => (b'B', d, i),
+            Record::Locked(d, i) => (b'L', d, i),
+            Record::Failed(s, v) => {
+                let s = match s {
+                    Stage::Setup => 1,
+                    Stage::Open => 2,
+                    Stage::NotRegular => 3,
+                    Stage::Flock => 4,
+                    Stage::Exec => 5,
+                };
+                (b'E', s, v)
+            }
+        };
+        let mut out = [0u8; RECORD_LEN];
+        out[0] = tag;
+        out[1..9].copy_from_slice(&a.to_le_bytes());
+        out[9..17].copy_from_slice(&b.to_le_bytes());
+        out
     }
-    // SAFETY: `fd` is open (checked above) and was created for this process
-    // by its supervisor solely to be adopted here, exactly once, at start-up
-    // before any other code could have taken it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+
+    /// Decode one record; `None` for garbage.
+    pub fn decode(buf: &[u8; RECORD_LEN]) -> Option<Record> {
+        let mut a = [0u8; 8];
+        let mut b = [0u8; 8];
+        a.copy_from_slice(&buf[1..9]);
+        b.copy_from_slice(&buf[9..17]);
+        let (a, b) = (u64::from_le_bytes(a), u64::from_le_bytes(b));
+        Some(match buf[0] {
+            b'W' => Record::Waiting(a, b),
+            b'B' => Record::Busy(a, b),
+            b'L' => Record::Locked(a, b),
+            b'E' => Record::Failed(
+                match a {
+                    1 => Stage::Setup,
+                    2 => Stage::Open,
+                    3 => Stage::NotRegular,
+                    4 => Stage::Flock,
+                    5 => Stage::Exec,
+                    _ => return None,
+                },
+                b,
+            ),
+            _ => return None,
+        })
+    }
+}
+
+/// Everything the child needs, built before the fork.
+pub struct Prepared {
+    lock: CString,
+    mode: libc::mode_t,
+    flock_op: libc::c_int,
+    nonblock: bool,
+    /// execve candidates, in `PATH` order.
+    candidates: Vec<CString>,
+    argv: Vec<CString>,
+    argv_ptrs: Vec<*const libc::c_char>,
+    /// NUL-terminated `KEY=VALUE` entries; owned mutably so the child can
+    /// fill in the deadline slot of its copy.
+    envp: Vec<Vec<u8>>,
+    envp_ptrs: Vec<*const libc::c_char>,
+    /// Index in `envp` of `LOCKSUP_DEADLINE=` + placeholder, if any.
+    deadline_slot: Option<usize>,
+    /// A descriptor reserved for the lock: the child puts the lock on
+    /// this number, which `LOCKSUP_LOCK_FD` names.
+    lock_fd_slot: OwnedFd,
+    /// Signals whose handlers the child resets to default.
+    reset: Vec<libc::c_int>,
+}
+
+/// What the caller gives [`Prepared::new`].
+pub struct Request<'a> {
+    /// Lock file path.
+    pub lock: &'a Path,
+    /// Mode for a lock file the child creates.
+    pub mode: u32,
+    /// Shared lock.
+    pub shared: bool,
+    /// Do not wait for a busy lock.
+    pub nonblock: bool,
+    /// Command and arguments (non-empty).
+    pub command: &'a [OsString],
+    /// Extra environment (set, overriding); the rest is inherited.
+    pub env: Vec<(OsString, OsString)>,
+    /// Variables removed from the inherited environment.
+    pub env_remove: Vec<&'a str>,
+    /// Whether the command gets `LOCKSUP_DEADLINE`.
+    pub with_deadline: bool,
+    /// Signals with handlers in the supervisor.
+    pub handled: Vec<Signal>,
+}
+
+fn cstring(bytes: &[u8], what: &str) -> io::Result<CString> {
+    CString::new(bytes).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{what} contains a NUL byte"),
+        )
+    })
+}
+
+impl Prepared {
+    /// Build the child's plan.
+    pub fn new(req: Request<'_>) -> io::Result<Prepared> {
+        let lock = cstring(req.lock.as_os_str().as_bytes(), "lock path")?;
+        let argv: Vec<CString> = req
+            .command
+            .iter()
+            .map(|a| cstring(a.as_bytes(), "an argument"))
+            .collect::<io::Result<_>>()?;
+        let name = req
+            .command
+            .first()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no command"))?;
+        let path_var = req
+            .env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.clone())
+            .or_else(|| std::env::var_os("PATH"));
+        let candidates = exec_candidates(name, path_var.as_deref())?;
+
+        // Reserve a descriptor number for the lock: a close-on-exec
+        // /dev/null that the child replaces with the lock (dup3).
+        let lock_fd_slot: OwnedFd = std::fs::File::open("/dev/null")?.into();
+        let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
+            .filter(|(k, _)| {
+                !req.env_remove.iter().any(|r| k == r)
+                    && !req.env.iter().any(|(e, _)| e == k)
+                    && k != "LOCKSUP_LOCK_FD"
+                    && k != "LOCKSUP_DEADLINE"
+            })
+            .collect();
+        env.extend(req.env);
+        env.push((
+            "LOCKSUP_LOCK_FD".into(),
+            lock_fd_slot.as_raw_fd().to_string().into(),
+        ));
+        let mut envp: Vec<Vec<u8>> = env
+            .iter()
+            .map(|(k, v)| {
+                let mut e = Vec::with_capacity(k.len() + v.len() + 2);
+                e.extend_from_slice(k.as_bytes());
+                e.push(b'=');
+                e.extend_from_slice(v.as_bytes());
+                e.push(0);
+                e
+            })
+            .filter(|e| !e[..e.len() - 1].contains(&0))
+            .collect();
+        let deadline_slot = if req.with_deadline {
+            let mut e = DEADLINE_KEY.to_vec();
+            e.extend_from_slice(&[b'0'; DEADLINE_LEN]);
+            e.push(0);
+            envp.push(e);
+            Some(envp.len() - 1)
+        } else {
+            None
+        };
+        let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+        argv_ptrs.push(std::ptr::null());
+        let mut envp_ptrs: Vec<*const libc::c_char> =
+            envp.iter().map(|e| e.as_ptr().cast()).collect();
+        envp_ptrs.push(std::ptr::null());
+        Ok(Prepared {
+            lock,
+            mode: req.mode as libc::mode_t,
+            flock_op: if req.shared {
+                libc::LOCK_SH
+            } else {
+                libc::LOCK_EX
+            },
+            nonblock: req.nonblock,
+            candidates,
+            argv,
+            argv_ptrs,
+            envp,
+            envp_ptrs,
+            deadline_slot,
+            lock_fd_slot,
+            reset: req
+                .handled
+                .iter()
+                .map(|s| *s as libc::c_int)
+                .chain([libc::SIGPIPE])
+                .collect(),
+        })
+    }
+}
+
+/// The paths `execvp` would try for `name`, in order.
+fn exec_candidates(name: &OsStr, path: Option<&OsStr>) -> io::Result<Vec<CString>> {
+    let bytes = name.as_bytes();
+    if bytes.is_empty() {
+        return Ok(vec![cstring(b"", "command")?]);
+    }
+    if bytes.contains(&b'/') {
+        return Ok(vec![cstring(bytes, "command")?]);
+    }
+    let path = path.map_or(&b"/usr/local/bin:/usr/bin:/bin"[..], |p| p.as_bytes());
+    path.split(|b| *b == b':')
+        .map(|dir| {
+            let mut full = if dir.is_empty() {
+                b".".to_vec()
+            } else {
+                dir.to_vec()
+            };
+            full.push(b'/');
+            full.extend_from_slice(bytes);
+            cstring(&full, "command path")
+        })
+        .collect()
+}
+
+/// The running child: its PID and the supervisor's ends of the pipes.
+pub struct Spawned {
+    /// PID (and process group) of the attempt's first process.
+    pub pid: i32,
+    /// Reports from the child ([`Record`]s), end of file at exec.
+    pub status: OwnedFd,
+    /// Where the go-ahead goes ([`go_ahead`]).
+    pub control: OwnedFd,
+}
+
+/// The go-ahead message: `g`, then the deadline if the child expects one.
+pub fn go_ahead(deadline: Option<&str>) -> Vec<u8> {
+    let mut msg = vec![b'g'];
+    if let Some(d) = deadline {
+        let mut fixed = [b'0'; DEADLINE_LEN];
+        let n = d.len().min(DEADLINE_LEN);
+        fixed[..n].copy_from_slice(&d.as_bytes()[..n]);
+        msg.extend_from_slice(&fixed);
+    }
+    msg
+}
+
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)
+}
+
+/// Fork the attempt's first process (see the module documentation).
+///
+/// Call it from a thread that lives as long as the attempt (the
+/// parent-death signal fires when the *forking thread* exits), in a
+/// process with no other threads: the main thread of a current-thread
+/// runtime.
+pub fn spawn(prep: &mut Prepared) -> io::Result<Spawned> {
+    let (status_r, status_w) = pipe()?;
+    let (control_r, control_w) = pipe()?;
+    let parent = nix::unistd::getpid().as_raw();
+    let deadline_ptr: *mut u8 = match prep.deadline_slot {
+        Some(i) => prep.envp[i][DEADLINE_KEY.len()..].as_mut_ptr(),
+        None => std::ptr::null_mut(),
+    };
+    // Block every signal across the fork, so no handler of ours runs in
+    // the child before it has reset them.
+    let mut all = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    let mut old = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigfillset initialises `all`; pthread_sigmask writes the old
+    // mask into `old`, valid storage of the right type.
+    unsafe {
+        libc::sigfillset(all.as_mut_ptr());
+        libc::pthread_sigmask(libc::SIG_SETMASK, all.as_ptr(), old.as_mut_ptr());
+    }
+    // SAFETY: the caller guarantees this process has a single thread, so
+    // the child is a consistent copy. The child runs only `child_main`,
+    // which makes async-signal-safe system calls on memory prepared above
+    // and never returns (it execs or calls _exit).
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: we are the child of a fork; see `child_main`.
+        unsafe {
+            child_main(
+                prep,
+                parent,
+                status_w.as_raw_fd(),
+                control_r.as_raw_fd(),
+                [status_r.as_raw_fd(), control_w.as_raw_fd()],
+                deadline_ptr,
+                old.as_ptr(),
+            )
+        }
+    }
+    let fork_err = io::Error::last_os_error();
+    // SAFETY: restores the mask saved above (initialised by the call).
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_SETMASK, old.as_ptr(), std::ptr::null_mut());
+    }
+    if pid < 0 {
+        return Err(fork_err);
+    }
+    // Also from this side, so signals to the group work at once.
+    let _ = nix::unistd::setpgid(
+        nix::unistd::Pid::from_raw(pid),
+        nix::unistd::Pid::from_raw(pid),
+    );
+    drop((status_w, control_r));
+    Ok(Spawned {
+        pid,
+        status: status_r,
+        control: control_w,
+    })
+}
+
+/// The child between fork and exec.
+///
+/// # Safety
+///
+/// Only in the child of `fork`, with the pointers of `prep` valid (the
+/// child's copy of the parent's memory). Uses only async-signal-safe
+/// calls: setpgid, prctl, getppid, sigaction, pthread_sigmask, open,
+/// fstat, fchmod, fcntl, flock, write, read, dup3, close, execve, _exit.
+unsafe fn child_main(
+    prep: &Prepared,
+    parent: libc::pid_t,
+    status: RawFd,
+    control: RawFd,
+    parent_ends: [RawFd; 2],
+    deadline: *mut u8,
+    _old_mask: *const libc::sigset_t,
+) -> ! {
+    // SAFETY (whole body): see the function's contract. Every pointer
+    // passed to the kernel points into `prep` or the stack.
+    unsafe {
+        for fd in parent_ends {
+            libc::close(fd);
+        }
+        let report = |r: Record| {
+            let buf = r.encode();
+            libc::write(status, buf.as_ptr().cast(), RECORD_LEN);
+        };
+        let fail = |stage: Stage, value: u64, code: i32| -> ! {
+            report(Record::Failed(stage, value));
+            libc::_exit(code)
+        };
+        let errno = || *libc::__errno_location() as u64;
+        libc::setpgid(0, 0);
+        if libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        ) != 0
+        {
+            fail(Stage::Setup, errno(), crate::exit::FAILURE);
+        }
+        // The supervisor may have died before prctl: then no death signal
+        // will ever come.
+        if libc::getppid() != parent {
+            libc::_exit(crate::exit::FAILURE);
+        }
+        let mut dfl: libc::sigaction = std::mem::zeroed();
+        dfl.sa_sigaction = libc::SIG_DFL;
+        for &sig in &prep.reset {
+            libc::sigaction(sig, &dfl, std::ptr::null_mut());
+        }
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+
+        let base =
+            libc::O_RDWR | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC;
+        let mut fd = libc::open(
+            prep.lock.as_ptr(),
+            base | libc::O_CREAT | libc::O_EXCL,
+            prep.mode,
+        );
+        let created = fd >= 0;
+        if fd < 0 && *libc::__errno_location() == libc::EEXIST {
+            fd = libc::open(prep.lock.as_ptr(), base);
+        }
+        if fd < 0 {
+            fail(Stage::Open, errno(), crate::exit::FAILURE);
+        }
+        let mut st: libc::stat = std::mem::zeroed();
+        if libc::fstat(fd, &mut st) != 0 {
+            fail(Stage::Open, errno(), crate::exit::FAILURE);
+        }
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            fail(
+                Stage::NotRegular,
+                u64::from(st.st_mode),
+                crate::exit::FAILURE,
+            );
+        }
+        if created {
+            // The umask may have narrowed it; the configured mode is wanted.
+            libc::fchmod(fd, prep.mode);
+        }
+        let fl = libc::fcntl(fd, libc::F_GETFL);
+        libc::fcntl(fd, libc::F_SETFL, fl & !libc::O_NONBLOCK);
+        let (dev, ino) = (st.st_dev, st.st_ino);
+
+        if libc::flock(fd, prep.flock_op | libc::LOCK_NB) != 0 {
+            if *libc::__errno_location() != libc::EWOULDBLOCK {
+                fail(Stage::Flock, errno(), crate::exit::FAILURE);
+            }
+            if prep.nonblock {
+                report(Record::Busy(dev, ino));
+                libc::_exit(crate::exit::CONFLICT);
+            }
+            report(Record::Waiting(dev, ino));
+            while libc::flock(fd, prep.flock_op) != 0 {
+                if *libc::__errno_location() != libc::EINTR {
+                    fail(Stage::Flock, errno(), crate::exit::FAILURE);
+                }
+            }
+        }
+        report(Record::Locked(dev, ino));
+
+        // Wait for the go-ahead (the metadata is written by then).
+        let want = if deadline.is_null() {
+            1
+        } else {
+            1 + DEADLINE_LEN
+        };
+        let mut buf = [0u8; 1 + DEADLINE_LEN];
+        let mut got = 0;
+        while got < want {
+            let n = libc::read(control, buf.as_mut_ptr().add(got).cast(), want - got);
+            if n > 0 {
+                got += n as usize;
+            } else if n == 0 || *libc::__errno_location() != libc::EINTR {
+                // The supervisor decided otherwise, or is gone.
+                libc::_exit(crate::exit::FAILURE);
+            }
+        }
+        if buf[0] != b'g' {
+            libc::_exit(crate::exit::FAILURE);
+        }
+        if !deadline.is_null() {
+            std::ptr::copy_nonoverlapping(buf.as_ptr().add(1), deadline, DEADLINE_LEN);
+        }
+        libc::close(control);
+
+        // The lock goes to the promised number, inheritable.
+        let slot = prep.lock_fd_slot.as_raw_fd();
+        if libc::dup3(fd, slot, 0) < 0 {
+            fail(Stage::Setup, errno(), crate::exit::FAILURE);
+        }
+        libc::close(fd);
+
+        let mut last = libc::ENOENT;
+        let mut denied = false;
+        for cand in &prep.candidates {
+            libc::execve(
+                cand.as_ptr(),
+                prep.argv_ptrs.as_ptr(),
+                prep.envp_ptrs.as_ptr(),
+            );
+            last = *libc::__errno_location();
+            match last {
+                libc::EACCES => denied = true,
+                libc::ENOENT | libc::ENOTDIR | libc::ESTALE | libc::ENODEV | libc::ETIMEDOUT => {}
+                _ => break,
+            }
+        }
+        if denied && matches!(last, libc::ENOENT | libc::ENOTDIR) {
+            last = libc::EACCES;
+        }
+        let code = if last == libc::ENOENT || last == libc::ENOTDIR {
+            crate::exit::NOT_FOUND
+        } else {
+            crate::exit::CANNOT_EXECUTE
+        };
+        fail(Stage::Exec, last as u64, code)
+    }
+}
+
+impl Prepared {
+    /// The descriptor number the command finds the lock on.
+    pub fn lock_fd_number(&self) -> RawFd {
+        self.lock_fd_slot.as_raw_fd()
+    }
+
+    /// The argv, for messages.
+    pub fn argv0(&self) -> &CString {
+        &self.argv[0]
+    }
 }
 
 /// Whether `sig` was set to be ignored when this process started.
@@ -79,4 +565,54 @@ pub fn signal_is_ignored(sig: Signal) -> bool {
     // SAFETY: sigaction returned 0, so it filled `old` in.
     let old = unsafe { old.assume_init() };
     old.sa_sigaction == libc::SIG_IGN
+}
+
+/// Take ownership of a raw descriptor number this process owns by
+/// construction (kept for callers adopting inherited descriptors).
+pub fn adopt_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: fcntl(F_GETFD) only queries flags; it fails with EBADF when
+    // `fd` is not open.
+    if fd < 3 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
+    }
+    // SAFETY: `fd` is open (checked above) and nobody else in this process
+    // owns it: it was inherited for the caller alone.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip() {
+        for r in [
+            Record::Waiting(1, 2),
+            Record::Busy(u64::MAX, 0),
+            Record::Locked(7, 8),
+            Record::Failed(Stage::Exec, 2),
+            Record::Failed(Stage::NotRegular, 0o10644),
+        ] {
+            assert_eq!(Record::decode(&r.encode()), Some(r));
+        }
+        assert_eq!(Record::decode(&[0u8; RECORD_LEN]), None);
+    }
+
+    #[test]
+    fn path_search_like_execvp() {
+        let c = exec_candidates(OsStr::new("sh"), Some(OsStr::new("/a::/b"))).unwrap();
+        let c: Vec<_> = c.iter().map(|s| s.to_str().unwrap().to_owned()).collect();
+        assert_eq!(c, ["/a/sh", "./sh", "/b/sh"]);
+        let c = exec_candidates(OsStr::new("./x"), Some(OsStr::new("/a"))).unwrap();
+        assert_eq!(c[0].to_str().unwrap(), "./x");
+    }
+
+    #[test]
+    fn go_ahead_is_fixed_size() {
+        assert_eq!(go_ahead(None), b"g");
+        assert_eq!(
+            go_ahead(Some("2026-11-24T08:14:58.216Z")).len(),
+            1 + DEADLINE_LEN
+        );
+    }
 }

@@ -21,31 +21,28 @@ use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
-use std::process::Command;
 use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 use nix::errno::Errno;
-use nix::fcntl::OFlag;
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::time::{Instant, sleep_until};
 
-use crate::child::{Go, Plan, Report};
 use crate::duration::format_duration;
 use crate::error::{Error, Result};
 use crate::events::{Reporter, rfc3339};
+use crate::exit;
 use crate::lockfile::{self, Metadata};
 use crate::procfs::{self, FileId};
 use crate::signal::Sig;
-use crate::{exit, spawn};
+use crate::spawn::{self, Record, Stage};
 
 /// How long to wait for a busy lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,9 +155,19 @@ impl Signals {
             if spawn::signal_is_ignored(*sig) {
                 continue;
             }
-            others.push((*sig, signal(SignalKind::from_raw(*sig as i32)).map_err(err)?));
+            others.push((
+                *sig,
+                signal(SignalKind::from_raw(*sig as i32)).map_err(err)?,
+            ));
         }
         Ok(Self { child, others })
+    }
+
+    /// The signals we installed handlers for (the child resets them).
+    fn handled(&self) -> Vec<Signal> {
+        let mut v = vec![Signal::SIGCHLD];
+        v.extend(self.others.iter().map(|(s, _)| *s));
+        v
     }
 
     /// The next signal received.
@@ -189,42 +196,42 @@ pub async fn supervise(spec: &Spec, report: &mut Reporter) -> Result<i32> {
         .map_err(|e| Error::usage(format!("cannot become a child subreaper: {e}")))?;
     // Before the fork, so no SIGCHLD is missed.
     let signals = Signals::install()?;
-    let (status_r, status_w) = pipe_pair()?;
-    let (control_r, control_w) = pipe_pair()?;
-    let plan = Plan {
-        status_fd: status_w.as_raw_fd(),
-        control_fd: control_r.as_raw_fd(),
+    let mut env: Vec<(OsString, OsString)> = vec![
+        (
+            "LOCKSUP_LOCK_FILE".into(),
+            spec.lock.clone().into_os_string(),
+        ),
+        ("LOCKSUP_ATTEMPT_ID".into(), spec.attempt_id.clone().into()),
+    ];
+    if let Some(s) = &spec.session {
+        env.push(("LOCKSUP_SESSION".into(), s.clone().into_os_string()));
+    }
+    let mut prepared = spawn::Prepared::new(spawn::Request {
+        lock: &spec.lock,
+        mode: spec.file_mode,
         shared: spec.shared,
         nonblock: spec.wait == Wait::No,
-        mode: spec.file_mode,
-    };
-    let mut cmd = Command::new("/proc/self/exe");
-    std::os::unix::process::CommandExt::arg0(&mut cmd, "locksup");
-    cmd.args(plan.to_args(&spec.lock, &spec.command))
-        .env("LOCKSUP_LOCK_FILE", &spec.lock)
-        .env("LOCKSUP_ATTEMPT_ID", &spec.attempt_id)
-        .env_remove("LOCKSUP_LOCK_FD")
-        .env_remove("LOCKSUP_DEADLINE");
-    match &spec.session {
-        Some(s) => cmd.env("LOCKSUP_SESSION", s),
-        None => cmd.env_remove("LOCKSUP_SESSION"),
-    };
+        command: &spec.command,
+        env,
+        env_remove: vec!["LOCKSUP_SESSION"],
+        with_deadline: spec.timeout.is_some(),
+        handled: signals.handled(),
+    })
+    .map_err(|e| Error::usage(format!("cannot start the attempt: {e}")))?;
     let started_at = Instant::now();
-    let child = spawn::spawn_attempt(&mut cmd, [status_w.as_raw_fd(), control_r.as_raw_fd()])
+    let child = spawn::spawn(&mut prepared)
         .map_err(|e| Error::usage(format!("cannot start the attempt: {e}")))?;
-    drop((status_w, control_r));
-    let pid = child.id() as i32;
-    // std's Child neither kills nor waits on drop; all reaping is ours.
-    drop(child);
-    let status = pipe::Receiver::from_owned_fd(status_r)
+    // The reserved descriptor number now lives on in the child only.
+    drop(prepared);
+    let status = pipe::Receiver::from_owned_fd(child.status)
         .map_err(|e| Error::usage(format!("status pipe: {e}")))?;
     let mut att = Attempt {
         spec,
         report,
-        pid,
+        pid: child.pid,
         me: std::process::id() as i32,
         signals,
-        control: Some(File::from(control_w)),
+        control: Some(File::from(child.control)),
         phase: Phase::Locking,
         started_at,
         acquired: None,
@@ -240,12 +247,8 @@ pub async fn supervise(spec: &Spec, report: &mut Reporter) -> Result<i32> {
         cancelled_waiting: None,
         failure: None,
     };
-    att.run(BufReader::new(status)).await;
+    att.run(status).await;
     att.finish().await
-}
-
-fn pipe_pair() -> Result<(OwnedFd, OwnedFd)> {
-    nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::usage(format!("pipe: {e}")))
 }
 
 struct Attempt<'a> {
@@ -284,8 +287,8 @@ struct Attempt<'a> {
 }
 
 enum Input {
-    /// A line from the status pipe, or `None` at its end.
-    Line(Option<String>),
+    /// Bytes from the status pipe; none at its end.
+    Status(usize),
     Signal(Signal),
     Timer,
 }
@@ -293,18 +296,20 @@ enum Input {
 impl Attempt<'_> {
     /// Drive the attempt until its first process is reaped and no process
     /// of it is left.
-    async fn run(&mut self, status: BufReader<pipe::Receiver>) {
-        let mut lines = Some(status.lines());
+    async fn run(&mut self, status: pipe::Receiver) {
+        let mut status = Some(status);
+        let mut pending: Vec<u8> = Vec::new();
+        let mut chunk = [0u8; 256];
         loop {
             let timer = self.next_timer();
             let input = tokio::select! {
                 biased;
-                line = async {
-                    match lines.as_mut() {
-                        Some(l) => l.next_line().await,
+                n = async {
+                    match status.as_mut() {
+                        Some(s) => s.read(&mut chunk).await,
                         None => std::future::pending().await,
                     }
-                } => Input::Line(line.unwrap_or(None)),
+                } => Input::Status(n.unwrap_or(0)),
                 sig = self.signals.recv() => Input::Signal(sig),
                 () = async {
                     match timer {
@@ -314,18 +319,29 @@ impl Attempt<'_> {
                 } => Input::Timer,
             };
             match input {
-                Input::Line(None) => {
-                    lines = None;
+                Input::Status(0) => {
+                    status = None;
                     self.on_status_closed();
                 }
-                Input::Line(Some(l)) => self.on_report(&l),
+                Input::Status(n) => {
+                    pending.extend_from_slice(&chunk[..n]);
+                    while pending.len() >= spawn::RECORD_LEN {
+                        let mut rec = [0u8; spawn::RECORD_LEN];
+                        rec.copy_from_slice(&pending[..spawn::RECORD_LEN]);
+                        pending.drain(..spawn::RECORD_LEN);
+                        match Record::decode(&rec) {
+                            Some(r) => self.on_record(r),
+                            None => log::warn!("garbled report from the attempt"),
+                        }
+                    }
+                }
                 Input::Signal(sig) => self.on_signal(sig),
                 Input::Timer => self.on_timer(),
             }
             self.reap();
             // The status pipe closes at exec or when the attempt dies; only
             // after both ends are seen is the first process's story complete.
-            if self.main_status.is_some() && lines.is_none() {
+            if self.main_status.is_some() && status.is_none() {
                 self.report_exit();
                 if self.live_processes().is_empty() {
                     return;
@@ -359,9 +375,9 @@ impl Attempt<'_> {
         }
     }
 
-    fn on_report(&mut self, line: &str) {
-        match Report::decode(line) {
-            Some(Report::Waiting(dev, ino)) => {
+    fn on_record(&mut self, record: Record) {
+        match record {
+            Record::Waiting(dev, ino) => {
                 let file = FileId::new(dev, ino);
                 self.file = Some(file);
                 let holders = lockfile::kernel_holders(file);
@@ -373,20 +389,40 @@ impl Attempt<'_> {
                 self.report
                     .say(format!("waiting for {}{who}", self.spec.lock.display()));
             }
-            Some(Report::Busy(dev, ino)) => {
+            Record::Busy(dev, ino) => {
                 let holders = lockfile::kernel_holders(FileId::new(dev, ino));
                 self.conflict = true;
                 self.report
                     .event("conflict", json!({ "reason": "busy", "holders": holders }));
-                self.report
-                    .say(format!("{} is locked by another process", self.spec.lock.display()));
+                self.report.say(format!(
+                    "{} is locked by another process",
+                    self.spec.lock.display()
+                ));
             }
-            Some(Report::Locked(dev, ino)) => self.on_locked(FileId::new(dev, ino)),
-            Some(Report::Error(message)) => self.failure = Some(Error::usage(message)),
-            Some(Report::ExecFailed(code, message)) => {
-                self.failure = Some(Error::with_code(code, message));
+            Record::Locked(dev, ino) => self.on_locked(FileId::new(dev, ino)),
+            Record::Failed(stage, value) => self.failure = Some(self.failure_of(stage, value)),
+        }
+    }
+
+    /// The one-line error for a failure the child reported.
+    fn failure_of(&self, stage: Stage, value: u64) -> Error {
+        let lock = &self.spec.lock;
+        let errno = Errno::from_raw(value as i32);
+        match stage {
+            Stage::Setup => Error::usage(format!("cannot set up the attempt: {}", errno.desc())),
+            Stage::Open => Error::usage(lockfile::open_error(lock, errno)),
+            Stage::NotRegular => Error::usage(lockfile::describe_mode(lock, value as u32)),
+            Stage::Flock => {
+                Error::usage(format!("cannot lock {}: {}", lock.display(), errno.desc()))
             }
-            None => log::warn!("unexpected line from the attempt: {line:?}"),
+            Stage::Exec => {
+                let name = self.spec.command[0].to_string_lossy();
+                let code = match errno {
+                    Errno::ENOENT | Errno::ENOTDIR => exit::NOT_FOUND,
+                    _ => exit::CANNOT_EXECUTE,
+                };
+                Error::with_code(code, format!("cannot run '{name}': {}", errno.desc()))
+            }
         }
     }
 
@@ -429,13 +465,15 @@ impl Attempt<'_> {
                 .map(|h| h.to_string_lossy().into_owned())
                 .unwrap_or_default(),
         };
-        let go = Go {
-            metadata: serde_json::to_string(&meta).unwrap_or_default(),
-            deadline: deadline.clone(),
-        };
-        let line = format!("go {}\n", serde_json::to_string(&go).unwrap_or_default());
+        let line = serde_json::to_string(&meta).unwrap_or_default();
+        if let Err(e) = lockfile::write_metadata(&spec.lock, file, &line) {
+            self.failure = Some(Error::usage(e));
+            let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
+            return;
+        }
+        let go = spawn::go_ahead(deadline.as_deref());
         if let Some(mut control) = self.control.take()
-            && let Err(e) = control.write_all(line.as_bytes())
+            && let Err(e) = control.write_all(&go)
         {
             self.failure = Some(Error::usage(format!("cannot start the attempt: {e}")));
             let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
@@ -486,20 +524,25 @@ impl Attempt<'_> {
         if self.phase == Phase::Locking {
             if self.cancelled_waiting.is_none() {
                 self.cancelled_waiting = Some(sig);
-                self.report
-                    .say(format!("{} received while waiting for the lock; giving up", sig.as_str()));
+                self.report.say(format!(
+                    "{} received while waiting for the lock; giving up",
+                    sig.as_str()
+                ));
                 let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
             }
             return;
         }
         match &self.escalation {
             None => {
-                self.report.say(format!("{} received: ending the attempt", sig.as_str()));
+                self.report
+                    .say(format!("{} received: ending the attempt", sig.as_str()));
                 self.escalate(Reason::SupervisorSignal, sig);
             }
             Some(e) if !e.final_sent => {
-                self.report
-                    .say(format!("{} received again: escalating at once", sig.as_str()));
+                self.report.say(format!(
+                    "{} received again: escalating at once",
+                    sig.as_str()
+                ));
                 self.send_final();
             }
             Some(_) => {}
@@ -672,23 +715,28 @@ impl Attempt<'_> {
             return;
         }
         self.exit_reported = true;
-        let held = self
-            .acquired
-            .map_or(Duration::ZERO, |(at, _)| self.main_exit_at.duration_since(at));
+        let held = self.acquired.map_or(Duration::ZERO, |(at, _)| {
+            self.main_exit_at.duration_since(at)
+        });
         let held_ms = held.as_millis() as u64;
         let held_for = format_duration(held);
         match st {
             WaitStatus::Exited(_, code) => {
                 self.report
                     .event("exited", json!({ "status": code, "held_ms": held_ms }));
-                self.report
-                    .say(format!("command exited with status {code} after {held_for}"));
+                self.report.say(format!(
+                    "command exited with status {code} after {held_for}"
+                ));
             }
             WaitStatus::Signaled(_, sig, _) => {
-                self.report
-                    .event("exited", json!({ "signal": sig.as_str(), "held_ms": held_ms }));
-                self.report
-                    .say(format!("command killed by {} after {held_for}", sig.as_str()));
+                self.report.event(
+                    "exited",
+                    json!({ "signal": sig.as_str(), "held_ms": held_ms }),
+                );
+                self.report.say(format!(
+                    "command killed by {} after {held_for}",
+                    sig.as_str()
+                ));
             }
             _ => {}
         }
@@ -739,7 +787,8 @@ impl Attempt<'_> {
             if probe == lockfile::Probe::Free || !lockfile::held_by(file, self.pid) {
                 let after = last_exit.elapsed();
                 let ms = (after.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
-                self.report.event("released", json!({ "ms_after_exit": ms }));
+                self.report
+                    .event("released", json!({ "ms_after_exit": ms }));
                 self.report.say(format!(
                     "lock released {} after the last process exited",
                     format_duration(after)
