@@ -2073,3 +2073,48 @@ fn xdg_config_is_used_when_no_config_is_named() {
         "empty $LOCKSUP_CONFIG should win over XDG"
     );
 }
+
+#[test]
+fn a_signal_while_waiting_for_the_lock_ends_the_wait_promptly() {
+    // Ctrl-C (or TERM) while blocked waiting for a busy lock: locksup gives
+    // up at once with 128+N, the command never runs, and the attempt's
+    // process that was blocked in flock(2) is gone.
+    for (sig, code) in [(libc::SIGINT, 130), (libc::SIGTERM, 143)] {
+        let env = Env::new();
+        let lock = env.join("a.lock");
+        let _held = hold_lock(&lock);
+        let guard = Guard::new();
+        let mut waiter = spawn(
+            env.run(args![
+                "--lock", &lock, "--wait", "60s", "--events", "-", "--", "sh", "-c", "echo ran"
+            ]),
+            &guard,
+        );
+        let ev = waiter.err.expect_match("waiting event", SOON, |l| {
+            l.starts_with('{') && json(l)["event"] == "waiting"
+        });
+        assert!(json(&ev)["holders"].is_array(), "{ev}");
+        let children: Vec<i32> =
+            std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", waiter.pid()))
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter_map(|s| s.parse().ok())
+                .collect();
+        assert_eq!(
+            children.len(),
+            1,
+            "one blocked attempt process: {children:?}"
+        );
+        guard.add(children[0]);
+        let t0 = Instant::now();
+        kill(waiter.pid(), sig);
+        assert_eq!(waiter.code(LIMIT), code, "stderr: {:?}", waiter.err.seen);
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "took {:?} to give up",
+            t0.elapsed()
+        );
+        assert_eq!(waiter.out.next(Duration::ZERO), None, "the command ran");
+        assert!(wait_pid_gone(children[0], SLACK), "blocked child survived");
+    }
+}
