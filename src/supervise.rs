@@ -26,8 +26,12 @@ use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 use nix::errno::Errno;
+use nix::sys::signal::{SigEvent, SigevNotify};
 use nix::sys::signal::{Signal, kill, killpg};
+use nix::sys::time::TimeSpec;
+use nix::sys::timer::{Expiration, Timer, TimerSetTimeFlags};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::time::ClockId;
 use nix::unistd::Pid;
 use serde_json::json;
 use tokio::io::AsyncReadExt;
@@ -129,6 +133,63 @@ struct Escalation {
     final_sent: bool,
 }
 
+/// A one-shot timer with the kernel's precision (a POSIX timer delivering
+/// SIGALRM), rather than the runtime's millisecond wheel, which rounds
+/// every deadline up to the next millisecond tick: deadlines are what
+/// locksup sells. Falls back to the runtime's timer if SIGALRM was ignored
+/// when locksup started (it must stay ignored for the command).
+struct Alarm {
+    timer: Option<(Timer, tokio::signal::unix::Signal)>,
+}
+
+impl Alarm {
+    fn new() -> Self {
+        let timer = if spawn::signal_is_ignored(Signal::SIGALRM) {
+            None
+        } else {
+            let event = SigEvent::new(SigevNotify::SigevSignal {
+                signal: Signal::SIGALRM,
+                si_value: 0,
+            });
+            match (
+                Timer::new(ClockId::CLOCK_MONOTONIC, event),
+                signal(SignalKind::alarm()),
+            ) {
+                (Ok(t), Ok(s)) => Some((t, s)),
+                _ => None,
+            }
+        };
+        Self { timer }
+    }
+
+    /// Whether SIGALRM has a handler (the child resets it).
+    fn uses_sigalrm(&self) -> bool {
+        self.timer.is_some()
+    }
+
+    /// Resolve at `t` (monotonic). A stray SIGALRM (an earlier arming, or
+    /// `kill -ALRM`) only re-arms.
+    async fn at(&mut self, t: Instant) {
+        let Some((timer, alarms)) = &mut self.timer else {
+            return sleep_until(t).await;
+        };
+        loop {
+            let now = Instant::now();
+            if now >= t {
+                return;
+            }
+            let armed = timer.set(
+                Expiration::OneShot(TimeSpec::from_duration(t - now)),
+                TimerSetTimeFlags::empty(),
+            );
+            if armed.is_err() {
+                return sleep_until(t).await;
+            }
+            alarms.recv().await;
+        }
+    }
+}
+
 /// Signals the supervisor listens to.
 struct Signals {
     child: tokio::signal::unix::Signal,
@@ -196,6 +257,11 @@ pub async fn supervise(spec: &Spec, report: &mut Reporter) -> Result<i32> {
         .map_err(|e| Error::usage(format!("cannot become a child subreaper: {e}")))?;
     // Before the fork, so no SIGCHLD is missed.
     let signals = Signals::install()?;
+    let alarm = Alarm::new();
+    let mut handled = signals.handled();
+    if alarm.uses_sigalrm() {
+        handled.push(Signal::SIGALRM);
+    }
     let mut env: Vec<(OsString, OsString)> = vec![
         (
             "LOCKSUP_LOCK_FILE".into(),
@@ -215,7 +281,7 @@ pub async fn supervise(spec: &Spec, report: &mut Reporter) -> Result<i32> {
         env,
         env_remove: vec!["LOCKSUP_SESSION"],
         with_deadline: spec.timeout.is_some(),
-        handled: signals.handled(),
+        handled,
     })
     .map_err(|e| Error::usage(format!("cannot start the attempt: {e}")))?;
     let started_at = Instant::now();
@@ -231,6 +297,7 @@ pub async fn supervise(spec: &Spec, report: &mut Reporter) -> Result<i32> {
         pid: child.pid,
         me: std::process::id() as i32,
         signals,
+        alarm,
         control: Some(File::from(child.control)),
         phase: Phase::Locking,
         started_at,
@@ -259,6 +326,7 @@ struct Attempt<'a> {
     /// The supervisor.
     me: i32,
     signals: Signals,
+    alarm: Alarm,
     /// Where the go-ahead is written; dropped once sent.
     control: Option<File>,
     phase: Phase,
@@ -302,6 +370,7 @@ impl Attempt<'_> {
         let mut chunk = [0u8; 256];
         loop {
             let timer = self.next_timer();
+            let (signals, alarm) = (&mut self.signals, &mut self.alarm);
             let input = tokio::select! {
                 biased;
                 n = async {
@@ -310,10 +379,10 @@ impl Attempt<'_> {
                         None => std::future::pending().await,
                     }
                 } => Input::Status(n.unwrap_or(0)),
-                sig = self.signals.recv() => Input::Signal(sig),
+                sig = signals.recv() => Input::Signal(sig),
                 () = async {
                     match timer {
-                        Some(t) => sleep_until(t).await,
+                        Some(t) => alarm.at(t).await,
                         None => std::future::pending().await,
                     }
                 } => Input::Timer,
