@@ -13,4 +13,5 @@ pub mod procfs;
 pub mod run;
 pub mod signal;
 pub mod spawn;
+pub mod status;
 pub mod supervise;
