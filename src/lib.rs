@@ -10,6 +10,7 @@ pub mod events;
 pub mod exit;
 pub mod liveness;
 pub mod lockfile;
+pub mod manpage;
 pub mod notify;
 pub mod procfs;
 pub mod run;
