@@ -141,6 +141,21 @@ pub struct RunArgs {
     #[arg(long, value_name = "SIG", value_parser = signal::parse)]
     pub final_signal: Option<Sig>,
 
+    /// End the attempt when no heartbeat (WATCHDOG=1 on NOTIFY_SOCKET, or a
+    /// touch of the lock file) came for DUR; exit codes as for a timeout.
+    #[arg(long, value_name = "DUR", value_parser = duration::parse)]
+    pub watchdog: Option<Dur>,
+
+    /// Hard cap on the deadline, from acquisition, however the attempt
+    /// extends it with EXTEND_TIMEOUT_USEC [default: none].
+    #[arg(long, value_name = "DUR", value_parser = duration::parse)]
+    pub max_timeout: Option<Dur>,
+
+    /// End the attempt when it has not sent READY=1 within DUR of acquiring
+    /// the lock [default: readiness not required].
+    #[arg(long, value_name = "DUR", value_parser = duration::parse)]
+    pub ready_timeout: Option<Dur>,
+
     /// Take a shared lock instead of an exclusive one.
     #[arg(long)]
     pub shared: bool,
