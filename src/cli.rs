@@ -51,6 +51,40 @@ pub enum Command {
     /// it, since when, until when, and who waits.
     #[command(after_help = STATUS_EXAMPLES)]
     Status(StatusArgs),
+
+    /// Follow the lock files under PATHs (or the configured roots) live,
+    /// driven by inotify: a table on a terminal, change events with --json.
+    #[command(after_help = WATCH_EXAMPLES)]
+    Watch(WatchArgs),
+}
+
+const WATCH_EXAMPLES: &str = "\
+On a terminal, a table of the locks that are held, redrawn as they change
+and every second (time left ticks). Otherwise one line per change; with
+--json one JSON object per line: first {\"event\":\"ready\", \"locks\": [...]}
+with every lock held at start, then acquired, released, waiting, overdue,
+orphaned and removed events, each with \"path\", \"state\" and \"lock\" (the
+status schema).
+
+Examples:
+  locksup watch
+  locksup watch /srv/sessions --json | jq -c 'select(.event == \"orphaned\")'
+
+Exit status: 0 stopped by INT, TERM or HUP, or the reader went away; 1 a
+PATH does not exist; 125 usage, configuration or inotify error (such as the
+fs.inotify.max_user_watches limit).";
+
+/// `locksup watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Lock files and directories to follow, recursively [default: the
+    /// configuration's [status] roots].
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+
+    /// Print one JSON change event per line.
+    #[arg(long)]
+    pub json: bool,
 }
 
 const STATUS_EXAMPLES: &str = "\

@@ -15,3 +15,4 @@ pub mod signal;
 pub mod spawn;
 pub mod status;
 pub mod supervise;
+pub mod watch;

@@ -19,6 +19,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(run) => locksup::run::main(run, cli.config.as_deref()),
         Command::Status(args) => locksup::status::main(args, cli.config.as_deref()),
+        Command::Watch(args) => locksup::watch::main(args, cli.config.as_deref()),
     };
     match result {
         Ok(c) => code(c),

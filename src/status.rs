@@ -27,6 +27,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
@@ -339,7 +340,20 @@ pub struct Holder {
     /// Its PID.
     pub pid: i32,
     /// Its command line, if it could be read.
-    pub command: Option<String>,
+    /// Shared: one process may hold thousands of locks, and its command
+    /// line may be long.
+    #[serde(serialize_with = "serialize_shared_str")]
+    pub command: Option<Arc<str>>,
+}
+
+fn serialize_shared_str<S: serde::Serializer>(
+    v: &Option<Arc<str>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(text) => s.serialize_str(text),
+        None => s.serialize_none(),
+    }
 }
 
 /// Everything known about one lock file.
@@ -394,7 +408,10 @@ impl LockStatus {
     pub fn command_line(&self) -> Option<String> {
         match &self.metadata {
             Some(m) if !m.command.is_empty() => Some(m.command.join(" ")),
-            _ => self.holders.iter().find_map(|h| h.command.clone()),
+            _ => self
+                .holders
+                .iter()
+                .find_map(|h| h.command.as_deref().map(str::to_owned)),
         }
     }
 
@@ -488,13 +505,15 @@ struct ProcSnap {
 #[derive(Default)]
 pub struct Evaluator {
     procs: HashMap<i32, ProcSnap>,
-    cmdlines: HashMap<i32, Option<String>>,
+    cmdlines: HashMap<i32, Option<Arc<str>>>,
+    /// Holders found by an earlier fd pass, trusted while all are alive.
+    known: HashMap<FileId, Vec<Holder>>,
 }
 
 /// Before the fd pass: what one held lock needs.
 struct Pending {
     status: LockStatus,
-    /// The holders must be found through fdinfo.
+    /// The taker is gone: the holders must be found through fdinfo.
     scan: bool,
 }
 
@@ -502,6 +521,14 @@ impl Evaluator {
     /// A fresh evaluator (empty caches).
     pub fn new() -> Evaluator {
         Evaluator::default()
+    }
+
+    /// Holders already found by an earlier fd pass (by [`crate::watch`],
+    /// which knows no descriptor on those files was closed since): used
+    /// instead of a new pass as long as every one of them is alive.
+    pub fn with_known_holders(mut self, known: HashMap<FileId, Vec<Holder>>) -> Evaluator {
+        self.known = known;
+        self
     }
 
     fn proc(&mut self, pid: i32) -> ProcSnap {
@@ -517,10 +544,10 @@ impl Evaluator {
         })
     }
 
-    fn cmdline(&mut self, pid: i32) -> Option<String> {
+    fn cmdline(&mut self, pid: i32) -> Option<Arc<str>> {
         self.cmdlines
             .entry(pid)
-            .or_insert_with(|| procfs::cmdline(pid))
+            .or_insert_with(|| procfs::cmdline(pid).map(Arc::from))
             .clone()
     }
 
@@ -544,15 +571,26 @@ impl Evaluator {
             .map(|f| self.first_pass(f, kernel, now, metadata))
             .collect();
         // One pass over every process's descriptors, for all the locks
-        // whose taker is gone, together.
-        let need: HashSet<FileId> = pending
-            .iter()
-            .filter(|p| p.scan)
-            .map(|p| p.status.file.id)
-            .collect();
+        // whose taker is gone and whose holders are not known, together.
+        let mut need: HashSet<FileId> = HashSet::new();
+        let known = std::mem::take(&mut self.known);
+        for p in pending.iter_mut().filter(|p| p.scan) {
+            match known.get(&p.status.file.id) {
+                Some(h) if !h.is_empty() && h.iter().all(|h| self.proc(h.pid).alive) => {
+                    p.status.holders = h.clone();
+                }
+                _ => {
+                    need.insert(p.status.file.id);
+                }
+            }
+        }
+        self.known = known;
         if !need.is_empty() {
             let found = procfs::fd_lock_holders(&need);
-            for p in pending.iter_mut().filter(|p| p.scan) {
+            for p in pending
+                .iter_mut()
+                .filter(|p| need.contains(&p.status.file.id))
+            {
                 let pids: BTreeSet<i32> = found
                     .get(&p.status.file.id)
                     .map(|v| v.iter().map(|h| h.pid).collect())
