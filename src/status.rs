@@ -39,7 +39,7 @@ use crate::duration::format_duration;
 use crate::error::{Error, Result};
 use crate::events::rfc3339;
 use crate::exit;
-use crate::lockfile::Metadata;
+use crate::lockfile::{self, Metadata};
 use crate::procfs::{self, FileId, LockEntry, LockKind};
 
 /// What a lock file's name ends with.
@@ -115,17 +115,32 @@ pub fn targets(given: &[PathBuf], config: &Config) -> Option<Vec<(PathBuf, bool)
 }
 
 /// Walk `paths` for lock files. A path given by name (`named`) must exist;
-/// a configured root that does not is skipped. A file given by name is
-/// taken as it is, whatever its name; a directory is walked recursively
-/// without following symbolic links, and every regular file in it whose
-/// name ends in `.lock` is a lock file. Unreadable subdirectories are
-/// skipped.
+/// a configured root that does not is skipped. A session file given by
+/// name stands for its `SESSION.lock`; any other file given by name is
+/// taken as it is, whatever its name. A directory is walked recursively
+/// without following symbolic links below it, and every regular file in
+/// it whose name ends in `.lock` is a lock file. Unreadable subdirectories
+/// are skipped.
 pub fn scan(paths: &[(PathBuf, bool)]) -> Result<Scan> {
     let mut scan = Scan::default();
     let mut seen_dirs: HashSet<(u64, u64)> = HashSet::new();
     let mut seen_files: HashSet<FileId> = HashSet::new();
-    for (path, named) in paths {
-        let meta = match fs::symlink_metadata(path) {
+    for (given, named) in paths {
+        // A session file named on the command line stands for its lock
+        // file, `SESSION.lock`.
+        let sidecar = lockfile::lock_path_for_session(given);
+        let path = if *named
+            && !is_lock_name(given.as_os_str())
+            && !given.is_dir()
+            && fs::symlink_metadata(&sidecar).is_ok_and(|m| m.is_file())
+        {
+            &sidecar
+        } else {
+            given
+        };
+        // A root that is a symbolic link is followed (the user or the
+        // configuration pointed at it); nothing below a root is.
+        let meta = match fs::metadata(path) {
             Ok(m) => m,
             Err(e) if !named => {
                 log::debug!("skipping status root {}: {e}", path.display());
@@ -144,17 +159,6 @@ pub fn scan(paths: &[(PathBuf, bool)]) -> Result<Scan> {
                 ));
             }
         };
-        // A named symbolic link is followed (the user pointed at it).
-        let meta = if meta.file_type().is_symlink() && *named {
-            fs::metadata(path).map_err(|e| {
-                Error::with_code(
-                    exit::TARGET_NOT_FOUND,
-                    format!("cannot read {}: {e}", path.display()),
-                )
-            })?
-        } else {
-            meta
-        };
         if meta.is_dir() {
             walk(
                 path,
@@ -169,7 +173,7 @@ pub fn scan(paths: &[(PathBuf, bool)]) -> Result<Scan> {
             if seen_files.insert(id) {
                 let root = path.parent().map(Path::to_path_buf).unwrap_or_default();
                 scan.files.push(LockFile {
-                    path: path.clone(),
+                    path: path.to_path_buf(),
                     id,
                     root,
                 });

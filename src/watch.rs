@@ -209,7 +209,23 @@ pub fn main(args: WatchArgs, config_path: Option<&Path>) -> Result<i32> {
     let config = Config::load(config_path)?;
     let roots = status::targets(&args.paths, &config)
         .ok_or_else(|| Error::usage("no PATH given and no [status] roots in the configuration"))?;
-    // A named PATH must exist, as for status.
+    // A session file named on the command line stands for its lock file,
+    // as for status; a named PATH must exist.
+    let roots: Vec<(PathBuf, bool)> = roots
+        .into_iter()
+        .map(|(p, named)| {
+            let sidecar = crate::lockfile::lock_path_for_session(&p);
+            if named
+                && !is_lock_name(p.as_os_str())
+                && !p.is_dir()
+                && fs::symlink_metadata(&sidecar).is_ok_and(|m| m.is_file())
+            {
+                (sidecar, named)
+            } else {
+                (p, named)
+            }
+        })
+        .collect();
     for (path, named) in &roots {
         if *named && fs::symlink_metadata(path).is_err() {
             return Err(Error::with_code(
@@ -284,8 +300,9 @@ async fn run(roots: Vec<(PathBuf, bool)>, mode: Mode) -> Result<i32> {
                         while let Some(Some(Ok(ev))) = w.stream.next().now_or_never() {
                             w.on_event(ev.wd, ev.mask, ev.name.as_deref());
                         }
-                        let at = (w.last_round + MIN_GAP).max(Instant::now());
-                        w.round_at = Some(w.round_at.map_or(at, |t| t.min(at)));
+                        // Events that matter have asked for a round
+                        // (`dirty`); others (session files written next to
+                        // their locks, our own directory reads) cost nothing.
                     }
                     Some(Err(e)) => {
                         result = Err(Error::usage(format!("reading inotify events: {e}")));

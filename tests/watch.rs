@@ -321,3 +321,50 @@ fn bad_paths_are_one_line_errors() {
     assert_eq!(o.code, 125, "{o:?}");
     common::assert_one_error_line(&o);
 }
+
+#[test]
+fn a_burst_of_changes_ends_in_the_kernel_state() {
+    const FILES: usize = 3000;
+    let env = Env::new();
+    let guard = Guard::new();
+    let dir = env.join("burst");
+    fs::create_dir(&dir).unwrap();
+    let (mut w, _) = watch(&env, &guard, &[&dir]);
+    let paths: Vec<_> = (0..FILES).map(|i| dir.join(format!("b{i}.lock"))).collect();
+    for p in &paths {
+        File::create(p).unwrap();
+    }
+    // Locks taken and let go at once, over and over, while files appear.
+    for p in paths.iter().step_by(6) {
+        drop(hold_lock(p));
+    }
+    let kept: Vec<File> = paths.iter().step_by(150).map(|p| hold_lock(p)).collect();
+    // A sentinel taken last and let go: once its release is reported,
+    // every earlier change has been seen.
+    let sentinel = dir.join("sentinel.lock");
+    let h = flock_hold(&env, &guard, &sentinel, &[], false);
+    next_event(&mut w, "acquired", &sentinel, BOUND);
+    drop(h);
+    next_event(&mut w, "released", &sentinel, BOUND);
+    let mut last: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    for v in seen(&w) {
+        if let (Some(p), Some(e)) = (v["path"].as_str(), v["event"].as_str()) {
+            last.insert(p.to_owned(), e.to_owned());
+        }
+    }
+    for (i, p) in paths.iter().enumerate() {
+        let want_held = i % 150 == 0;
+        let got = last.get(&p.display().to_string()).map(String::as_str);
+        if want_held {
+            assert_eq!(got, Some("acquired"), "{} should be held", p.display());
+        } else {
+            assert!(
+                got.is_none() || got == Some("released"),
+                "{}: {got:?}",
+                p.display()
+            );
+        }
+    }
+    assert!(w.running());
+    drop(kept);
+}
