@@ -46,6 +46,22 @@ pub enum Command {
     /// Run COMMAND as a supervised attempt holding the session's lock.
     #[command(after_help = RUN_EXAMPLES)]
     Run(RunArgs),
+
+    /// Print a shell completion script (bash, zsh or fish) on stdout.
+    #[command(after_help = "Example:\n  locksup completions bash > /etc/bash_completion.d/locksup")]
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// The completion script for `shell`.
+pub fn completion_script(shell: clap_complete::Shell) -> Vec<u8> {
+    use clap::CommandFactory;
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "locksup", &mut out);
+    out
 }
 
 /// `locksup run`.

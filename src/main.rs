@@ -18,6 +18,13 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Run(run) => locksup::run::main(run, cli.config.as_deref()),
+        Command::Completions { shell } => {
+            let script = locksup::cli::completion_script(shell);
+            match std::io::stdout().write_all(&script) {
+                Ok(()) => Ok(0),
+                Err(e) => Err(locksup::error::Error::usage(format!("cannot write: {e}"))),
+            }
+        }
     };
     match result {
         Ok(c) => code(c),
