@@ -25,6 +25,12 @@ _locksup() {
             locksup,run)
                 cmd="locksup__subcmd__run"
                 ;;
+            locksup,status)
+                cmd="locksup__subcmd__status"
+                ;;
+            locksup,watch)
+                cmd="locksup__subcmd__watch"
+                ;;
             locksup__subcmd__help,completions)
                 cmd="locksup__subcmd__help__subcmd__completions"
                 ;;
@@ -34,6 +40,12 @@ _locksup() {
             locksup__subcmd__help,run)
                 cmd="locksup__subcmd__help__subcmd__run"
                 ;;
+            locksup__subcmd__help,status)
+                cmd="locksup__subcmd__help__subcmd__status"
+                ;;
+            locksup__subcmd__help,watch)
+                cmd="locksup__subcmd__help__subcmd__watch"
+                ;;
             *)
                 ;;
         esac
@@ -41,7 +53,7 @@ _locksup() {
 
     case "${cmd}" in
         locksup)
-            opts="-h -V --config --help --version run completions help"
+            opts="-h -V --config --help --version run status watch completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -77,7 +89,7 @@ _locksup() {
             return 0
             ;;
         locksup__subcmd__help)
-            opts="run completions help"
+            opts="run status watch completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -119,6 +131,34 @@ _locksup() {
             return 0
             ;;
         locksup__subcmd__help__subcmd__run)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        locksup__subcmd__help__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        locksup__subcmd__help__subcmd__watch)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -211,6 +251,50 @@ _locksup() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        locksup__subcmd__status)
+            opts="-h --json --state --session-key --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --state)
+                    COMPREPLY=($(compgen -W "free held overdue orphan" -- "${cur}"))
+                    return 0
+                    ;;
+                --session-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        locksup__subcmd__watch)
+            opts="-h --json --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

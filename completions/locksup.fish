@@ -28,6 +28,8 @@ complete -c locksup -n "__fish_locksup_needs_command" -l config -d 'Read configu
 complete -c locksup -n "__fish_locksup_needs_command" -s h -l help -d 'Print help'
 complete -c locksup -n "__fish_locksup_needs_command" -s V -l version -d 'Print version'
 complete -c locksup -n "__fish_locksup_needs_command" -f -a "run" -d 'Run COMMAND as a supervised attempt holding the session\'s lock'
+complete -c locksup -n "__fish_locksup_needs_command" -f -a "status" -d 'Show every lock file under PATHs (or the configured roots): who holds it, since when, until when, and who waits'
+complete -c locksup -n "__fish_locksup_needs_command" -f -a "watch" -d 'Follow the lock files under PATHs (or the configured roots) live, driven by inotify: a table on a terminal, change events with --json'
 complete -c locksup -n "__fish_locksup_needs_command" -f -a "completions" -d 'Print a shell completion script (bash, zsh or fish) on stdout'
 complete -c locksup -n "__fish_locksup_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c locksup -n "__fish_locksup_using_subcommand run" -l session -d 'Session file; the lock file is FILE.lock beside it. The session file itself is never opened or created' -r -F
@@ -50,8 +52,21 @@ complete -c locksup -n "__fish_locksup_using_subcommand run" -l shared -d 'Take 
 complete -c locksup -n "__fish_locksup_using_subcommand run" -l preserve-status -d 'On timeout, exit with the command\'s own status instead of 124'
 complete -c locksup -n "__fish_locksup_using_subcommand run" -s v -l verbose -d 'Print lifecycle lines on stderr'
 complete -c locksup -n "__fish_locksup_using_subcommand run" -s h -l help -d 'Print help'
+complete -c locksup -n "__fish_locksup_using_subcommand status" -l state -d 'Show only locks in these states (repeat or separate with commas)' -r -f -a "free\t'Nobody holds it'
+held\t'Held, in time (or by another tool)'
+overdue\t'Held past deadline + grace'
+orphan\t'Held, and nobody will end it'"
+complete -c locksup -n "__fish_locksup_using_subcommand status" -l session-key -d 'Show only locks whose attempt was given this --session-key' -r
+complete -c locksup -n "__fish_locksup_using_subcommand status" -l config -d 'Read configuration from FILE instead of the default locations' -r -F
+complete -c locksup -n "__fish_locksup_using_subcommand status" -l json -d 'Print JSON (a stable schema with a top-level "locks" array)'
+complete -c locksup -n "__fish_locksup_using_subcommand status" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c locksup -n "__fish_locksup_using_subcommand watch" -l config -d 'Read configuration from FILE instead of the default locations' -r -F
+complete -c locksup -n "__fish_locksup_using_subcommand watch" -l json -d 'Print one JSON change event per line'
+complete -c locksup -n "__fish_locksup_using_subcommand watch" -s h -l help -d 'Print help'
 complete -c locksup -n "__fish_locksup_using_subcommand completions" -l config -d 'Read configuration from FILE instead of the default locations' -r -F
 complete -c locksup -n "__fish_locksup_using_subcommand completions" -s h -l help -d 'Print help'
-complete -c locksup -n "__fish_locksup_using_subcommand help; and not __fish_seen_subcommand_from run completions help" -f -a "run" -d 'Run COMMAND as a supervised attempt holding the session\'s lock'
-complete -c locksup -n "__fish_locksup_using_subcommand help; and not __fish_seen_subcommand_from run completions help" -f -a "completions" -d 'Print a shell completion script (bash, zsh or fish) on stdout'
-complete -c locksup -n "__fish_locksup_using_subcommand help; and not __fish_seen_subcommand_from run completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c locksup -n "__fish_locksup_using_subcommand help; and not __fish_seen_subcommand_from run status watch completions help" -f -a "run" -d 'Run COMMAND as a supervised attempt holding the session\'s lock'
+complete -c locksup -n "__fish_locksup_using_subcommand help; and not __fish_seen_subcommand_from run status watch completions help" -f -a "status" -d 'Show every lock file under PATHs (or the configured roots): who holds it, since when, until when, and who waits'
+complete -c locksup -n "__fish_locksup_using_subcommand help; and not __fish_seen_subcommand_from run status watch completions help" -f -a "watch" -d 'Follow the lock files under PATHs (or the configured roots) live, driven by inotify: a table on a terminal, change events with --json'
+complete -c locksup -n "__fish_locksup_using_subcommand help; and not __fish_seen_subcommand_from run status watch completions help" -f -a "completions" -d 'Print a shell completion script (bash, zsh or fish) on stdout'
+complete -c locksup -n "__fish_locksup_using_subcommand help; and not __fish_seen_subcommand_from run status watch completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

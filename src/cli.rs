@@ -4,7 +4,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::duration::{self, Dur};
 use crate::signal::{self, Sig};
@@ -49,6 +49,16 @@ pub enum Command {
     #[command(after_help = RUN_EXAMPLES)]
     Run(RunArgs),
 
+    /// Show every lock file under PATHs (or the configured roots): who holds
+    /// it, since when, until when, and who waits.
+    #[command(after_help = STATUS_EXAMPLES)]
+    Status(StatusArgs),
+
+    /// Follow the lock files under PATHs (or the configured roots) live,
+    /// driven by inotify: a table on a terminal, change events with --json.
+    #[command(after_help = WATCH_EXAMPLES)]
+    Watch(WatchArgs),
+
     /// Print a shell completion script (bash, zsh or fish) on stdout.
     #[command(after_help = "Example:\n  locksup completions bash > /etc/bash_completion.d/locksup")]
     Completions {
@@ -56,6 +66,85 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+const WATCH_EXAMPLES: &str = "\
+On a terminal, a table of the locks that are held, redrawn as they change
+and every second (time left ticks). Otherwise one line per change; with
+--json one JSON object per line: first {\"event\":\"ready\", \"locks\": [...]}
+with every lock held at start, then acquired, released, waiting, overdue,
+orphaned and removed events, each with \"path\", \"state\" and \"lock\" (the
+status schema).
+
+Examples:
+  locksup watch
+  locksup watch /srv/sessions --json | jq -c 'select(.event == \"orphaned\")'
+
+Exit status: 0 stopped by INT, TERM or HUP, or the reader went away; 1 a
+PATH does not exist; 125 usage, configuration or inotify error (such as the
+fs.inotify.max_user_watches limit).";
+
+/// `locksup watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Lock files and directories to follow, recursively [default: the
+    /// configuration's [status] roots].
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+
+    /// Print one JSON change event per line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+const STATUS_EXAMPLES: &str = "\
+States: free (nobody holds it), held, overdue (still held past deadline +
+grace while its supervisor lives), orphan (held, but its supervisor is gone
+or the holders are not its attempt: nobody will end it). Locks taken by
+other tools (flock(1)) show as held, without an attempt.
+
+Examples:
+  # Every lock under the configured [status] roots.
+  locksup status
+
+  # Only the stuck ones under one directory, for a script.
+  locksup status /srv/sessions --state orphan,overdue --json
+
+Exit status: 0 done (whatever the locks' states); 1 a PATH does not exist;
+125 usage or configuration error.";
+
+/// A lock state, for `--state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StateFilter {
+    /// Nobody holds it.
+    Free,
+    /// Held, in time (or by another tool).
+    Held,
+    /// Held past deadline + grace.
+    Overdue,
+    /// Held, and nobody will end it.
+    Orphan,
+}
+
+/// `locksup status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Lock files and directories to look at, recursively (every file
+    /// ending in .lock) [default: the configuration's [status] roots].
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+
+    /// Print JSON (a stable schema with a top-level "locks" array).
+    #[arg(long)]
+    pub json: bool,
+
+    /// Show only locks in these states (repeat or separate with commas).
+    #[arg(long, value_name = "STATE", value_enum, value_delimiter = ',')]
+    pub state: Vec<StateFilter>,
+
+    /// Show only locks whose attempt was given this --session-key.
+    #[arg(long, value_name = "KEY")]
+    pub session_key: Option<String>,
 }
 
 /// The completion script for `shell`.

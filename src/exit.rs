@@ -1,5 +1,17 @@
 //! Exit codes, following `timeout(1)`, `flock(1)` and sysexits(3).
 
+/// Success.
+pub const SUCCESS: i32 = 0;
+/// `status`, `watch`, `cancel`: a named path, session, lock file or
+/// attempt id was not found.
+pub const TARGET_NOT_FOUND: i32 = 1;
+/// `cancel`: the lock is not held; nothing to cancel.
+pub const NOT_HELD: i32 = 2;
+/// `cancel`: the lock is held by a process that is not a locksup attempt
+/// (no metadata), and `--force` was not given.
+pub const NOT_AN_ATTEMPT: i32 = 3;
+/// `cancel`: not permitted to signal the supervisor or the holders.
+pub const NOT_PERMITTED: i32 = 4;
 /// The attempt timed out and ended after the first signal.
 pub const TIMED_OUT: i32 = 124;
 /// locksup itself failed: usage, configuration, lock file, spawn.

@@ -16,4 +16,6 @@ pub mod procfs;
 pub mod run;
 pub mod signal;
 pub mod spawn;
+pub mod status;
 pub mod supervise;
+pub mod watch;

@@ -1,0 +1,1106 @@
+//! `locksup status`: every lock file under some paths, and what the kernel
+//! says about each (DESIGN §7).
+//!
+//! The model, shared with [`crate::watch`] and [`crate::cancel`]:
+//!
+//! 1. [`scan`] walks the given files and directories (recursively, never
+//!    following symbolic links) for regular files whose name ends in
+//!    [`LOCK_SUFFIX`], and notes each one's device and inode.
+//! 2. [`Kernel::read`] reads `/proc/locks` once and indexes it by device
+//!    and inode: the processes that took each lock and the blocked waiters.
+//! 3. [`Evaluator::evaluate`] joins the two, reads the metadata line of
+//!    held lock files only, and decides each lock's [`State`]. When the
+//!    process `/proc/locks` names as the taker is gone (an inherited lock,
+//!    after the attempt's first process died), the real holders are found
+//!    by one pass over the descriptors of every process
+//!    ([`procfs::fd_lock_holders`]), done at most once per evaluation and
+//!    only when needed.
+//!
+//! The metadata is advisory. It describes the current holder only when the
+//! PID it records is the one the kernel names as the lock's taker (a lock
+//! file keeps the line of an earlier attempt after release, and a
+//! `flock(1)` that takes the lock next does not rewrite it); otherwise the
+//! lock is shown as held by another tool, without metadata.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::cli::{StateFilter, StatusArgs};
+use crate::config::Config;
+use crate::duration::format_duration;
+use crate::error::{Error, Result};
+use crate::events::rfc3339;
+use crate::exit;
+use crate::lockfile::Metadata;
+use crate::procfs::{self, FileId, LockEntry, LockKind};
+
+/// What a lock file's name ends with.
+pub const LOCK_SUFFIX: &str = ".lock";
+
+/// Version of the `--json` schema (the top-level `v`).
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// How far past deadline + grace a held lock must be to count as overdue:
+/// the supervisor needs a moment to deliver the final signal and reap.
+pub const OVERDUE_SLACK: Duration = Duration::from_secs(1);
+
+/// The most of a lock file read for its metadata line.
+const METADATA_MAX: u64 = 64 * 1024;
+
+// ---------------------------------------------------------------------------
+// Finding lock files
+// ---------------------------------------------------------------------------
+
+/// A lock file found on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockFile {
+    /// Its path (absolute when the scanned path was).
+    pub path: PathBuf,
+    /// Device and inode, as `/proc/locks` prints them.
+    pub id: FileId,
+    /// The scanned root it was found under (for shorter display names).
+    pub root: PathBuf,
+}
+
+/// What a scan found: lock files and the directories walked.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// Lock files, in path order.
+    pub files: Vec<LockFile>,
+    /// Every directory walked, roots included, in walk order.
+    pub dirs: Vec<PathBuf>,
+}
+
+/// Whether a file name is a lock file's.
+pub fn is_lock_name(name: &std::ffi::OsStr) -> bool {
+    name.as_encoded_bytes().ends_with(LOCK_SUFFIX.as_bytes())
+}
+
+/// `path` made absolute against the working directory, lexically.
+pub fn absolute(path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        return path.to_path_buf();
+    }
+    match std::env::current_dir() {
+        Ok(cwd) => cwd.join(path),
+        Err(_) => path.to_path_buf(),
+    }
+}
+
+/// Which paths to look at: those given, else the configured roots.
+/// `None` when there are none at all.
+pub fn targets(given: &[PathBuf], config: &Config) -> Option<Vec<(PathBuf, bool)>> {
+    if !given.is_empty() {
+        return Some(given.iter().map(|p| (absolute(p), true)).collect());
+    }
+    if config.status.roots.is_empty() {
+        return None;
+    }
+    Some(
+        config
+            .status
+            .roots
+            .iter()
+            .map(|p| (absolute(p), false))
+            .collect(),
+    )
+}
+
+/// Walk `paths` for lock files. A path given by name (`named`) must exist;
+/// a configured root that does not is skipped. A file given by name is
+/// taken as it is, whatever its name; a directory is walked recursively
+/// without following symbolic links, and every regular file in it whose
+/// name ends in `.lock` is a lock file. Unreadable subdirectories are
+/// skipped.
+pub fn scan(paths: &[(PathBuf, bool)]) -> Result<Scan> {
+    let mut scan = Scan::default();
+    let mut seen_dirs: HashSet<(u64, u64)> = HashSet::new();
+    let mut seen_files: HashSet<FileId> = HashSet::new();
+    for (path, named) in paths {
+        let meta = match fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) if !named => {
+                log::debug!("skipping status root {}: {e}", path.display());
+                continue;
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(Error::with_code(
+                    exit::TARGET_NOT_FOUND,
+                    format!("{}: no such file or directory", path.display()),
+                ));
+            }
+            Err(e) => {
+                return Err(Error::with_code(
+                    exit::TARGET_NOT_FOUND,
+                    format!("cannot read {}: {e}", path.display()),
+                ));
+            }
+        };
+        // A named symbolic link is followed (the user pointed at it).
+        let meta = if meta.file_type().is_symlink() && *named {
+            fs::metadata(path).map_err(|e| {
+                Error::with_code(
+                    exit::TARGET_NOT_FOUND,
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?
+        } else {
+            meta
+        };
+        if meta.is_dir() {
+            walk(
+                path,
+                &meta,
+                path,
+                &mut scan,
+                &mut seen_dirs,
+                &mut seen_files,
+            );
+        } else if meta.is_file() {
+            let id = FileId::new(meta.dev(), meta.ino());
+            if seen_files.insert(id) {
+                let root = path.parent().map(Path::to_path_buf).unwrap_or_default();
+                scan.files.push(LockFile {
+                    path: path.clone(),
+                    id,
+                    root,
+                });
+            }
+        } else if *named {
+            return Err(Error::usage(format!(
+                "{} is neither a directory nor a regular file",
+                path.display()
+            )));
+        }
+    }
+    scan.files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(scan)
+}
+
+fn walk(
+    root: &Path,
+    root_meta: &fs::Metadata,
+    dir: &Path,
+    scan: &mut Scan,
+    seen_dirs: &mut HashSet<(u64, u64)>,
+    seen_files: &mut HashSet<FileId>,
+) {
+    let mut stack = vec![(dir.to_path_buf(), (root_meta.dev(), root_meta.ino()))];
+    while let Some((dir, key)) = stack.pop() {
+        if !seen_dirs.insert(key) {
+            continue;
+        }
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        scan.dirs.push(dir.clone());
+        for ent in entries.flatten() {
+            // d_type, without a stat; a stat (fstatat on the directory) only
+            // for candidates.
+            let Ok(ft) = ent.file_type() else { continue };
+            if ft.is_dir() {
+                if let Ok(m) = ent.metadata() {
+                    stack.push((ent.path(), (m.dev(), m.ino())));
+                }
+            } else if ft.is_file() && is_lock_name(&ent.file_name()) {
+                let Ok(m) = ent.metadata() else { continue };
+                if !m.file_type().is_file() {
+                    continue;
+                }
+                let id = FileId::new(m.dev(), m.ino());
+                if seen_files.insert(id) {
+                    scan.files.push(LockFile {
+                        path: ent.path(),
+                        id,
+                        root: root.to_path_buf(),
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Read the metadata line of a lock file, without following a symbolic
+/// link or blocking on a FIFO, and only if it is still the file `id`.
+pub fn read_metadata(path: &Path, id: FileId) -> Option<Metadata> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .ok()?;
+    let meta = file.metadata().ok()?;
+    if !meta.file_type().is_file() || FileId::new(meta.dev(), meta.ino()) != id {
+        return None;
+    }
+    read_metadata_from(file)
+}
+
+fn read_metadata_from(file: File) -> Option<Metadata> {
+    let mut buf = Vec::new();
+    file.take(METADATA_MAX).read_to_end(&mut buf).ok()?;
+    let line = buf.split(|b| *b == b'\n').next()?;
+    Metadata::parse(std::str::from_utf8(line).ok()?)
+}
+
+// ---------------------------------------------------------------------------
+// The kernel's view
+// ---------------------------------------------------------------------------
+
+/// `/proc/locks`, indexed by file.
+#[derive(Debug, Default, Clone)]
+pub struct Kernel {
+    by_file: HashMap<FileId, Vec<LockEntry>>,
+}
+
+impl Kernel {
+    /// Read `/proc/locks` once.
+    pub fn read() -> Kernel {
+        Kernel::from_entries(procfs::all_locks())
+    }
+
+    /// Index parsed entries.
+    pub fn from_entries(entries: Vec<LockEntry>) -> Kernel {
+        let mut by_file: HashMap<FileId, Vec<LockEntry>> = HashMap::new();
+        for e in entries {
+            let id = FileId {
+                major: e.major,
+                minor: e.minor,
+                inode: e.inode,
+            };
+            by_file.entry(id).or_default().push(e);
+        }
+        Kernel { by_file }
+    }
+
+    /// The entries for one file (holders and waiters).
+    pub fn on(&self, id: FileId) -> &[LockEntry] {
+        self.by_file.get(&id).map_or(&[], Vec::as_slice)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// States
+// ---------------------------------------------------------------------------
+
+/// A lock's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Nobody holds it.
+    Free,
+    /// Held, within its deadline or without one (or by another tool).
+    Held,
+    /// Held past deadline + grace while its supervisor lives.
+    Overdue,
+    /// Held, but the recorded supervisor is gone (or is not the recorded
+    /// process), or the holders are not part of the recorded attempt:
+    /// nobody will end it.
+    Orphan,
+}
+
+impl State {
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Free => "free",
+            State::Held => "held",
+            State::Overdue => "overdue",
+            State::Orphan => "orphan",
+        }
+    }
+
+    /// Held in any way.
+    pub fn is_held(self) -> bool {
+        self != State::Free
+    }
+}
+
+impl From<StateFilter> for State {
+    fn from(f: StateFilter) -> State {
+        match f {
+            StateFilter::Free => State::Free,
+            StateFilter::Held => State::Held,
+            StateFilter::Overdue => State::Overdue,
+            StateFilter::Orphan => State::Orphan,
+        }
+    }
+}
+
+/// A process holding a lock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Holder {
+    /// Its PID.
+    pub pid: i32,
+    /// Its command line, if it could be read.
+    /// Shared: one process may hold thousands of locks, and its command
+    /// line may be long.
+    #[serde(serialize_with = "serialize_shared_str")]
+    pub command: Option<Arc<str>>,
+}
+
+fn serialize_shared_str<S: serde::Serializer>(
+    v: &Option<Arc<str>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(text) => s.serialize_str(text),
+        None => s.serialize_none(),
+    }
+}
+
+/// Everything known about one lock file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LockStatus {
+    /// The lock file.
+    pub file: LockFile,
+    /// Its state.
+    pub state: State,
+    /// Exclusive (`true`) or shared; `None` when free.
+    pub exclusive: Option<bool>,
+    /// How the lock was taken (flock, POSIX, OFD); `None` when free.
+    pub kind: Option<LockKind>,
+    /// The PIDs `/proc/locks` names as having taken the lock.
+    pub takers: Vec<i32>,
+    /// The processes that hold it now.
+    pub holders: Vec<Holder>,
+    /// Blocked waiters' PIDs.
+    pub waiters: Vec<i32>,
+    /// The metadata line, when it describes the current holder.
+    pub metadata: Option<Metadata>,
+    /// Whether the recorded supervisor is alive and is the recorded process.
+    pub supervisor_alive: Option<bool>,
+    /// Since when it has been held, per the metadata.
+    pub held: Option<Duration>,
+    /// Milliseconds left until the deadline; negative once past.
+    pub left_ms: Option<i64>,
+    /// Milliseconds since the attempt's last heartbeat, per the metadata.
+    pub heartbeat_age_ms: Option<i64>,
+}
+
+impl LockStatus {
+    /// The PID to show: the first real holder.
+    pub fn pid(&self) -> Option<i32> {
+        self.holders.first().map(|h| h.pid)
+    }
+
+    /// What identifies the lock to a person: the session file, else the
+    /// lock file, relative to the scanned root when under it.
+    pub fn display_name(&self) -> String {
+        let full = self
+            .metadata
+            .as_ref()
+            .and_then(|m| m.session.clone())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.file.path.clone());
+        match full.strip_prefix(&self.file.root) {
+            Ok(rel) if !rel.as_os_str().is_empty() => rel.display().to_string(),
+            _ => full.display().to_string(),
+        }
+    }
+
+    /// The command to show: the recorded argv, else the holder's.
+    pub fn command_line(&self) -> Option<String> {
+        match &self.metadata {
+            Some(m) if !m.command.is_empty() => Some(m.command.join(" ")),
+            _ => self
+                .holders
+                .iter()
+                .find_map(|h| h.command.as_deref().map(str::to_owned)),
+        }
+    }
+
+    /// The JSON form of one lock (the schema in README.md, "Status,
+    /// watch and cancel"), ready to serialize without building a tree.
+    pub fn json(&self) -> LockJson<'_> {
+        let m = self.metadata.as_ref();
+        LockJson {
+            path: self.file.path.to_string_lossy(),
+            state: self.state.as_str(),
+            mode: self
+                .exclusive
+                .map(|x| if x { "exclusive" } else { "shared" }),
+            kind: self.kind.map(kind_name),
+            pid: self.pid(),
+            holders: &self.holders,
+            taker_pids: &self.takers,
+            waiters: self.waiters.len(),
+            waiter_pids: &self.waiters,
+            session: m.and_then(|m| m.session.as_deref()),
+            session_key: m.and_then(|m| m.session_key.as_deref()),
+            attempt_id: m.map(|m| m.attempt_id.as_str()),
+            command: m.map(|m| m.command.as_slice()),
+            supervisor_pid: m.map(|m| m.supervisor_pid),
+            supervisor_alive: self.supervisor_alive,
+            acquired_at: m.map(|m| m.acquired_at.as_str()),
+            deadline: m.and_then(|m| m.deadline.as_deref()),
+            held_ms: self.held.map(|d| d.as_millis() as u64),
+            left_ms: self.left_ms,
+            status_text: m.and_then(|m| m.status.as_deref()),
+            last_heartbeat: m.and_then(|m| m.last_heartbeat.as_deref()),
+            heartbeat_age_ms: self.heartbeat_age_ms,
+            metadata: m,
+        }
+    }
+
+    /// [`LockStatus::json`] as a value (for events that add fields).
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self.json()).unwrap_or(Value::Null)
+    }
+}
+
+/// One lock in `--json` output. Field order is the documented order.
+#[derive(Debug, Serialize)]
+pub struct LockJson<'a> {
+    path: std::borrow::Cow<'a, str>,
+    state: &'static str,
+    mode: Option<&'static str>,
+    kind: Option<&'static str>,
+    pid: Option<i32>,
+    holders: &'a [Holder],
+    taker_pids: &'a [i32],
+    waiters: usize,
+    waiter_pids: &'a [i32],
+    session: Option<&'a str>,
+    session_key: Option<&'a str>,
+    attempt_id: Option<&'a str>,
+    command: Option<&'a [String]>,
+    supervisor_pid: Option<i32>,
+    supervisor_alive: Option<bool>,
+    acquired_at: Option<&'a str>,
+    deadline: Option<&'a str>,
+    held_ms: Option<u64>,
+    left_ms: Option<i64>,
+    status_text: Option<&'a str>,
+    last_heartbeat: Option<&'a str>,
+    heartbeat_age_ms: Option<i64>,
+    metadata: Option<&'a Metadata>,
+}
+
+/// The `--json` document of `status`.
+#[derive(Debug, Serialize)]
+pub struct Document<'a> {
+    v: u32,
+    ts: String,
+    locks: Vec<LockJson<'a>>,
+}
+
+fn kind_name(k: LockKind) -> &'static str {
+    match k {
+        LockKind::Flock => "flock",
+        LockKind::Posix => "posix",
+        LockKind::Ofd => "ofd",
+        LockKind::Other => "other",
+    }
+}
+
+/// What one look at a process found.
+#[derive(Debug, Clone, Copy)]
+struct ProcSnap {
+    alive: bool,
+    starttime: Option<u64>,
+}
+
+/// Joins lock files with the kernel's view. Caches what it learns about
+/// processes for the length of one evaluation.
+#[derive(Default)]
+pub struct Evaluator {
+    procs: HashMap<i32, ProcSnap>,
+    cmdlines: HashMap<i32, Option<Arc<str>>>,
+    /// Holders found by an earlier fd pass, trusted while all are alive.
+    known: HashMap<FileId, Vec<Holder>>,
+}
+
+/// Before the fd pass: what one held lock needs.
+struct Pending {
+    status: LockStatus,
+    /// The taker is gone: the holders must be found through fdinfo.
+    scan: bool,
+}
+
+impl Evaluator {
+    /// A fresh evaluator (empty caches).
+    pub fn new() -> Evaluator {
+        Evaluator::default()
+    }
+
+    /// Holders already found by an earlier fd pass (by [`crate::watch`],
+    /// which knows no descriptor on those files was closed since): used
+    /// instead of a new pass as long as every one of them is alive.
+    pub fn with_known_holders(mut self, known: HashMap<FileId, Vec<Holder>>) -> Evaluator {
+        self.known = known;
+        self
+    }
+
+    fn proc(&mut self, pid: i32) -> ProcSnap {
+        if pid <= 0 {
+            return ProcSnap {
+                alive: false,
+                starttime: None,
+            };
+        }
+        *self.procs.entry(pid).or_insert_with(|| ProcSnap {
+            alive: procfs::alive(pid),
+            starttime: procfs::starttime(pid),
+        })
+    }
+
+    fn cmdline(&mut self, pid: i32) -> Option<Arc<str>> {
+        self.cmdlines
+            .entry(pid)
+            .or_insert_with(|| procfs::cmdline(pid).map(Arc::from))
+            .clone()
+    }
+
+    /// Whether `pid` is alive and started at `starttime`.
+    pub fn is_same_process(&mut self, pid: i32, starttime: u64) -> bool {
+        let p = self.proc(pid);
+        p.alive && p.starttime == Some(starttime)
+    }
+
+    /// Evaluate `files` against `kernel` at `now`. `metadata` reads a held
+    /// lock file's metadata line (status reads the file; watch caches).
+    pub fn evaluate(
+        &mut self,
+        files: &[LockFile],
+        kernel: &Kernel,
+        now: SystemTime,
+        metadata: &mut dyn FnMut(&LockFile) -> Option<Metadata>,
+    ) -> Vec<LockStatus> {
+        let mut pending: Vec<Pending> = files
+            .iter()
+            .map(|f| self.first_pass(f, kernel, now, metadata))
+            .collect();
+        // One pass over every process's descriptors, for all the locks
+        // whose taker is gone and whose holders are not known, together.
+        let mut need: HashSet<FileId> = HashSet::new();
+        let known = std::mem::take(&mut self.known);
+        for p in pending.iter_mut().filter(|p| p.scan) {
+            match known.get(&p.status.file.id) {
+                Some(h) if !h.is_empty() && h.iter().all(|h| self.proc(h.pid).alive) => {
+                    p.status.holders = h.clone();
+                }
+                _ => {
+                    need.insert(p.status.file.id);
+                }
+            }
+        }
+        self.known = known;
+        if !need.is_empty() {
+            let found = procfs::fd_lock_holders(&need);
+            for p in pending
+                .iter_mut()
+                .filter(|p| need.contains(&p.status.file.id))
+            {
+                let pids: BTreeSet<i32> = found
+                    .get(&p.status.file.id)
+                    .map(|v| v.iter().map(|h| h.pid).collect())
+                    .unwrap_or_default();
+                p.status.holders = pids
+                    .into_iter()
+                    .map(|pid| Holder {
+                        pid,
+                        command: self.cmdline(pid),
+                    })
+                    .collect();
+            }
+        }
+        pending
+            .into_iter()
+            .map(|p| {
+                let scanned = p.scan;
+                self.decide(p.status, scanned, now)
+            })
+            .collect()
+    }
+
+    /// Everything but the fd pass and the final state.
+    fn first_pass(
+        &mut self,
+        file: &LockFile,
+        kernel: &Kernel,
+        now: SystemTime,
+        metadata: &mut dyn FnMut(&LockFile) -> Option<Metadata>,
+    ) -> Pending {
+        let entries = kernel.on(file.id);
+        let held: Vec<&LockEntry> = entries.iter().filter(|e| !e.waiter).collect();
+        let waiters: Vec<i32> = entries.iter().filter(|e| e.waiter).map(|e| e.pid).collect();
+        let mut status = LockStatus {
+            file: file.clone(),
+            state: State::Free,
+            exclusive: None,
+            kind: None,
+            takers: Vec::new(),
+            holders: Vec::new(),
+            waiters,
+            metadata: None,
+            supervisor_alive: None,
+            held: None,
+            left_ms: None,
+            heartbeat_age_ms: None,
+        };
+        if held.is_empty() {
+            return Pending {
+                status,
+                scan: false,
+            };
+        }
+        status.state = State::Held;
+        status.exclusive = Some(held.iter().any(|e| e.exclusive));
+        status.kind = held.first().map(|e| e.kind);
+        let mut takers: Vec<i32> = held.iter().map(|e| e.pid).collect();
+        takers.dedup();
+        status.takers = takers.clone();
+        status.metadata = metadata(file).filter(|m| takers.contains(&m.pid));
+        // The taker holds it if it is alive and, when the metadata names
+        // it, is the process the metadata names.
+        let mut scan = false;
+        for &pid in &takers {
+            let snap = self.proc(pid);
+            let same = match &status.metadata {
+                Some(m) if m.pid == pid => snap.starttime == Some(m.starttime),
+                _ => true,
+            };
+            if snap.alive && same {
+                let command = self.cmdline(pid);
+                status.holders.push(Holder { pid, command });
+            } else {
+                scan = true;
+            }
+        }
+        if scan {
+            status.holders.clear();
+        }
+        if let Some(m) = &status.metadata {
+            status.supervisor_alive =
+                Some(self.is_same_process(m.supervisor_pid, m.supervisor_starttime));
+            if let Ok(at) = humantime::parse_rfc3339(&m.acquired_at) {
+                status.held = Some(now.duration_since(at).unwrap_or_default());
+            }
+            if let Some(deadline) = m.deadline.as_deref().and_then(parse_time) {
+                status.left_ms = Some(signed_ms(deadline, now));
+            }
+            if let Some(beat) = m.last_heartbeat.as_deref().and_then(parse_time) {
+                status.heartbeat_age_ms = Some(-signed_ms(beat, now));
+            }
+        }
+        Pending { status, scan }
+    }
+
+    /// The state of a held lock, once its holders are known.
+    fn decide(&mut self, mut s: LockStatus, scanned: bool, now: SystemTime) -> LockStatus {
+        if s.state == State::Free {
+            return s;
+        }
+        let Some(m) = s.metadata.clone() else {
+            return s; // another tool's lock: held
+        };
+        if s.supervisor_alive != Some(true) {
+            s.state = State::Orphan;
+            return s;
+        }
+        if scanned && !s.holders.is_empty() {
+            // The attempt's first process is gone; what holds the lock must
+            // be below the supervisor, which (a subreaper) adopts them all,
+            // or nobody will end it.
+            let tree = procfs::descendants(m.supervisor_pid);
+            if s.holders.iter().any(|h| !tree.contains(&h.pid)) {
+                s.state = State::Orphan;
+                return s;
+            }
+        }
+        if let (Some(deadline), Some(grace)) =
+            (m.deadline.as_deref().and_then(parse_time), m.grace_ms)
+        {
+            let due = deadline + Duration::from_millis(grace) + OVERDUE_SLACK;
+            if now > due {
+                s.state = State::Overdue;
+            }
+        }
+        s
+    }
+}
+
+fn parse_time(s: &str) -> Option<SystemTime> {
+    humantime::parse_rfc3339(s).ok()
+}
+
+/// `to - from` in milliseconds, negative when `to` is earlier.
+fn signed_ms(to: SystemTime, from: SystemTime) -> i64 {
+    match to.duration_since(from) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
+    }
+}
+
+/// Scan and evaluate in one go, reading metadata from disk.
+pub fn snapshot(paths: &[(PathBuf, bool)]) -> Result<Vec<LockStatus>> {
+    let scan = scan(paths)?;
+    let kernel = Kernel::read();
+    let mut ev = Evaluator::new();
+    Ok(
+        ev.evaluate(&scan.files, &kernel, SystemTime::now(), &mut |f| {
+            read_metadata(&f.path, f.id)
+        }),
+    )
+}
+
+// ---------------------------------------------------------------------------
+// Rendering
+// ---------------------------------------------------------------------------
+
+/// Short time for a table cell: `850ms`, `12s`, `3m12s`, `2h5m`.
+pub fn short_duration(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        return format!("{}ms", d.as_millis());
+    }
+    let secs = d.as_secs();
+    let d = if secs >= 3600 {
+        // Hours and minutes are enough.
+        Duration::from_secs(secs - secs % 60)
+    } else {
+        Duration::from_secs(secs)
+    };
+    format_duration(d)
+}
+
+/// Time left for a table cell: `4m12s`, `-12s` once past, `-` without.
+pub fn left_cell(left_ms: Option<i64>) -> String {
+    match left_ms {
+        None => "-".into(),
+        Some(ms) if ms >= 0 => short_duration(Duration::from_millis(ms as u64)),
+        Some(ms) => format!(
+            "-{}",
+            short_duration(Duration::from_millis(ms.unsigned_abs()))
+        ),
+    }
+}
+
+/// The widest a COMMAND cell gets before it is cut.
+const COMMAND_WIDTH: usize = 40;
+
+fn cut(s: &str, width: usize) -> String {
+    if s.chars().count() <= width {
+        return s.to_owned();
+    }
+    let mut out: String = s.chars().take(width.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// The table: a header and one row per lock.
+pub fn table(locks: &[LockStatus]) -> String {
+    let header = [
+        "STATE", "SESSION", "PID", "COMMAND", "HELD", "LEFT", "WAITERS", "ATTEMPT",
+    ];
+    let rows: Vec<[String; 8]> = locks
+        .iter()
+        .map(|l| {
+            let m = l.metadata.as_ref();
+            let mut session = l.display_name();
+            if let Some(k) = m.and_then(|m| m.session_key.as_deref()) {
+                session = format!("{session} [{k}]");
+            }
+            let holders = l.holders.len();
+            let pid = match l.pid() {
+                Some(p) if holders > 1 => format!("{p}+{}", holders - 1),
+                Some(p) => p.to_string(),
+                None if l.state.is_held() => "?".into(),
+                None => "-".into(),
+            };
+            [
+                l.state.as_str().to_owned(),
+                session,
+                pid,
+                l.command_line()
+                    .map_or_else(|| "-".to_owned(), |c| cut(&c, COMMAND_WIDTH)),
+                l.held.map_or_else(|| "-".to_owned(), short_duration),
+                if l.state.is_held() {
+                    left_cell(l.left_ms)
+                } else {
+                    "-".into()
+                },
+                l.waiters.len().to_string(),
+                m.map_or_else(|| "-".to_owned(), |m| m.attempt_id.clone()),
+            ]
+        })
+        .collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r.iter()) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |out: &mut String, cells: &[&str]| {
+        let mut s = String::new();
+        for (i, (c, w)) in cells.iter().zip(widths.iter()).enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                // PID and WAITERS are numbers: right-aligned.
+                if i == 2 || i == 6 {
+                    s.push_str(&format!("{c:>w$}  "));
+                } else {
+                    s.push_str(&format!("{c:<w$}  "));
+                }
+            }
+        }
+        out.push_str(s.trim_end());
+        out.push('\n');
+    };
+    line(&mut out, &header);
+    for r in &rows {
+        let cells: Vec<&str> = r.iter().map(String::as_str).collect();
+        line(&mut out, &cells);
+    }
+    out
+}
+
+/// The `--json` document: `{"v": 1, "ts": ..., "locks": [...]}`.
+pub fn json_document(locks: &[LockStatus], now: SystemTime) -> Document<'_> {
+    Document {
+        v: SCHEMA_VERSION,
+        ts: rfc3339(now),
+        locks: locks.iter().map(LockStatus::json).collect(),
+    }
+}
+
+/// Keep the locks that pass the filters.
+pub fn filter(
+    locks: Vec<LockStatus>,
+    states: &[State],
+    session_key: Option<&str>,
+) -> Vec<LockStatus> {
+    locks
+        .into_iter()
+        .filter(|l| states.is_empty() || states.contains(&l.state))
+        .filter(|l| match session_key {
+            None => true,
+            Some(k) => l.metadata.as_ref().and_then(|m| m.session_key.as_deref()) == Some(k),
+        })
+        .collect()
+}
+
+/// `locksup status`.
+pub fn main(args: StatusArgs, config_path: Option<&Path>) -> Result<i32> {
+    let config = Config::load(config_path)?;
+    let paths = targets(&args.paths, &config)
+        .ok_or_else(|| Error::usage("no PATH given and no [status] roots in the configuration"))?;
+    let now = SystemTime::now();
+    let locks = snapshot(&paths)?;
+    let states: Vec<State> = args.state.iter().map(|s| State::from(*s)).collect();
+    let locks = filter(locks, &states, args.session_key.as_deref());
+    let mut out = io::BufWriter::with_capacity(1 << 16, io::stdout().lock());
+    let written = if args.json {
+        serde_json::to_writer(&mut out, &json_document(&locks, now))
+            .map_err(io::Error::from)
+            .and_then(|()| out.write_all(b"\n"))
+    } else {
+        out.write_all(table(&locks).as_bytes())
+    };
+    match written.and_then(|()| out.flush()) {
+        Ok(()) => Ok(exit::SUCCESS),
+        // A reader that went away (`| head`) is not our failure.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(exit::SUCCESS),
+        Err(e) => Err(Error::usage(format!("cannot write the status: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(pid: i32, sup: i32, sup_start: u64) -> Metadata {
+        Metadata {
+            v: 1,
+            pid,
+            pgid: pid,
+            created_at: "2026-01-01T00:00:00.000Z".into(),
+            starttime: procfs::starttime(pid).unwrap_or(0),
+            supervisor_pid: sup,
+            supervisor_starttime: sup_start,
+            attempt_id: "att-1".into(),
+            session: Some("/r/abc.jsonl".into()),
+            session_key: Some("key".into()),
+            command: vec!["sleep".into(), "60".into()],
+            acquired_at: "2026-01-01T00:00:00.000Z".into(),
+            deadline: Some("2026-01-01T00:10:00.000Z".into()),
+            timeout_ms: Some(600_000),
+            grace_ms: Some(10_000),
+            host: "h".into(),
+            last_heartbeat: None,
+            status: None,
+            watchdog_ms: None,
+        }
+    }
+
+    fn file(inode: u64) -> LockFile {
+        LockFile {
+            path: PathBuf::from(format!("/r/{inode}.lock")),
+            id: FileId {
+                major: 0xfe,
+                minor: 0,
+                inode,
+            },
+            root: PathBuf::from("/r"),
+        }
+    }
+
+    fn at(s: &str) -> SystemTime {
+        humantime::parse_rfc3339(s).unwrap()
+    }
+
+    #[test]
+    fn states_from_recorded_kernel_text() {
+        let me = std::process::id() as i32;
+        let my_start = procfs::starttime(me).unwrap();
+        let text = format!(
+            "1: FLOCK  ADVISORY  WRITE {me} fe:00:1 0 EOF\n\
+             1: -> FLOCK  ADVISORY  WRITE {me} fe:00:1 0 EOF\n\
+             2: FLOCK  ADVISORY  WRITE {me} fe:00:2 0 EOF\n\
+             3: FLOCK  ADVISORY  WRITE {me} fe:00:3 0 EOF\n\
+             4: FLOCK  ADVISORY  READ {me} fe:00:4 0 EOF\n\
+             5: FLOCK  ADVISORY  WRITE {me} fe:01:5 0 EOF\n"
+        );
+        let kernel = Kernel::from_entries(procfs::parse_locks(&text));
+        let files: Vec<LockFile> = (1..=5).map(file).chain([file(6)]).collect();
+        let mut ev = Evaluator::new();
+        let now = at("2026-01-01T00:05:00.000Z");
+        let got = ev.evaluate(&files, &kernel, now, &mut |f| match f.id.inode {
+            // Ours, supervised by ourselves: held, 5 minutes left.
+            1 => Some(meta(me, me, my_start)),
+            // The supervisor's start time does not match: orphan.
+            2 => Some(meta(me, me, my_start + 1)),
+            // Metadata of an earlier holder: another tool's lock.
+            3 => Some(meta(me + 1, me, my_start)),
+            _ => None,
+        });
+        let states: Vec<State> = got.iter().map(|l| l.state).collect();
+        assert_eq!(
+            states,
+            [
+                State::Held,
+                State::Orphan,
+                State::Held,
+                State::Held,
+                State::Free,
+                State::Free
+            ]
+        );
+        assert_eq!(got[0].waiters, vec![me]);
+        assert_eq!(got[0].left_ms, Some(300_000));
+        assert_eq!(got[0].held, Some(Duration::from_secs(300)));
+        assert_eq!(got[0].pid(), Some(me));
+        assert!(got[2].metadata.is_none());
+        assert_eq!(got[3].exclusive, Some(false));
+        // Device differs (fe:01 vs fe:00): not joined.
+        assert_eq!(got[4].state, State::Free);
+
+        // Past deadline + grace + slack: overdue.
+        let late = at("2026-01-01T00:10:11.500Z");
+        let got = ev.evaluate(&files[..1], &kernel, late, &mut |_| {
+            Some(meta(me, me, my_start))
+        });
+        assert_eq!(got[0].state, State::Overdue);
+        assert_eq!(got[0].left_ms, Some(-11_500));
+        // Within the grace: still held.
+        let grace = at("2026-01-01T00:10:05.000Z");
+        let got = ev.evaluate(&files[..1], &kernel, grace, &mut |_| {
+            Some(meta(me, me, my_start))
+        });
+        assert_eq!(got[0].state, State::Held);
+        // Infinite grace: never overdue.
+        let got = ev.evaluate(&files[..1], &kernel, late, &mut |_| {
+            Some(Metadata {
+                grace_ms: None,
+                ..meta(me, me, my_start)
+            })
+        });
+        assert_eq!(got[0].state, State::Held);
+    }
+
+    #[test]
+    fn renders_table_and_json() {
+        let me = std::process::id() as i32;
+        let my_start = procfs::starttime(me).unwrap();
+        let text = format!("1: FLOCK  ADVISORY  WRITE {me} fe:00:1 0 EOF\n");
+        let kernel = Kernel::from_entries(procfs::parse_locks(&text));
+        let mut ev = Evaluator::new();
+        let now = at("2026-01-01T00:05:00.000Z");
+        let got = ev.evaluate(&[file(1), file(2)], &kernel, now, &mut |f| {
+            (f.id.inode == 1).then(|| meta(me, me, my_start))
+        });
+        let t = table(&got);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].starts_with("STATE"));
+        for col in [
+            "SESSION", "PID", "COMMAND", "HELD", "LEFT", "WAITERS", "ATTEMPT",
+        ] {
+            assert!(lines[0].contains(col), "{col}");
+        }
+        assert!(lines[1].starts_with("held"));
+        assert!(lines[1].contains("abc.jsonl [key]"));
+        assert!(lines[1].contains("sleep 60"));
+        assert!(lines[1].contains("5m"));
+        assert!(lines[1].contains("att-1"));
+        assert!(lines[2].starts_with("free"));
+        let doc = serde_json::to_value(json_document(&got, now)).unwrap();
+        let locks = doc["locks"].as_array().unwrap();
+        assert_eq!(locks.len(), 2);
+        assert_eq!(locks[0]["state"], "held");
+        assert_eq!(locks[0]["pid"], me);
+        assert_eq!(locks[0]["left_ms"], 300_000);
+        assert_eq!(locks[0]["metadata"]["attempt_id"], "att-1");
+        assert_eq!(locks[1]["state"], "free");
+        assert_eq!(locks[1]["pid"], Value::Null);
+        assert_eq!(locks[1]["holders"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn filters_by_state_and_key() {
+        let me = std::process::id() as i32;
+        let my_start = procfs::starttime(me).unwrap();
+        let text = format!("1: FLOCK  ADVISORY  WRITE {me} fe:00:1 0 EOF\n");
+        let kernel = Kernel::from_entries(procfs::parse_locks(&text));
+        let got = Evaluator::new().evaluate(
+            &[file(1), file(2)],
+            &kernel,
+            at("2026-01-01T00:05:00.000Z"),
+            &mut |f| (f.id.inode == 1).then(|| meta(me, me, my_start)),
+        );
+        assert_eq!(filter(got.clone(), &[State::Free], None).len(), 1);
+        assert_eq!(
+            filter(got.clone(), &[State::Held, State::Free], None).len(),
+            2
+        );
+        assert_eq!(filter(got.clone(), &[], Some("key")).len(), 1);
+        assert_eq!(filter(got, &[], Some("other")).len(), 0);
+    }
+
+    #[test]
+    fn short_times() {
+        assert_eq!(short_duration(Duration::from_millis(850)), "850ms");
+        assert_eq!(short_duration(Duration::from_millis(12_400)), "12s");
+        assert_eq!(short_duration(Duration::from_secs(192)), "3m12s");
+        assert_eq!(short_duration(Duration::from_secs(7530)), "2h5m");
+        assert_eq!(left_cell(None), "-");
+        assert_eq!(left_cell(Some(-12_000)), "-12s");
+    }
+
+    #[test]
+    fn lock_names() {
+        assert!(is_lock_name("a.jsonl.lock".as_ref()));
+        assert!(is_lock_name(".lock".as_ref()));
+        assert!(!is_lock_name("lock".as_ref()));
+        assert!(!is_lock_name("a.lock.tmp".as_ref()));
+    }
+}
