@@ -16,6 +16,9 @@ _locksup() {
             ",$1")
                 cmd="locksup"
                 ;;
+            locksup,cancel)
+                cmd="locksup__subcmd__cancel"
+                ;;
             locksup,completions)
                 cmd="locksup__subcmd__completions"
                 ;;
@@ -30,6 +33,9 @@ _locksup() {
                 ;;
             locksup,watch)
                 cmd="locksup__subcmd__watch"
+                ;;
+            locksup__subcmd__help,cancel)
+                cmd="locksup__subcmd__help__subcmd__cancel"
                 ;;
             locksup__subcmd__help,completions)
                 cmd="locksup__subcmd__help__subcmd__completions"
@@ -53,12 +59,58 @@ _locksup() {
 
     case "${cmd}" in
         locksup)
-            opts="-h -V --config --help --version run status watch completions help"
+            opts="-h -V --config --help --version run status watch cancel completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        locksup__subcmd__cancel)
+            opts="-s -w -g -h --signal --wait --grace --root --force --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --signal)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -s)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --wait)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -w)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --grace)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -g)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -89,8 +141,22 @@ _locksup() {
             return 0
             ;;
         locksup__subcmd__help)
-            opts="run status watch completions help"
+            opts="run status watch cancel completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        locksup__subcmd__help__subcmd__cancel)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

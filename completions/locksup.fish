@@ -30,6 +30,7 @@ complete -c locksup -n "__fish_locksup_needs_command" -s V -l version -d 'Print 
 complete -c locksup -n "__fish_locksup_needs_command" -f -a "run" -d 'Run COMMAND as a supervised attempt holding the session\'s lock'
 complete -c locksup -n "__fish_locksup_needs_command" -f -a "status" -d 'Show every lock file under PATHs (or the configured roots): who holds it, since when, until when, and who waits'
 complete -c locksup -n "__fish_locksup_needs_command" -f -a "watch" -d 'Follow the lock files under PATHs (or the configured roots) live, driven by inotify: a table on a terminal, change events with --json'
+complete -c locksup -n "__fish_locksup_needs_command" -f -a "cancel" -d 'End the attempt holding a lock: signal its supervisor, or, for an orphan, end the processes holding it'
 complete -c locksup -n "__fish_locksup_needs_command" -f -a "completions" -d 'Print a shell completion script (bash, zsh or fish) on stdout'
 complete -c locksup -n "__fish_locksup_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c locksup -n "__fish_locksup_using_subcommand run" -l session -d 'Session file; the lock file is FILE.lock beside it. The session file itself is never opened or created' -r -F
@@ -63,10 +64,18 @@ complete -c locksup -n "__fish_locksup_using_subcommand status" -s h -l help -d 
 complete -c locksup -n "__fish_locksup_using_subcommand watch" -l config -d 'Read configuration from FILE instead of the default locations' -r -F
 complete -c locksup -n "__fish_locksup_using_subcommand watch" -l json -d 'Print one JSON change event per line'
 complete -c locksup -n "__fish_locksup_using_subcommand watch" -s h -l help -d 'Print help'
+complete -c locksup -n "__fish_locksup_using_subcommand cancel" -s s -l signal -d 'Signal to send: to a supervisor, TERM, INT, HUP or QUIT; to the holders of an orphan, any [default: TERM]' -r
+complete -c locksup -n "__fish_locksup_using_subcommand cancel" -s w -l wait -d 'Wait until the attempt no longer holds the lock, at most DUR (infinity: as long as it takes), and say how long it took' -r
+complete -c locksup -n "__fish_locksup_using_subcommand cancel" -s g -l grace -d 'For an orphan: wait between the signal and KILL [default: the attempt\'s recorded grace, else 10s; infinity: never KILL]' -r
+complete -c locksup -n "__fish_locksup_using_subcommand cancel" -l root -d 'Where to look for an attempt id (repeatable) [default: the configuration\'s [status] roots]' -r -F
+complete -c locksup -n "__fish_locksup_using_subcommand cancel" -l config -d 'Read configuration from FILE instead of the default locations' -r -F
+complete -c locksup -n "__fish_locksup_using_subcommand cancel" -l force -d 'Also end the holders of a lock taken by another tool (no metadata)'
+complete -c locksup -n "__fish_locksup_using_subcommand cancel" -s h -l help -d 'Print help'
 complete -c locksup -n "__fish_locksup_using_subcommand completions" -l config -d 'Read configuration from FILE instead of the default locations' -r -F
 complete -c locksup -n "__fish_locksup_using_subcommand completions" -s h -l help -d 'Print help'
-complete -c locksup -n "__fish_locksup_using_subcommand help; and not __fish_seen_subcommand_from run status watch completions help" -f -a "run" -d 'Run COMMAND as a supervised attempt holding the session\'s lock'
-complete -c locksup -n "__fish_locksup_using_subcommand help; and not __fish_seen_subcommand_from run status watch completions help" -f -a "status" -d 'Show every lock file under PATHs (or the configured roots): who holds it, since when, until when, and who waits'
-complete -c locksup -n "__fish_locksup_using_subcommand help; and not __fish_seen_subcommand_from run status watch completions help" -f -a "watch" -d 'Follow the lock files under PATHs (or the configured roots) live, driven by inotify: a table on a terminal, change events with --json'
-complete -c locksup -n "__fish_locksup_using_subcommand help; and not __fish_seen_subcommand_from run status watch completions help" -f -a "completions" -d 'Print a shell completion script (bash, zsh or fish) on stdout'
-complete -c locksup -n "__fish_locksup_using_subcommand help; and not __fish_seen_subcommand_from run status watch completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c locksup -n "__fish_locksup_using_subcommand help; and not __fish_seen_subcommand_from run status watch cancel completions help" -f -a "run" -d 'Run COMMAND as a supervised attempt holding the session\'s lock'
+complete -c locksup -n "__fish_locksup_using_subcommand help; and not __fish_seen_subcommand_from run status watch cancel completions help" -f -a "status" -d 'Show every lock file under PATHs (or the configured roots): who holds it, since when, until when, and who waits'
+complete -c locksup -n "__fish_locksup_using_subcommand help; and not __fish_seen_subcommand_from run status watch cancel completions help" -f -a "watch" -d 'Follow the lock files under PATHs (or the configured roots) live, driven by inotify: a table on a terminal, change events with --json'
+complete -c locksup -n "__fish_locksup_using_subcommand help; and not __fish_seen_subcommand_from run status watch cancel completions help" -f -a "cancel" -d 'End the attempt holding a lock: signal its supervisor, or, for an orphan, end the processes holding it'
+complete -c locksup -n "__fish_locksup_using_subcommand help; and not __fish_seen_subcommand_from run status watch cancel completions help" -f -a "completions" -d 'Print a shell completion script (bash, zsh or fish) on stdout'
+complete -c locksup -n "__fish_locksup_using_subcommand help; and not __fish_seen_subcommand_from run status watch cancel completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -59,6 +59,11 @@ pub enum Command {
     #[command(after_help = WATCH_EXAMPLES)]
     Watch(WatchArgs),
 
+    /// End the attempt holding a lock: signal its supervisor, or, for an
+    /// orphan, end the processes holding it.
+    #[command(after_help = CANCEL_EXAMPLES)]
+    Cancel(CancelArgs),
+
     /// Print a shell completion script (bash, zsh or fish) on stdout.
     #[command(after_help = "Example:\n  locksup completions bash > /etc/bash_completion.d/locksup")]
     Completions {
@@ -66,6 +71,59 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+const CANCEL_EXAMPLES: &str = "\
+A held lock of a live attempt: its supervisor gets SIGNAL (then SIGCONT)
+and runs its own escalation (first signal, grace, final signal). The
+supervisor is pinned with a pidfd and checked against the start time in the
+lock's metadata, so a reused PID is never signalled. An orphan (supervisor
+gone, or not the recorded process): cancel escalates against the processes
+holding the lock itself (SIGNAL and SIGCONT, the grace period, then KILL),
+found through /proc/PID/fdinfo and each pinned with a pidfd.
+
+Examples:
+  locksup cancel /srv/sessions/abc.jsonl --wait 30s
+  locksup cancel 19a8c3f2b51-4f2a9c1e --root /srv/sessions
+  locksup cancel /run/lock/backup.lock --force --grace 5s
+
+Exit status: 0 signalled (with --wait: the attempt no longer holds the
+lock); 1 TARGET not found; 2 the lock is not held; 3 held by a process
+that is not a locksup attempt (use --force); 4 not permitted to signal;
+124 --wait expired with the lock still held; 125 usage or configuration
+error.";
+
+/// `locksup cancel`.
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// A session file (its lock is TARGET.lock), a lock file, or an attempt
+    /// id found under the roots.
+    #[arg(value_name = "TARGET")]
+    pub target: PathBuf,
+
+    /// Signal to send: to a supervisor, TERM, INT, HUP or QUIT; to the
+    /// holders of an orphan, any [default: TERM].
+    #[arg(short = 's', long, value_name = "SIG", value_parser = signal::parse)]
+    pub signal: Option<Sig>,
+
+    /// Wait until the attempt no longer holds the lock, at most DUR
+    /// (infinity: as long as it takes), and say how long it took.
+    #[arg(short = 'w', long, value_name = "DUR", value_parser = duration::parse)]
+    pub wait: Option<Dur>,
+
+    /// For an orphan: wait between the signal and KILL [default: the
+    /// attempt's recorded grace, else 10s; infinity: never KILL].
+    #[arg(short = 'g', long, value_name = "DUR", value_parser = duration::parse)]
+    pub grace: Option<Dur>,
+
+    /// Where to look for an attempt id (repeatable) [default: the
+    /// configuration's [status] roots].
+    #[arg(long, value_name = "DIR")]
+    pub root: Vec<PathBuf>,
+
+    /// Also end the holders of a lock taken by another tool (no metadata).
+    #[arg(long)]
+    pub force: bool,
 }
 
 const WATCH_EXAMPLES: &str = "\
