@@ -197,6 +197,7 @@ fn look(file: &LockFile) -> LockStatus {
         supervisor_alive: None,
         held: None,
         left_ms: None,
+        heartbeat_age_ms: None,
     })
 }
 

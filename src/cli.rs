@@ -41,6 +41,8 @@ pub struct Cli {
 }
 
 /// Subcommands.
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run COMMAND as a supervised attempt holding the session's lock.
@@ -61,6 +63,14 @@ pub enum Command {
     /// orphan, end the processes holding it.
     #[command(after_help = CANCEL_EXAMPLES)]
     Cancel(CancelArgs),
+
+    /// Print a shell completion script (bash, zsh or fish) on stdout.
+    #[command(after_help = "Example:\n  locksup completions bash > /etc/bash_completion.d/locksup")]
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 const CANCEL_EXAMPLES: &str = "\
@@ -195,6 +205,14 @@ pub struct StatusArgs {
     pub session_key: Option<String>,
 }
 
+/// The completion script for `shell`.
+pub fn completion_script(shell: clap_complete::Shell) -> Vec<u8> {
+    use clap::CommandFactory;
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "locksup", &mut out);
+    out
+}
+
 /// `locksup run`.
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("target").required(true).args(["session", "lock"])))]
@@ -232,6 +250,21 @@ pub struct RunArgs {
     /// Signal sent to whatever is left after the grace period [default: KILL].
     #[arg(long, value_name = "SIG", value_parser = signal::parse)]
     pub final_signal: Option<Sig>,
+
+    /// End the attempt when no heartbeat (WATCHDOG=1 on NOTIFY_SOCKET, or a
+    /// touch of the lock file) came for DUR; exit codes as for a timeout.
+    #[arg(long, value_name = "DUR", value_parser = duration::parse)]
+    pub watchdog: Option<Dur>,
+
+    /// Hard cap on the deadline, from acquisition, however the attempt
+    /// extends it with EXTEND_TIMEOUT_USEC [default: none].
+    #[arg(long, value_name = "DUR", value_parser = duration::parse)]
+    pub max_timeout: Option<Dur>,
+
+    /// End the attempt when it has not sent READY=1 within DUR of acquiring
+    /// the lock [default: readiness not required].
+    #[arg(long, value_name = "DUR", value_parser = duration::parse)]
+    pub ready_timeout: Option<Dur>,
 
     /// Take a shared lock instead of an exclusive one.
     #[arg(long)]

@@ -50,6 +50,12 @@ pub struct RunDefaults {
     pub file_mode: Option<u32>,
     /// Exit code when the lock is not obtained (0..=255).
     pub conflict_exit_code: Option<i32>,
+    /// End the attempt when no heartbeat came for this long.
+    pub watchdog: Option<Dur>,
+    /// Hard cap on the deadline, however the attempt extends it.
+    pub max_timeout: Option<Dur>,
+    /// End the attempt when it is not ready this long after acquisition.
+    pub ready_timeout: Option<Dur>,
 }
 
 impl RunDefaults {
@@ -63,6 +69,9 @@ impl RunDefaults {
             final_signal: over.final_signal.or(self.final_signal),
             file_mode: over.file_mode.or(self.file_mode),
             conflict_exit_code: over.conflict_exit_code.or(self.conflict_exit_code),
+            watchdog: over.watchdog.or(self.watchdog),
+            max_timeout: over.max_timeout.or(self.max_timeout),
+            ready_timeout: over.ready_timeout.or(self.ready_timeout),
         }
     }
 }
@@ -356,6 +365,9 @@ struct RawRun {
     final_signal: Option<CfgSig>,
     file_mode: Option<Spanned<RawMode>>,
     conflict_exit_code: Option<Spanned<i64>>,
+    watchdog: Option<CfgDur>,
+    max_timeout: Option<CfgDur>,
+    ready_timeout: Option<CfgDur>,
 }
 
 /// `[[policy]]`: `match` plus the keys of `[run]`, written out because
@@ -373,6 +385,9 @@ struct RawPolicy {
     final_signal: Option<CfgSig>,
     file_mode: Option<Spanned<RawMode>>,
     conflict_exit_code: Option<Spanned<i64>>,
+    watchdog: Option<CfgDur>,
+    max_timeout: Option<CfgDur>,
+    ready_timeout: Option<CfgDur>,
 }
 
 impl RawPolicy {
@@ -386,6 +401,9 @@ impl RawPolicy {
             final_signal: self.final_signal,
             file_mode: self.file_mode,
             conflict_exit_code: self.conflict_exit_code,
+            watchdog: self.watchdog,
+            max_timeout: self.max_timeout,
+            ready_timeout: self.ready_timeout,
         };
         (self.pattern, run)
     }
@@ -502,6 +520,9 @@ impl RawRun {
             final_signal: self.final_signal.map(|s| s.0),
             file_mode: self.file_mode.map(|m| file_mode(m, text)).transpose()?,
             conflict_exit_code: self.conflict_exit_code.map(exit_code).transpose()?,
+            watchdog: self.watchdog.map(|d| d.0),
+            max_timeout: self.max_timeout.map(|d| d.0),
+            ready_timeout: self.ready_timeout.map(|d| d.0),
         })
     }
 }
@@ -620,6 +641,9 @@ signal = "INT"
 final_signal = 9
 file_mode = 0o640
 conflict_exit_code = 99
+watchdog = "30s"
+max_timeout = "2h"
+ready_timeout = 5
 
 [[policy]]
 match = "/srv/a/**"
@@ -649,6 +673,9 @@ roots = ["/srv/a", "/srv/b"]
                 final_signal: sig(Signal::SIGKILL),
                 file_mode: Some(0o640),
                 conflict_exit_code: Some(99),
+                watchdog: secs(30),
+                max_timeout: secs(7200),
+                ready_timeout: secs(5),
             }
         );
         assert_eq!(c.policy.len(), 2);
@@ -1057,7 +1084,8 @@ wait = 0
             e.message,
             format!(
                 "{}:2:1: unknown field `bogus`, expected one of `timeout`, `grace`, \
-                 `wait`, `signal`, `final_signal`, `file_mode`, `conflict_exit_code`",
+                 `wait`, `signal`, `final_signal`, `file_mode`, `conflict_exit_code`, \
+                 `watchdog`, `max_timeout`, `ready_timeout`",
                 xdg_file.display()
             )
         );
@@ -1183,6 +1211,9 @@ wait = 0
                 final_signal: sig(Signal::SIGKILL),
                 file_mode: Some(0o600),
                 conflict_exit_code: Some(crate::exit::CONFLICT),
+                watchdog: Some(Dur::Infinite),
+                max_timeout: Some(Dur::Infinite),
+                ready_timeout: Some(Dur::Infinite),
             }
         );
         assert!(c.status.roots.is_empty());

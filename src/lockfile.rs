@@ -252,6 +252,15 @@ pub struct Metadata {
     pub grace_ms: Option<u64>,
     /// Host name.
     pub host: String,
+    /// The last heartbeat (RFC 3339), with `--watchdog` or sd_notify.
+    #[serde(default)]
+    pub last_heartbeat: Option<String>,
+    /// The attempt's own status line (`STATUS=`).
+    #[serde(default)]
+    pub status: Option<String>,
+    /// The watchdog interval in milliseconds.
+    #[serde(default)]
+    pub watchdog_ms: Option<u64>,
 }
 
 impl Metadata {
@@ -292,6 +301,9 @@ mod tests {
             timeout_ms: None,
             grace_ms: Some(10_000),
             host: "h".into(),
+            last_heartbeat: None,
+            status: Some("ok".into()),
+            watchdog_ms: None,
         };
         let line = serde_json::to_string(&m).unwrap();
         assert!(line.contains("\"createdAt\""));

@@ -134,6 +134,27 @@ pub fn state(pid: i32) -> Option<char> {
     stat_fields(pid).and_then(|f| f.first().and_then(|s| s.chars().next()))
 }
 
+/// The parent PID (field 4 of `/proc/PID/stat`).
+pub fn ppid(pid: i32) -> Option<i32> {
+    stat_fields(pid).and_then(|f| f.get(1).and_then(|s| s.parse().ok()))
+}
+
+/// Whether `pid` is `ancestor` or one of its descendants (follows the
+/// parent chain; a process that is gone is nobody's descendant).
+pub fn descends_from(pid: i32, ancestor: i32) -> bool {
+    let mut p = pid;
+    for _ in 0..1024 {
+        if p == ancestor {
+            return true;
+        }
+        match ppid(p) {
+            Some(q) if q > 0 && q != p => p = q,
+            _ => return false,
+        }
+    }
+    false
+}
+
 /// Fields of `/proc/PID/stat` after the `(comm)` field: index 0 is field 3
 /// (state). The comm may contain spaces and parentheses, so split after
 /// the last `)`.

@@ -98,6 +98,9 @@ pub fn resolve(a: &RunArgs, config: &Config) -> Result<Spec> {
         preserve_status: a.preserve_status,
         conflict_exit_code,
         file_mode: d.file_mode.unwrap_or(DEFAULT_FILE_MODE),
+        watchdog: a.watchdog.or(d.watchdog).and_then(Dur::as_limit),
+        max_timeout: a.max_timeout.or(d.max_timeout).and_then(Dur::as_limit),
+        ready_timeout: a.ready_timeout.or(d.ready_timeout).and_then(Dur::as_limit),
     })
 }
 

@@ -33,6 +33,8 @@ pub const RECORD_LEN: usize = 17;
 /// Length of an RFC 3339 UTC timestamp with milliseconds.
 pub const DEADLINE_LEN: usize = 24;
 const DEADLINE_KEY: &[u8] = b"LOCKSUP_DEADLINE=";
+/// Enough digits for any PID (`pid_max` is at most 2^22).
+const PID_DIGITS: usize = 10;
 
 /// A report from the attempt's first process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,6 +131,9 @@ pub struct Prepared {
     envp_ptrs: Vec<*const libc::c_char>,
     /// Index in `envp` of `LOCKSUP_DEADLINE=` + placeholder, if any.
     deadline_slot: Option<usize>,
+    /// Index in `envp` and key length of the variable that gets the
+    /// child's PID, with room for the digits.
+    pid_slot: Option<(usize, usize)>,
     /// A descriptor reserved for the lock: the child puts the lock on
     /// this number, which `LOCKSUP_LOCK_FD` names.
     lock_fd_slot: OwnedFd,
@@ -154,6 +159,8 @@ pub struct Request<'a> {
     pub env_remove: Vec<&'a str>,
     /// Whether the command gets `LOCKSUP_DEADLINE`.
     pub with_deadline: bool,
+    /// A variable the child sets to its own PID (`WATCHDOG_PID`).
+    pub pid_var: Option<&'a str>,
     /// Signals with handlers in the supervisor.
     pub handled: Vec<Signal>,
 }
@@ -225,6 +232,14 @@ impl Prepared {
         } else {
             None
         };
+        let pid_slot = req.pid_var.map(|var| {
+            let mut e = var.as_bytes().to_vec();
+            e.push(b'=');
+            let key_len = e.len();
+            e.extend_from_slice(&[0u8; PID_DIGITS + 1]);
+            envp.push(e);
+            (envp.len() - 1, key_len)
+        });
         let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
         argv_ptrs.push(std::ptr::null());
         let mut envp_ptrs: Vec<*const libc::c_char> =
@@ -245,6 +260,7 @@ impl Prepared {
             envp,
             envp_ptrs,
             deadline_slot,
+            pid_slot,
             lock_fd_slot,
             reset: req
                 .handled
@@ -320,6 +336,10 @@ pub fn spawn(prep: &mut Prepared) -> io::Result<Spawned> {
         Some(i) => prep.envp[i][DEADLINE_KEY.len()..].as_mut_ptr(),
         None => std::ptr::null_mut(),
     };
+    let pid_ptr: *mut u8 = match prep.pid_slot {
+        Some((i, key)) => prep.envp[i][key..].as_mut_ptr(),
+        None => std::ptr::null_mut(),
+    };
     // Block every signal across the fork, so no handler of ours runs in
     // the child before it has reset them.
     let mut all = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
@@ -345,7 +365,7 @@ pub fn spawn(prep: &mut Prepared) -> io::Result<Spawned> {
                 control_r.as_raw_fd(),
                 [status_r.as_raw_fd(), control_w.as_raw_fd()],
                 deadline_ptr,
-                old.as_ptr(),
+                pid_ptr,
             )
         }
     }
@@ -385,7 +405,7 @@ unsafe fn child_main(
     control: RawFd,
     parent_ends: [RawFd; 2],
     deadline: *mut u8,
-    _old_mask: *const libc::sigset_t,
+    pid_digits: *mut u8,
 ) -> ! {
     // SAFETY (whole body): see the function's contract. Every pointer
     // passed to the kernel points into `prep` or the stack.
@@ -403,6 +423,24 @@ unsafe fn child_main(
         };
         let errno = || *libc::__errno_location() as u64;
         libc::setpgid(0, 0);
+        if !pid_digits.is_null() {
+            // Decimal digits of our PID, then the NUL that ends the entry.
+            let mut n = libc::getpid() as u32;
+            let mut tmp = [0u8; PID_DIGITS];
+            let mut len = 0;
+            loop {
+                tmp[len] = b'0' + (n % 10) as u8;
+                len += 1;
+                n /= 10;
+                if n == 0 || len == PID_DIGITS {
+                    break;
+                }
+            }
+            for i in 0..len {
+                *pid_digits.add(i) = tmp[len - 1 - i];
+            }
+            *pid_digits.add(len) = 0;
+        }
         if libc::prctl(
             libc::PR_SET_PDEATHSIG,
             libc::SIGKILL as libc::c_ulong,

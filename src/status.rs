@@ -385,6 +385,8 @@ pub struct LockStatus {
     pub held: Option<Duration>,
     /// Milliseconds left until the deadline; negative once past.
     pub left_ms: Option<i64>,
+    /// Milliseconds since the attempt's last heartbeat, per the metadata.
+    pub heartbeat_age_ms: Option<i64>,
 }
 
 impl LockStatus {
@@ -445,6 +447,9 @@ impl LockStatus {
             deadline: m.and_then(|m| m.deadline.as_deref()),
             held_ms: self.held.map(|d| d.as_millis() as u64),
             left_ms: self.left_ms,
+            status_text: m.and_then(|m| m.status.as_deref()),
+            last_heartbeat: m.and_then(|m| m.last_heartbeat.as_deref()),
+            heartbeat_age_ms: self.heartbeat_age_ms,
             metadata: m,
         }
     }
@@ -477,6 +482,9 @@ pub struct LockJson<'a> {
     deadline: Option<&'a str>,
     held_ms: Option<u64>,
     left_ms: Option<i64>,
+    status_text: Option<&'a str>,
+    last_heartbeat: Option<&'a str>,
+    heartbeat_age_ms: Option<i64>,
     metadata: Option<&'a Metadata>,
 }
 
@@ -640,6 +648,7 @@ impl Evaluator {
             supervisor_alive: None,
             held: None,
             left_ms: None,
+            heartbeat_age_ms: None,
         };
         if held.is_empty() {
             return Pending {
@@ -681,6 +690,9 @@ impl Evaluator {
             }
             if let Some(deadline) = m.deadline.as_deref().and_then(parse_time) {
                 status.left_ms = Some(signed_ms(deadline, now));
+            }
+            if let Some(beat) = m.last_heartbeat.as_deref().and_then(parse_time) {
+                status.heartbeat_age_ms = Some(-signed_ms(beat, now));
             }
         }
         Pending { status, scan }
@@ -928,6 +940,9 @@ mod tests {
             timeout_ms: Some(600_000),
             grace_ms: Some(10_000),
             host: "h".into(),
+            last_heartbeat: None,
+            status: None,
+            watchdog_ms: None,
         }
     }
 

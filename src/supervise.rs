@@ -25,6 +25,8 @@ use std::path::PathBuf;
 use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
+use futures_util::StreamExt;
+use inotify::{EventStream, Inotify, WatchMask};
 use nix::errno::Errno;
 use nix::sys::signal::{SigEvent, SigevNotify};
 use nix::sys::signal::{Signal, kill, killpg};
@@ -43,7 +45,9 @@ use crate::duration::format_duration;
 use crate::error::{Error, Result};
 use crate::events::{Reporter, rfc3339};
 use crate::exit;
+use crate::liveness::{Due, Liveness};
 use crate::lockfile::{self, Metadata};
+use crate::notify::{self, Notice, NotifySocket};
 use crate::procfs::{self, FileId};
 use crate::signal::Sig;
 use crate::spawn::{self, Record, Stage};
@@ -90,6 +94,14 @@ pub struct Spec {
     pub conflict_exit_code: i32,
     /// Mode of a newly created lock file.
     pub file_mode: u32,
+    /// End the attempt when no heartbeat came for this long.
+    pub watchdog: Option<Duration>,
+    /// Hard cap on the deadline, from acquisition, whatever the attempt
+    /// asks with `EXTEND_TIMEOUT_USEC`.
+    pub max_timeout: Option<Duration>,
+    /// End the attempt when it has not sent `READY=1` this long after it
+    /// got the lock.
+    pub ready_timeout: Option<Duration>,
 }
 
 /// How often, once the final signal is out, the attempt's tree is walked
@@ -97,11 +109,27 @@ pub struct Spec {
 const KILL_SWEEP: Duration = Duration::from_millis(10);
 /// How long after the attempt ended a lock still held counts as leaked.
 const LEAK_AFTER: Duration = Duration::from_millis(200);
+/// Metadata rewrites (heartbeat age, status line, extended deadline) are
+/// at most this frequent.
+const METADATA_EVERY: Duration = Duration::from_millis(250);
+/// Variables of locksup's own environment that belong to locksup, not to
+/// the attempt (systemd's notify socket, socket activation, watchdog).
+const NOT_INHERITED: [&str; 7] = [
+    "LOCKSUP_SESSION",
+    "NOTIFY_SOCKET",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+];
 
 /// Why the attempt is being signalled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Reason {
     Timeout,
+    Watchdog,
+    ReadyTimeout,
     SupervisorSignal,
     Cleanup,
 }
@@ -110,6 +138,8 @@ impl Reason {
     fn as_str(self) -> &'static str {
         match self {
             Reason::Timeout => "timeout",
+            Reason::Watchdog => "watchdog",
+            Reason::ReadyTimeout => "ready-timeout",
             Reason::SupervisorSignal => "supervisor-signal",
             Reason::Cleanup => "cleanup",
         }
@@ -272,6 +302,20 @@ pub async fn supervise(spec: &Spec, report: &mut Reporter) -> Result<i32> {
     if let Some(s) = &spec.session {
         env.push(("LOCKSUP_SESSION".into(), s.clone().into_os_string()));
     }
+    // The attempt's own sd_notify socket.
+    let notify = match NotifySocket::bind() {
+        Ok(n) => {
+            env.push(("NOTIFY_SOCKET".into(), n.env_value().into()));
+            Some(n)
+        }
+        Err(e) => {
+            log::warn!("no notify socket for the attempt: {e}");
+            None
+        }
+    };
+    if let Some(w) = spec.watchdog {
+        env.push(("WATCHDOG_USEC".into(), w.as_micros().to_string().into()));
+    }
     let mut prepared = spawn::Prepared::new(spawn::Request {
         lock: &spec.lock,
         mode: spec.file_mode,
@@ -279,8 +323,9 @@ pub async fn supervise(spec: &Spec, report: &mut Reporter) -> Result<i32> {
         nonblock: spec.wait == Wait::No,
         command: &spec.command,
         env,
-        env_remove: vec!["LOCKSUP_SESSION"],
+        env_remove: NOT_INHERITED.to_vec(),
         with_deadline: spec.timeout.is_some(),
+        pid_var: spec.watchdog.map(|_| "WATCHDOG_PID"),
         handled,
     })
     .map_err(|e| Error::usage(format!("cannot start the attempt: {e}")))?;
@@ -298,6 +343,12 @@ pub async fn supervise(spec: &Spec, report: &mut Reporter) -> Result<i32> {
         me: std::process::id() as i32,
         signals,
         alarm,
+        notify,
+        touch: None,
+        live: None,
+        meta: None,
+        meta_dirty: false,
+        meta_written: Instant::now(),
         control: Some(File::from(child.control)),
         phase: Phase::Locking,
         started_at,
@@ -327,6 +378,16 @@ struct Attempt<'a> {
     me: i32,
     signals: Signals,
     alarm: Alarm,
+    /// The attempt's sd_notify socket.
+    notify: Option<NotifySocket>,
+    /// inotify on the lock file: touching it is a heartbeat.
+    touch: Option<EventStream<[u8; 256]>>,
+    /// Deadline, watchdog, readiness, status line; from acquisition on.
+    live: Option<Liveness>,
+    /// The metadata line as last written, and whether it is stale.
+    meta: Option<Metadata>,
+    meta_dirty: bool,
+    meta_written: Instant,
     /// Where the go-ahead is written; dropped once sent.
     control: Option<File>,
     phase: Phase,
@@ -357,6 +418,10 @@ struct Attempt<'a> {
 enum Input {
     /// Bytes from the status pipe; none at its end.
     Status(usize),
+    /// A datagram on the notify socket, with its sender.
+    Notify(Vec<u8>, Option<i32>),
+    /// The lock file was touched.
+    Touch,
     Signal(Signal),
     Timer,
 }
@@ -371,6 +436,7 @@ impl Attempt<'_> {
         loop {
             let timer = self.next_timer();
             let (signals, alarm) = (&mut self.signals, &mut self.alarm);
+            let (notify, touch) = (&self.notify, &mut self.touch);
             let input = tokio::select! {
                 biased;
                 n = async {
@@ -380,6 +446,31 @@ impl Attempt<'_> {
                     }
                 } => Input::Status(n.unwrap_or(0)),
                 sig = signals.recv() => Input::Signal(sig),
+                dg = async {
+                    match notify {
+                        Some(n) => n.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => match dg {
+                    Ok((data, pid)) => Input::Notify(data, pid),
+                    Err(e) => {
+                        log::warn!("notify socket: {e}");
+                        self.notify = None;
+                        continue;
+                    }
+                },
+                ev = async {
+                    match touch.as_mut() {
+                        Some(t) => t.next().await,
+                        None => std::future::pending().await,
+                    }
+                } => match ev {
+                    Some(Ok(_)) => Input::Touch,
+                    _ => {
+                        self.touch = None;
+                        continue;
+                    }
+                },
                 () = async {
                     match timer {
                         Some(t) => alarm.at(t).await,
@@ -404,9 +495,12 @@ impl Attempt<'_> {
                         }
                     }
                 }
+                Input::Notify(data, pid) => self.on_notify(&data, pid),
+                Input::Touch => self.on_heartbeat("touch"),
                 Input::Signal(sig) => self.on_signal(sig),
                 Input::Timer => self.on_timer(),
             }
+            self.flush_metadata(false);
             self.reap();
             // The status pipe closes at exec or when the attempt dies; only
             // after both ends are seen is the first process's story complete.
@@ -437,8 +531,14 @@ impl Attempt<'_> {
                     _ => None,
                 },
                 Phase::Starting | Phase::Running => {
-                    let (at, _) = self.acquired?;
-                    self.spec.timeout.map(|t| at + t)
+                    let due = self.live.as_ref()?.next_due().map(|(t, _)| t);
+                    let flush = self
+                        .meta_dirty
+                        .then_some(self.meta_written + METADATA_EVERY);
+                    match (due, flush) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    }
                 }
             },
         }
@@ -533,8 +633,23 @@ impl Attempt<'_> {
             host: nix::unistd::gethostname()
                 .map(|h| h.to_string_lossy().into_owned())
                 .unwrap_or_default(),
+            last_heartbeat: None,
+            status: None,
+            watchdog_ms: spec.watchdog.map(|w| w.as_millis() as u64),
         };
         let line = serde_json::to_string(&meta).unwrap_or_default();
+        self.live = Some(Liveness::new(
+            now,
+            spec.timeout,
+            spec.max_timeout,
+            spec.watchdog,
+            spec.ready_timeout,
+        ));
+        self.meta = Some(meta);
+        self.meta_written = now;
+        if spec.watchdog.is_some() {
+            self.touch = touch_watch(&spec.lock);
+        }
         if let Err(e) = lockfile::write_metadata(&spec.lock, file, &line) {
             self.failure = Some(Error::usage(e));
             let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
@@ -559,6 +674,123 @@ impl Attempt<'_> {
             spec.lock.display(),
             format_duration(now.duration_since(self.started_at))
         ));
+    }
+
+    /// A datagram on the notify socket.
+    fn on_notify(&mut self, data: &[u8], sender: Option<i32>) {
+        let ours = sender.is_some_and(|p| p != self.me && procfs::descends_from(p, self.me));
+        if !ours {
+            log::warn!(
+                "ignored a notification from pid {} (not a process of the attempt)",
+                sender.map_or("?".to_owned(), |p| p.to_string())
+            );
+            return;
+        }
+        let now = Instant::now();
+        for notice in notify::parse(data) {
+            let Some(live) = self.live.as_mut() else {
+                return;
+            };
+            match notice {
+                Notice::Heartbeat => self.on_heartbeat("notify"),
+                Notice::WatchdogTrigger => {
+                    if self.escalation.is_none() {
+                        self.timed_out = true;
+                        self.report.say("watchdog triggered by the attempt");
+                        self.escalate(Reason::Watchdog, self.spec.signal.0);
+                    }
+                }
+                Notice::Extend(by) => {
+                    if let Some(d) = live.extend(now, by) {
+                        let wall = self.wall(d);
+                        if let Some(m) = self.meta.as_mut() {
+                            m.deadline = Some(rfc3339(wall));
+                        }
+                        self.meta_dirty = true;
+                        self.report.event(
+                            "extended",
+                            json!({ "deadline": rfc3339(wall), "by_ms": by.as_millis() as u64 }),
+                        );
+                        self.report
+                            .say(format!("deadline extended to {}", rfc3339(wall)));
+                    }
+                }
+                Notice::Status(text) => {
+                    if live.set_status(text.clone()) {
+                        if let Some(m) = self.meta.as_mut() {
+                            m.status = Some(text.clone());
+                        }
+                        self.meta_dirty = true;
+                        self.report.event("status", json!({ "text": text }));
+                        self.report.say(format!("status: {text}"));
+                    }
+                }
+                Notice::Ready => {
+                    if live.set_ready() {
+                        self.report.event("ready", json!({}));
+                        self.report.say("the attempt is ready");
+                    }
+                }
+                Notice::WatchdogInterval(d) => {
+                    live.set_watchdog(now, d);
+                    if let Some(m) = self.meta.as_mut() {
+                        m.watchdog_ms = Some(d.as_millis() as u64);
+                    }
+                    self.meta_dirty = true;
+                    self.report
+                        .say(format!("watchdog interval now {}", format_duration(d)));
+                }
+            }
+        }
+    }
+
+    /// A heartbeat, by `WATCHDOG=1` or by touching the lock file.
+    fn on_heartbeat(&mut self, source: &str) {
+        let Some(live) = self.live.as_mut() else {
+            return;
+        };
+        let now = Instant::now();
+        let report = live.heartbeat(now);
+        if let Some(m) = self.meta.as_mut() {
+            m.last_heartbeat = Some(rfc3339(SystemTime::now()));
+        }
+        self.meta_dirty = true;
+        if report {
+            self.report.event("heartbeat", json!({ "source": source }));
+        }
+    }
+
+    /// Wall-clock time of a monotonic instant after acquisition.
+    fn wall(&self, t: Instant) -> SystemTime {
+        match self.acquired {
+            Some((at, wall)) => wall + t.saturating_duration_since(at),
+            None => SystemTime::now(),
+        }
+    }
+
+    /// Rewrite the metadata line if it is stale and the last write is old
+    /// enough (or `force`), and only while the attempt still holds the
+    /// lock: the metadata is written only under the lock.
+    fn flush_metadata(&mut self, force: bool) {
+        if !self.meta_dirty || self.escalation.is_some() {
+            return;
+        }
+        let now = Instant::now();
+        if !force && now.duration_since(self.meta_written) < METADATA_EVERY {
+            return;
+        }
+        let (Some(meta), Some(file)) = (&self.meta, self.file) else {
+            return;
+        };
+        self.meta_dirty = false;
+        self.meta_written = now;
+        if !lockfile::held_by(file, self.pid) {
+            return;
+        }
+        let line = serde_json::to_string(meta).unwrap_or_default();
+        if let Err(e) = lockfile::write_metadata(&self.spec.lock, file, &line) {
+            log::warn!("{e}");
+        }
     }
 
     /// The status pipe closed: the command was exec'd (or the attempt died,
@@ -646,12 +878,41 @@ impl Attempt<'_> {
                 }
             }
             Phase::Starting | Phase::Running => {
-                self.timed_out = true;
-                if let Some(t) = self.spec.timeout {
-                    self.report
-                        .say(format!("timeout ({}) reached", format_duration(t)));
+                let Some(live) = &self.live else {
+                    return;
+                };
+                let Some((at, due)) = live.next_due() else {
+                    return;
+                };
+                if at > now {
+                    return; // a metadata flush, done after every input
                 }
-                self.escalate(Reason::Timeout, self.spec.signal.0);
+                let (reason, why) = match due {
+                    Due::Deadline => (
+                        Reason::Timeout,
+                        format!(
+                            "timeout ({}) reached",
+                            format_duration(at.duration_since(live.acquired()))
+                        ),
+                    ),
+                    Due::Watchdog => (
+                        Reason::Watchdog,
+                        format!(
+                            "watchdog: no heartbeat for {}",
+                            format_duration(now.duration_since(live.last_beat()))
+                        ),
+                    ),
+                    Due::Ready => (
+                        Reason::ReadyTimeout,
+                        format!(
+                            "not ready {} after acquiring the lock",
+                            format_duration(now.duration_since(live.acquired()))
+                        ),
+                    ),
+                };
+                self.timed_out = true;
+                self.report.say(why);
+                self.escalate(reason, self.spec.signal.0);
             }
         }
     }
@@ -888,6 +1149,14 @@ impl Attempt<'_> {
             self.spec.lock.display()
         ));
     }
+}
+
+/// Touching the lock file (a change of its times: `touch`, `futimens`)
+/// counts as a heartbeat.
+fn touch_watch(lock: &std::path::Path) -> Option<EventStream<[u8; 256]>> {
+    let inotify = Inotify::init().ok()?;
+    inotify.watches().add(lock, WatchMask::ATTRIB).ok()?;
+    inotify.into_event_stream([0u8; 256]).ok()
 }
 
 fn plural(n: usize, one: &str, many: &str) -> String {

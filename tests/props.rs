@@ -507,13 +507,16 @@ fn metadata() -> impl Strategy<Value = Metadata> {
             prop::option::of(any::<u64>()),
             prop::option::of(any::<u64>()),
             any_text(20),
+            opt_text(),
+            opt_text(),
+            prop::option::of(any::<u64>()),
         ),
     )
         .prop_map(
             |(
                 (v, pid, pgid, created_at, starttime, supervisor_pid, supervisor_starttime),
                 (attempt_id, session, session_key, command, acquired_at, deadline),
-                (timeout_ms, grace_ms, host),
+                (timeout_ms, grace_ms, host, last_heartbeat, status, watchdog_ms),
             )| Metadata {
                 v,
                 pid,
@@ -531,6 +534,9 @@ fn metadata() -> impl Strategy<Value = Metadata> {
                 timeout_ms,
                 grace_ms,
                 host,
+                last_heartbeat,
+                status,
+                watchdog_ms,
             },
         )
 }

@@ -39,6 +39,9 @@ const SCHEMA: &[(&str, &[&str])] = &[
     ("deadline", &["string", "null"]),
     ("held_ms", &["number", "null"]),
     ("left_ms", &["number", "null"]),
+    ("status_text", &["string", "null"]),
+    ("last_heartbeat", &["string", "null"]),
+    ("heartbeat_age_ms", &["number", "null"]),
     ("metadata", &["object", "null"]),
 ];
 
