@@ -5,6 +5,9 @@ by one helper process that opens and locks them and then waits.
 
   bench/status.py                      10,000 files, 1,000 held, 20 runs each
   bench/status.py --files 2000 --held 200 --runs 5
+  bench/status.py --inherited          the taker exits and a child holds the
+                                       locks: status must find the holders
+                                       through fdinfo (one pass)
 
 Needs hyperfine (Debian package `hyperfine`) and lslocks (util-linux).
 Builds the release binary first. Prints hyperfine's summary and one line
@@ -22,14 +25,24 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "locksup")
 
+# Paths come on stdin (one per line, then an empty line), so the holder's
+# command line stays short, as a real holder's would.
 HOLDER = r"""
 import fcntl, os, sys
-paths = sys.argv[1:]
+paths = []
+for line in sys.stdin:
+    if not line.strip():
+        break
+    paths.append(line.rstrip("\n"))
 fds = []
 for p in paths:
     fd = os.open(p, os.O_RDWR)
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     fds.append(fd)
+if os.environ.get("INHERIT") and os.fork() != 0:
+    # The taker exits; its child holds every lock by inheritance, and
+    # /proc/locks keeps naming the dead taker.
+    os._exit(0)
 print("held", len(fds), flush=True)
 sys.stdin.read()
 """
@@ -41,6 +54,8 @@ def main():
     ap.add_argument("--held", type=int, default=1_000)
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--dirs", type=int, default=100, help="spread files over this many directories")
+    ap.add_argument("--inherited", action="store_true",
+                    help="locks held by the child of a taker that has exited")
     a = ap.parse_args()
 
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
@@ -60,9 +75,12 @@ def main():
             paths.append(p)
         step = max(1, a.files // a.held)
         held = paths[::step][: a.held]
-        holder = subprocess.Popen([sys.executable, "-c", HOLDER, *held],
+        env = dict(os.environ, INHERIT="1") if a.inherited else None
+        holder = subprocess.Popen([sys.executable, "-c", HOLDER], env=env,
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         try:
+            holder.stdin.write("".join(p + "\n" for p in held) + "\n")
+            holder.stdin.flush()
             line = holder.stdout.readline()
             assert line.strip() == f"held {len(held)}", line
             config = os.path.join(tmp, "config.toml")
@@ -72,9 +90,17 @@ def main():
                                             check=True, capture_output=True, text=True).stdout)
             n_held = sum(1 for l in out["locks"] if l["state"] == "held")
             assert len(out["locks"]) == a.files and n_held == len(held), (len(out["locks"]), n_held)
+            if a.inherited:
+                pids = {l["pid"] for l in out["locks"] if l["state"] == "held"}
+                takers = {p for l in out["locks"] for p in l["taker_pids"]}
+                assert len(pids) == 1 and not pids & takers, (pids, takers)
             ls = json.loads(subprocess.run(["lslocks", "--json"], check=True,
                                            capture_output=True, text=True).stdout)
             n_ls = sum(1 for l in ls["locks"] if (l.get("path") or "").startswith(root))
+            # With the taker gone lslocks cannot resolve the paths (it looks
+            # them up through the taker's descriptors): count every lock.
+            if a.inherited:
+                n_ls = len(ls["locks"])
             assert n_ls >= len(held), n_ls
             export = os.path.join(tmp, "hf.json")
             subprocess.run(["hyperfine", "-N", "--warmup", "2", "--runs", str(a.runs),
@@ -82,14 +108,15 @@ def main():
                             f"{BIN} --config {config} status --json {root}",
                             "lslocks --json"], check=True)
             res = json.load(open(export))["results"]
-            print(f"\n{a.files} lock files, {len(held)} held by one process "
+            how = "inherited by the child of an exited taker" if a.inherited else "by one process"
+            print(f"\n{a.files} lock files, {len(held)} held {how} "
                   f"(lslocks saw {n_ls} of them), {a.runs} runs each:")
             for r in res:
                 print(f"  {r['command'].split(' --config')[0].replace(BIN, 'locksup')} ...: "
                       f"mean {r['mean'] * 1000:.1f} ms, median {r['median'] * 1000:.1f} ms, "
                       f"min {r['min'] * 1000:.1f} ms, max {r['max'] * 1000:.1f} ms")
         finally:
-            holder.stdin.close()
+            holder.stdin.close()  # the holder (or its child) reads EOF and exits
             holder.wait(timeout=10)
 
 

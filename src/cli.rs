@@ -41,6 +41,8 @@ pub struct Cli {
 }
 
 /// Subcommands.
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run COMMAND as a supervised attempt holding the session's lock.
@@ -51,6 +53,106 @@ pub enum Command {
     /// it, since when, until when, and who waits.
     #[command(after_help = STATUS_EXAMPLES)]
     Status(StatusArgs),
+
+    /// Follow the lock files under PATHs (or the configured roots) live,
+    /// driven by inotify: a table on a terminal, change events with --json.
+    #[command(after_help = WATCH_EXAMPLES)]
+    Watch(WatchArgs),
+
+    /// End the attempt holding a lock: signal its supervisor, or, for an
+    /// orphan, end the processes holding it.
+    #[command(after_help = CANCEL_EXAMPLES)]
+    Cancel(CancelArgs),
+
+    /// Print a shell completion script (bash, zsh or fish) on stdout.
+    #[command(after_help = "Example:\n  locksup completions bash > /etc/bash_completion.d/locksup")]
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+const CANCEL_EXAMPLES: &str = "\
+A held lock of a live attempt: its supervisor gets SIGNAL (then SIGCONT)
+and runs its own escalation (first signal, grace, final signal). The
+supervisor is pinned with a pidfd and checked against the start time in the
+lock's metadata, so a reused PID is never signalled. An orphan (supervisor
+gone, or not the recorded process): cancel escalates against the processes
+holding the lock itself (SIGNAL and SIGCONT, the grace period, then KILL),
+found through /proc/PID/fdinfo and each pinned with a pidfd.
+
+Examples:
+  locksup cancel /srv/sessions/abc.jsonl --wait 30s
+  locksup cancel 19a8c3f2b51-4f2a9c1e --root /srv/sessions
+  locksup cancel /run/lock/backup.lock --force --grace 5s
+
+Exit status: 0 signalled (with --wait: the attempt no longer holds the
+lock); 1 TARGET not found; 2 the lock is not held; 3 held by a process
+that is not a locksup attempt (use --force); 4 not permitted to signal;
+124 --wait expired with the lock still held; 125 usage or configuration
+error.";
+
+/// `locksup cancel`.
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// A session file (its lock is TARGET.lock), a lock file, or an attempt
+    /// id found under the roots.
+    #[arg(value_name = "TARGET")]
+    pub target: PathBuf,
+
+    /// Signal to send: to a supervisor, TERM, INT, HUP or QUIT; to the
+    /// holders of an orphan, any [default: TERM].
+    #[arg(short = 's', long, value_name = "SIG", value_parser = signal::parse)]
+    pub signal: Option<Sig>,
+
+    /// Wait until the attempt no longer holds the lock, at most DUR
+    /// (infinity: as long as it takes), and say how long it took.
+    #[arg(short = 'w', long, value_name = "DUR", value_parser = duration::parse)]
+    pub wait: Option<Dur>,
+
+    /// For an orphan: wait between the signal and KILL [default: the
+    /// attempt's recorded grace, else 10s; infinity: never KILL].
+    #[arg(short = 'g', long, value_name = "DUR", value_parser = duration::parse)]
+    pub grace: Option<Dur>,
+
+    /// Where to look for an attempt id (repeatable) [default: the
+    /// configuration's [status] roots].
+    #[arg(long, value_name = "DIR")]
+    pub root: Vec<PathBuf>,
+
+    /// Also end the holders of a lock taken by another tool (no metadata).
+    #[arg(long)]
+    pub force: bool,
+}
+
+const WATCH_EXAMPLES: &str = "\
+On a terminal, a table of the locks that are held, redrawn as they change
+and every second (time left ticks). Otherwise one line per change; with
+--json one JSON object per line: first {\"event\":\"ready\", \"locks\": [...]}
+with every lock held at start, then acquired, released, waiting, overdue,
+orphaned and removed events, each with \"path\", \"state\" and \"lock\" (the
+status schema).
+
+Examples:
+  locksup watch
+  locksup watch /srv/sessions --json | jq -c 'select(.event == \"orphaned\")'
+
+Exit status: 0 stopped by INT, TERM or HUP, or the reader went away; 1 a
+PATH does not exist; 125 usage, configuration or inotify error (such as the
+fs.inotify.max_user_watches limit).";
+
+/// `locksup watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Lock files and directories to follow, recursively [default: the
+    /// configuration's [status] roots].
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+
+    /// Print one JSON change event per line.
+    #[arg(long)]
+    pub json: bool,
 }
 
 const STATUS_EXAMPLES: &str = "\
@@ -101,6 +203,14 @@ pub struct StatusArgs {
     /// Show only locks whose attempt was given this --session-key.
     #[arg(long, value_name = "KEY")]
     pub session_key: Option<String>,
+}
+
+/// The completion script for `shell`.
+pub fn completion_script(shell: clap_complete::Shell) -> Vec<u8> {
+    use clap::CommandFactory;
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "locksup", &mut out);
+    out
 }
 
 /// `locksup run`.

@@ -2,6 +2,7 @@
 //! holds an `flock(2)` lock on its session's lock file; the supervisor
 //! bounds the attempt's life so the kernel frees the lock on time.
 
+pub mod cancel;
 pub mod cli;
 pub mod config;
 pub mod duration;
@@ -18,3 +19,4 @@ pub mod signal;
 pub mod spawn;
 pub mod status;
 pub mod supervise;
+pub mod watch;

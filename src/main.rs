@@ -19,6 +19,15 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(run) => locksup::run::main(run, cli.config.as_deref()),
         Command::Status(args) => locksup::status::main(args, cli.config.as_deref()),
+        Command::Watch(args) => locksup::watch::main(args, cli.config.as_deref()),
+        Command::Cancel(args) => locksup::cancel::main(args, cli.config.as_deref()),
+        Command::Completions { shell } => {
+            let script = locksup::cli::completion_script(shell);
+            match std::io::stdout().write_all(&script) {
+                Ok(()) => Ok(0),
+                Err(e) => Err(locksup::error::Error::usage(format!("cannot write: {e}"))),
+            }
+        }
     };
     match result {
         Ok(c) => code(c),

@@ -24,13 +24,20 @@ fn section_body(render: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()>) -> Str
     let mut lines = text.lines();
     let mut out = String::new();
     let mut dropped = false;
+    let mut last = "";
     for l in lines.by_ref() {
         if !dropped && l.starts_with(".SH") {
             dropped = true;
             continue;
         }
+        // A blank line is a paragraph break in roff; clap_mangen puts one
+        // between two `.br`s, which mandoc rightly flags.
+        if l.is_empty() || (l == ".br" && last == ".br") {
+            continue;
+        }
         out.push_str(l);
         out.push('\n');
+        last = l;
     }
     out
 }

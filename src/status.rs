@@ -27,6 +27,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
@@ -38,7 +39,7 @@ use crate::duration::format_duration;
 use crate::error::{Error, Result};
 use crate::events::rfc3339;
 use crate::exit;
-use crate::lockfile::Metadata;
+use crate::lockfile::{self, Metadata};
 use crate::procfs::{self, FileId, LockEntry, LockKind};
 
 /// What a lock file's name ends with.
@@ -114,17 +115,32 @@ pub fn targets(given: &[PathBuf], config: &Config) -> Option<Vec<(PathBuf, bool)
 }
 
 /// Walk `paths` for lock files. A path given by name (`named`) must exist;
-/// a configured root that does not is skipped. A file given by name is
-/// taken as it is, whatever its name; a directory is walked recursively
-/// without following symbolic links, and every regular file in it whose
-/// name ends in `.lock` is a lock file. Unreadable subdirectories are
-/// skipped.
+/// a configured root that does not is skipped. A session file given by
+/// name stands for its `SESSION.lock`; any other file given by name is
+/// taken as it is, whatever its name. A directory is walked recursively
+/// without following symbolic links below it, and every regular file in
+/// it whose name ends in `.lock` is a lock file. Unreadable subdirectories
+/// are skipped.
 pub fn scan(paths: &[(PathBuf, bool)]) -> Result<Scan> {
     let mut scan = Scan::default();
     let mut seen_dirs: HashSet<(u64, u64)> = HashSet::new();
     let mut seen_files: HashSet<FileId> = HashSet::new();
-    for (path, named) in paths {
-        let meta = match fs::symlink_metadata(path) {
+    for (given, named) in paths {
+        // A session file named on the command line stands for its lock
+        // file, `SESSION.lock`.
+        let sidecar = lockfile::lock_path_for_session(given);
+        let path = if *named
+            && !is_lock_name(given.as_os_str())
+            && !given.is_dir()
+            && fs::symlink_metadata(&sidecar).is_ok_and(|m| m.is_file())
+        {
+            &sidecar
+        } else {
+            given
+        };
+        // A root that is a symbolic link is followed (the user or the
+        // configuration pointed at it); nothing below a root is.
+        let meta = match fs::metadata(path) {
             Ok(m) => m,
             Err(e) if !named => {
                 log::debug!("skipping status root {}: {e}", path.display());
@@ -143,17 +159,6 @@ pub fn scan(paths: &[(PathBuf, bool)]) -> Result<Scan> {
                 ));
             }
         };
-        // A named symbolic link is followed (the user pointed at it).
-        let meta = if meta.file_type().is_symlink() && *named {
-            fs::metadata(path).map_err(|e| {
-                Error::with_code(
-                    exit::TARGET_NOT_FOUND,
-                    format!("cannot read {}: {e}", path.display()),
-                )
-            })?
-        } else {
-            meta
-        };
         if meta.is_dir() {
             walk(
                 path,
@@ -168,7 +173,7 @@ pub fn scan(paths: &[(PathBuf, bool)]) -> Result<Scan> {
             if seen_files.insert(id) {
                 let root = path.parent().map(Path::to_path_buf).unwrap_or_default();
                 scan.files.push(LockFile {
-                    path: path.clone(),
+                    path: path.to_path_buf(),
                     id,
                     root,
                 });
@@ -339,7 +344,20 @@ pub struct Holder {
     /// Its PID.
     pub pid: i32,
     /// Its command line, if it could be read.
-    pub command: Option<String>,
+    /// Shared: one process may hold thousands of locks, and its command
+    /// line may be long.
+    #[serde(serialize_with = "serialize_shared_str")]
+    pub command: Option<Arc<str>>,
+}
+
+fn serialize_shared_str<S: serde::Serializer>(
+    v: &Option<Arc<str>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(text) => s.serialize_str(text),
+        None => s.serialize_none(),
+    }
 }
 
 /// Everything known about one lock file.
@@ -367,6 +385,8 @@ pub struct LockStatus {
     pub held: Option<Duration>,
     /// Milliseconds left until the deadline; negative once past.
     pub left_ms: Option<i64>,
+    /// Milliseconds since the attempt's last heartbeat, per the metadata.
+    pub heartbeat_age_ms: Option<i64>,
 }
 
 impl LockStatus {
@@ -394,7 +414,10 @@ impl LockStatus {
     pub fn command_line(&self) -> Option<String> {
         match &self.metadata {
             Some(m) if !m.command.is_empty() => Some(m.command.join(" ")),
-            _ => self.holders.iter().find_map(|h| h.command.clone()),
+            _ => self
+                .holders
+                .iter()
+                .find_map(|h| h.command.as_deref().map(str::to_owned)),
         }
     }
 
@@ -424,6 +447,9 @@ impl LockStatus {
             deadline: m.and_then(|m| m.deadline.as_deref()),
             held_ms: self.held.map(|d| d.as_millis() as u64),
             left_ms: self.left_ms,
+            status_text: m.and_then(|m| m.status.as_deref()),
+            last_heartbeat: m.and_then(|m| m.last_heartbeat.as_deref()),
+            heartbeat_age_ms: self.heartbeat_age_ms,
             metadata: m,
         }
     }
@@ -456,6 +482,9 @@ pub struct LockJson<'a> {
     deadline: Option<&'a str>,
     held_ms: Option<u64>,
     left_ms: Option<i64>,
+    status_text: Option<&'a str>,
+    last_heartbeat: Option<&'a str>,
+    heartbeat_age_ms: Option<i64>,
     metadata: Option<&'a Metadata>,
 }
 
@@ -488,13 +517,15 @@ struct ProcSnap {
 #[derive(Default)]
 pub struct Evaluator {
     procs: HashMap<i32, ProcSnap>,
-    cmdlines: HashMap<i32, Option<String>>,
+    cmdlines: HashMap<i32, Option<Arc<str>>>,
+    /// Holders found by an earlier fd pass, trusted while all are alive.
+    known: HashMap<FileId, Vec<Holder>>,
 }
 
 /// Before the fd pass: what one held lock needs.
 struct Pending {
     status: LockStatus,
-    /// The holders must be found through fdinfo.
+    /// The taker is gone: the holders must be found through fdinfo.
     scan: bool,
 }
 
@@ -502,6 +533,14 @@ impl Evaluator {
     /// A fresh evaluator (empty caches).
     pub fn new() -> Evaluator {
         Evaluator::default()
+    }
+
+    /// Holders already found by an earlier fd pass (by [`crate::watch`],
+    /// which knows no descriptor on those files was closed since): used
+    /// instead of a new pass as long as every one of them is alive.
+    pub fn with_known_holders(mut self, known: HashMap<FileId, Vec<Holder>>) -> Evaluator {
+        self.known = known;
+        self
     }
 
     fn proc(&mut self, pid: i32) -> ProcSnap {
@@ -517,10 +556,10 @@ impl Evaluator {
         })
     }
 
-    fn cmdline(&mut self, pid: i32) -> Option<String> {
+    fn cmdline(&mut self, pid: i32) -> Option<Arc<str>> {
         self.cmdlines
             .entry(pid)
-            .or_insert_with(|| procfs::cmdline(pid))
+            .or_insert_with(|| procfs::cmdline(pid).map(Arc::from))
             .clone()
     }
 
@@ -544,15 +583,26 @@ impl Evaluator {
             .map(|f| self.first_pass(f, kernel, now, metadata))
             .collect();
         // One pass over every process's descriptors, for all the locks
-        // whose taker is gone, together.
-        let need: HashSet<FileId> = pending
-            .iter()
-            .filter(|p| p.scan)
-            .map(|p| p.status.file.id)
-            .collect();
+        // whose taker is gone and whose holders are not known, together.
+        let mut need: HashSet<FileId> = HashSet::new();
+        let known = std::mem::take(&mut self.known);
+        for p in pending.iter_mut().filter(|p| p.scan) {
+            match known.get(&p.status.file.id) {
+                Some(h) if !h.is_empty() && h.iter().all(|h| self.proc(h.pid).alive) => {
+                    p.status.holders = h.clone();
+                }
+                _ => {
+                    need.insert(p.status.file.id);
+                }
+            }
+        }
+        self.known = known;
         if !need.is_empty() {
             let found = procfs::fd_lock_holders(&need);
-            for p in pending.iter_mut().filter(|p| p.scan) {
+            for p in pending
+                .iter_mut()
+                .filter(|p| need.contains(&p.status.file.id))
+            {
                 let pids: BTreeSet<i32> = found
                     .get(&p.status.file.id)
                     .map(|v| v.iter().map(|h| h.pid).collect())
@@ -598,6 +648,7 @@ impl Evaluator {
             supervisor_alive: None,
             held: None,
             left_ms: None,
+            heartbeat_age_ms: None,
         };
         if held.is_empty() {
             return Pending {
@@ -639,6 +690,9 @@ impl Evaluator {
             }
             if let Some(deadline) = m.deadline.as_deref().and_then(parse_time) {
                 status.left_ms = Some(signed_ms(deadline, now));
+            }
+            if let Some(beat) = m.last_heartbeat.as_deref().and_then(parse_time) {
+                status.heartbeat_age_ms = Some(-signed_ms(beat, now));
             }
         }
         Pending { status, scan }
@@ -886,6 +940,9 @@ mod tests {
             timeout_ms: Some(600_000),
             grace_ms: Some(10_000),
             host: "h".into(),
+            last_heartbeat: None,
+            status: None,
+            watchdog_ms: None,
         }
     }
 

@@ -379,3 +379,40 @@ fn systemd_variables_of_locksup_itself_never_reach_the_attempt() {
     assert_eq!(f[0], "5000000");
     assert_eq!(f[1], f[2], "WATCHDOG_PID is the attempt's pid");
 }
+
+#[test]
+fn status_json_shows_the_status_line_heartbeat_and_extended_deadline() {
+    let env = Env::new();
+    let lock = env.join("a.lock");
+    let guard = Guard::new();
+    let mut r = spawn(
+        env.run(args![
+            "--lock", &lock, "--timeout", "5s", "--max-timeout", "1h", "--watchdog", "30s",
+            "--", "sh", "-c",
+            "python3 -c \"$0\" 0 'WATCHDOG=1\\nSTATUS=step 7\\nEXTEND_TIMEOUT_USEC=600000000' && echo sent && exec sleep 1000",
+            NOTIFY_PY
+        ]),
+        &guard,
+    );
+    r.out.expect("sent", SOON);
+    let mut last = serde_json::Value::Null;
+    let ok = wait_until(SLACK_1S * 5, || {
+        let out = env
+            .cmd()
+            .args(["status", "--json"])
+            .arg(&lock)
+            .output()
+            .expect("locksup status");
+        last = json(String::from_utf8_lossy(&out.stdout).trim());
+        let l = &last["locks"][0];
+        l["status_text"] == "step 7"
+            && l["last_heartbeat"].is_string()
+            && l["heartbeat_age_ms"]
+                .as_i64()
+                .is_some_and(|a| (0..30_000).contains(&a))
+            && l["left_ms"].as_i64().is_some_and(|ms| ms > 60_000)
+    });
+    assert!(ok, "status never showed the liveness fields: {last}");
+    kill(r.pid(), libc::SIGTERM);
+    assert_eq!(r.code(LIMIT), 143);
+}

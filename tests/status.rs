@@ -39,6 +39,9 @@ const SCHEMA: &[(&str, &[&str])] = &[
     ("deadline", &["string", "null"]),
     ("held_ms", &["number", "null"]),
     ("left_ms", &["number", "null"]),
+    ("status_text", &["string", "null"]),
+    ("last_heartbeat", &["string", "null"]),
+    ("heartbeat_age_ms", &["number", "null"]),
     ("metadata", &["object", "null"]),
 ];
 
@@ -224,6 +227,15 @@ fn run_attempt_is_held_with_metadata_and_waiters_are_counted() {
     let left = l["left_ms"].as_i64().unwrap();
     assert!(left > 3_500_000 && left <= 3_600_000, "{l}");
     assert!(l["held_ms"].as_u64().unwrap() < 60_000, "{l}");
+
+    // The session file named on the command line stands for its lock.
+    let by_session = status_json(&env, &[session_s]);
+    assert_eq!(
+        by_session["locks"].as_array().unwrap().len(),
+        1,
+        "{by_session}"
+    );
+    assert_eq!(lock_in(&by_session, &lock)["attempt_id"], "att-1");
 
     // Filters.
     let only = status_json(&env, &[dir_arg(&env.path()), "--session-key", "k-1"]);

@@ -1,0 +1,81 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_locksup_global_optspecs
+    string join \n config= h/help V/version
+end
+
+function __fish_locksup_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_locksup_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_locksup_using_subcommand
+    set -l cmd (__fish_locksup_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c locksup -n "__fish_locksup_needs_command" -l config -d 'Read configuration from FILE instead of the default locations' -r -F
+complete -c locksup -n "__fish_locksup_needs_command" -s h -l help -d 'Print help'
+complete -c locksup -n "__fish_locksup_needs_command" -s V -l version -d 'Print version'
+complete -c locksup -n "__fish_locksup_needs_command" -f -a "run" -d 'Run COMMAND as a supervised attempt holding the session\'s lock'
+complete -c locksup -n "__fish_locksup_needs_command" -f -a "status" -d 'Show every lock file under PATHs (or the configured roots): who holds it, since when, until when, and who waits'
+complete -c locksup -n "__fish_locksup_needs_command" -f -a "watch" -d 'Follow the lock files under PATHs (or the configured roots) live, driven by inotify: a table on a terminal, change events with --json'
+complete -c locksup -n "__fish_locksup_needs_command" -f -a "cancel" -d 'End the attempt holding a lock: signal its supervisor, or, for an orphan, end the processes holding it'
+complete -c locksup -n "__fish_locksup_needs_command" -f -a "completions" -d 'Print a shell completion script (bash, zsh or fish) on stdout'
+complete -c locksup -n "__fish_locksup_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c locksup -n "__fish_locksup_using_subcommand run" -l session -d 'Session file; the lock file is FILE.lock beside it. The session file itself is never opened or created' -r -F
+complete -c locksup -n "__fish_locksup_using_subcommand run" -l lock -d 'Lock file to use as it is' -r -F
+complete -c locksup -n "__fish_locksup_using_subcommand run" -s t -l timeout -d 'How long the attempt may hold the lock, counted from acquisition [default: 10m; 0 or infinity: no limit]' -r
+complete -c locksup -n "__fish_locksup_using_subcommand run" -s g -l grace -d 'Wait between the first and the final signal [default: 10s]' -r
+complete -c locksup -n "__fish_locksup_using_subcommand run" -s w -l wait -d 'How long to wait for a busy lock [default: 60s; 0: don\'t wait]' -r
+complete -c locksup -n "__fish_locksup_using_subcommand run" -s s -l signal -d 'First signal sent to the attempt on timeout [default: TERM]' -r
+complete -c locksup -n "__fish_locksup_using_subcommand run" -l final-signal -d 'Signal sent to whatever is left after the grace period [default: KILL]' -r
+complete -c locksup -n "__fish_locksup_using_subcommand run" -l watchdog -d 'End the attempt when no heartbeat (WATCHDOG=1 on NOTIFY_SOCKET, or a touch of the lock file) came for DUR; exit codes as for a timeout' -r
+complete -c locksup -n "__fish_locksup_using_subcommand run" -l max-timeout -d 'Hard cap on the deadline, from acquisition, however the attempt extends it with EXTEND_TIMEOUT_USEC [default: none]' -r
+complete -c locksup -n "__fish_locksup_using_subcommand run" -l ready-timeout -d 'End the attempt when it has not sent READY=1 within DUR of acquiring the lock [default: readiness not required]' -r
+complete -c locksup -n "__fish_locksup_using_subcommand run" -l conflict-exit-code -d 'Exit code when the lock is not obtained [default: 75]' -r
+complete -c locksup -n "__fish_locksup_using_subcommand run" -l attempt-id -d 'Attempt id recorded in the lock metadata and events [default: generated]' -r
+complete -c locksup -n "__fish_locksup_using_subcommand run" -l session-key -d 'Caller\'s key for the session, recorded in metadata and events' -r
+complete -c locksup -n "__fish_locksup_using_subcommand run" -l events -d 'Append JSON-lines lifecycle events to PATH ("-" for stderr)' -r -F
+complete -c locksup -n "__fish_locksup_using_subcommand run" -l config -d 'Read configuration from FILE instead of the default locations' -r -F
+complete -c locksup -n "__fish_locksup_using_subcommand run" -s n -l no-wait -d 'Don\'t wait for a busy lock (same as --wait 0)'
+complete -c locksup -n "__fish_locksup_using_subcommand run" -l shared -d 'Take a shared lock instead of an exclusive one'
+complete -c locksup -n "__fish_locksup_using_subcommand run" -l preserve-status -d 'On timeout, exit with the command\'s own status instead of 124'
+complete -c locksup -n "__fish_locksup_using_subcommand run" -s v -l verbose -d 'Print lifecycle lines on stderr'
+complete -c locksup -n "__fish_locksup_using_subcommand run" -s h -l help -d 'Print help'
+complete -c locksup -n "__fish_locksup_using_subcommand status" -l state -d 'Show only locks in these states (repeat or separate with commas)' -r -f -a "free\t'Nobody holds it'
+held\t'Held, in time (or by another tool)'
+overdue\t'Held past deadline + grace'
+orphan\t'Held, and nobody will end it'"
+complete -c locksup -n "__fish_locksup_using_subcommand status" -l session-key -d 'Show only locks whose attempt was given this --session-key' -r
+complete -c locksup -n "__fish_locksup_using_subcommand status" -l config -d 'Read configuration from FILE instead of the default locations' -r -F
+complete -c locksup -n "__fish_locksup_using_subcommand status" -l json -d 'Print JSON (a stable schema with a top-level "locks" array)'
+complete -c locksup -n "__fish_locksup_using_subcommand status" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c locksup -n "__fish_locksup_using_subcommand watch" -l config -d 'Read configuration from FILE instead of the default locations' -r -F
+complete -c locksup -n "__fish_locksup_using_subcommand watch" -l json -d 'Print one JSON change event per line'
+complete -c locksup -n "__fish_locksup_using_subcommand watch" -s h -l help -d 'Print help'
+complete -c locksup -n "__fish_locksup_using_subcommand cancel" -s s -l signal -d 'Signal to send: to a supervisor, TERM, INT, HUP or QUIT; to the holders of an orphan, any [default: TERM]' -r
+complete -c locksup -n "__fish_locksup_using_subcommand cancel" -s w -l wait -d 'Wait until the attempt no longer holds the lock, at most DUR (infinity: as long as it takes), and say how long it took' -r
+complete -c locksup -n "__fish_locksup_using_subcommand cancel" -s g -l grace -d 'For an orphan: wait between the signal and KILL [default: the attempt\'s recorded grace, else 10s; infinity: never KILL]' -r
+complete -c locksup -n "__fish_locksup_using_subcommand cancel" -l root -d 'Where to look for an attempt id (repeatable) [default: the configuration\'s [status] roots]' -r -F
+complete -c locksup -n "__fish_locksup_using_subcommand cancel" -l config -d 'Read configuration from FILE instead of the default locations' -r -F
+complete -c locksup -n "__fish_locksup_using_subcommand cancel" -l force -d 'Also end the holders of a lock taken by another tool (no metadata)'
+complete -c locksup -n "__fish_locksup_using_subcommand cancel" -s h -l help -d 'Print help'
+complete -c locksup -n "__fish_locksup_using_subcommand completions" -l config -d 'Read configuration from FILE instead of the default locations' -r -F
+complete -c locksup -n "__fish_locksup_using_subcommand completions" -s h -l help -d 'Print help'
+complete -c locksup -n "__fish_locksup_using_subcommand help; and not __fish_seen_subcommand_from run status watch cancel completions help" -f -a "run" -d 'Run COMMAND as a supervised attempt holding the session\'s lock'
+complete -c locksup -n "__fish_locksup_using_subcommand help; and not __fish_seen_subcommand_from run status watch cancel completions help" -f -a "status" -d 'Show every lock file under PATHs (or the configured roots): who holds it, since when, until when, and who waits'
+complete -c locksup -n "__fish_locksup_using_subcommand help; and not __fish_seen_subcommand_from run status watch cancel completions help" -f -a "watch" -d 'Follow the lock files under PATHs (or the configured roots) live, driven by inotify: a table on a terminal, change events with --json'
+complete -c locksup -n "__fish_locksup_using_subcommand help; and not __fish_seen_subcommand_from run status watch cancel completions help" -f -a "cancel" -d 'End the attempt holding a lock: signal its supervisor, or, for an orphan, end the processes holding it'
+complete -c locksup -n "__fish_locksup_using_subcommand help; and not __fish_seen_subcommand_from run status watch cancel completions help" -f -a "completions" -d 'Print a shell completion script (bash, zsh or fish) on stdout'
+complete -c locksup -n "__fish_locksup_using_subcommand help; and not __fish_seen_subcommand_from run status watch cancel completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
