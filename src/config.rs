@@ -1,5 +1,6 @@
 //! Configuration file (TOML): lookup, `[run]` defaults, `[[policy]]`
-//! overrides, `[status]` roots (DESIGN §6, `config.example.toml`).
+//! overrides, `[status]` roots, `[serve]` daemon settings (DESIGN §6,
+//! `config.example.toml`).
 //!
 //! The file is looked up in this order and the first one found is the only
 //! one read (no merging): `--config FILE`, `$LOCKSUP_CONFIG`,
@@ -107,6 +108,49 @@ pub struct StatusConfig {
     pub roots: Vec<PathBuf>,
 }
 
+/// The largest accepted `socket_mode`: permission bits only.
+pub const MAX_SOCKET_MODE: u32 = 0o777;
+
+/// A user or a group in `[serve]`, as written: a name, or a numeric id
+/// (an integer, or a string of digits).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// A numeric uid or gid.
+    Id(u32),
+    /// A user or group name, looked up when the daemon (re)loads.
+    Name(String),
+}
+
+/// A [`Principal`] with where it was written (`FILE:LINE:COL`), for the
+/// message when a name does not exist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrincipalAt {
+    /// The user or group.
+    pub who: Principal,
+    /// `FILE:LINE:COL` of the value.
+    pub at: String,
+}
+
+/// `[serve]`: used by `locksup serve` (and by clients looking for its
+/// socket).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServeConfig {
+    /// The socket's path (absolute) [default: see `crate::serve`].
+    pub socket: Option<PathBuf>,
+    /// Permission bits of the socket file [default 0o660].
+    pub socket_mode: Option<u32>,
+    /// Users who may submit attempts (besides the daemon's own user).
+    pub allow_users: Vec<PrincipalAt>,
+    /// Groups whose members may submit attempts.
+    pub allow_groups: Vec<PrincipalAt>,
+    /// Groups whose members may cancel anybody's attempt.
+    pub admin_groups: Vec<PrincipalAt>,
+    /// Periodically end orphaned lock holders under `[status] roots`.
+    pub reap_orphans: Option<bool>,
+    /// How often to look for orphans [default 5s].
+    pub reap_interval: Option<Dur>,
+}
+
 /// A loaded configuration.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Config {
@@ -118,6 +162,8 @@ pub struct Config {
     pub policy: Vec<Policy>,
     /// `[status]`.
     pub status: StatusConfig,
+    /// `[serve]`.
+    pub serve: ServeConfig,
 }
 
 impl Config {
@@ -131,8 +177,26 @@ impl Config {
         )
     }
 
+    /// [`Config::load`], also returning the text the configuration was
+    /// parsed from (empty when no file was found).
+    pub fn load_text(explicit: Option<&Path>) -> Result<(Config, String)> {
+        Config::load_text_with(
+            explicit,
+            &LookupEnv::from_process(),
+            Path::new(SYSTEM_CONFIG),
+        )
+    }
+
     /// [`Config::load`] with the environment and the system path given.
     pub fn load_with(explicit: Option<&Path>, env: &LookupEnv, system: &Path) -> Result<Config> {
+        Config::load_text_with(explicit, env, system).map(|(c, _)| c)
+    }
+
+    fn load_text_with(
+        explicit: Option<&Path>,
+        env: &LookupEnv,
+        system: &Path,
+    ) -> Result<(Config, String)> {
         match lookup(explicit, env, system) {
             Lookup::Named { path, source } => {
                 let text = std::fs::read_to_string(&path).map_err(|e| {
@@ -142,12 +206,12 @@ impl Config {
                         io_message(&e)
                     ))
                 })?;
-                Config::parse(&text, &path)
+                Ok((Config::parse(&text, &path)?, text))
             }
             Lookup::Defaults(paths) => {
                 for path in paths {
                     match std::fs::read_to_string(&path) {
-                        Ok(text) => return Config::parse(&text, &path),
+                        Ok(text) => return Ok((Config::parse(&text, &path)?, text)),
                         Err(e) if is_absent(&e) => continue,
                         Err(e) => {
                             return Err(Error::usage(format!(
@@ -158,7 +222,7 @@ impl Config {
                         }
                     }
                 }
-                Ok(Config::default())
+                Ok((Config::default(), String::new()))
             }
         }
     }
@@ -222,11 +286,16 @@ impl Config {
             }
             roots.push(root);
         }
+        let serve = raw
+            .serve
+            .check(text, path)
+            .map_err(|(span, msg)| at(Some(span), &msg))?;
         Ok(Config {
             run,
             path: Some(path.to_path_buf()),
             policy,
             status: StatusConfig { roots },
+            serve,
         })
     }
 
@@ -353,6 +422,8 @@ struct RawFile {
     policy: Vec<RawPolicy>,
     #[serde(default)]
     status: RawStatus,
+    #[serde(default)]
+    serve: RawServe,
 }
 
 #[derive(Deserialize, Default)]
@@ -414,6 +485,117 @@ impl RawPolicy {
 struct RawStatus {
     #[serde(default)]
     roots: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawServe {
+    socket: Option<Spanned<String>>,
+    socket_mode: Option<Spanned<RawMode>>,
+    #[serde(default)]
+    allow_users: Vec<Spanned<RawPrincipal>>,
+    #[serde(default)]
+    allow_groups: Vec<Spanned<RawPrincipal>>,
+    #[serde(default)]
+    admin_groups: Vec<Spanned<RawPrincipal>>,
+    reap_orphans: Option<bool>,
+    reap_interval: Option<CfgDur>,
+}
+
+impl RawServe {
+    fn check(self, text: &str, path: &Path) -> std::result::Result<ServeConfig, Problem> {
+        let socket = match self.socket {
+            None => None,
+            Some(s) => {
+                let span = s.span();
+                let p = PathBuf::from(s.into_inner());
+                if !p.is_absolute() {
+                    return Err((
+                        span,
+                        format!("socket '{}' must be an absolute path", p.display()),
+                    ));
+                }
+                Some(p)
+            }
+        };
+        let socket_mode = self
+            .socket_mode
+            .map(|m| octal_mode(m, text, "socket_mode", MAX_SOCKET_MODE))
+            .transpose()?;
+        let list = |v: Vec<Spanned<RawPrincipal>>, key: &str| {
+            v.into_iter()
+                .map(|p| principal(p, text, path, key))
+                .collect::<std::result::Result<Vec<_>, Problem>>()
+        };
+        Ok(ServeConfig {
+            socket,
+            socket_mode,
+            allow_users: list(self.allow_users, "allow_users")?,
+            allow_groups: list(self.allow_groups, "allow_groups")?,
+            admin_groups: list(self.admin_groups, "admin_groups")?,
+            reap_orphans: self.reap_orphans,
+            reap_interval: self.reap_interval.map(|d| d.0),
+        })
+    }
+}
+
+/// A user or group as written: a string or an integer.
+enum RawPrincipal {
+    Int(i64),
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for RawPrincipal {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = RawPrincipal;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a user or group name, or a numeric id")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> std::result::Result<RawPrincipal, E> {
+                Ok(RawPrincipal::Int(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> std::result::Result<RawPrincipal, E> {
+                Ok(RawPrincipal::Int(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<RawPrincipal, E> {
+                Ok(RawPrincipal::Text(v.to_string()))
+            }
+        }
+        de.deserialize_any(V)
+    }
+}
+
+fn principal(
+    p: Spanned<RawPrincipal>,
+    text: &str,
+    path: &Path,
+    key: &str,
+) -> std::result::Result<PrincipalAt, Problem> {
+    let span = p.span();
+    let (line, col) = line_col(text, span.start);
+    let at = format!("{}:{line}:{col}", path.display());
+    // -1 is "no id" to the kernel: never a real user or group.
+    let id = |v: i64| match u32::try_from(v) {
+        Ok(id) if id != u32::MAX => Ok(id),
+        _ => Err((span.clone(), format!("{key}: {v} is not a valid id"))),
+    };
+    let who = match p.into_inner() {
+        RawPrincipal::Int(v) => Principal::Id(id(v)?),
+        RawPrincipal::Text(s) => {
+            if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+                Principal::Id(id(s.parse::<i64>().unwrap_or(-1))?)
+            } else if s.is_empty()
+                || s.contains(|c: char| c.is_whitespace() || c.is_control() || c == ':')
+            {
+                return Err((span, format!("{key}: '{s}' is not a user or group name")));
+            } else {
+                Principal::Name(s)
+            }
+        }
+    };
+    Ok(PrincipalAt { who, at })
 }
 
 /// A duration in the file: a string (`"10m"`) or a number of seconds.
@@ -528,11 +710,22 @@ impl RawRun {
 }
 
 fn file_mode(m: Spanned<RawMode>, text: &str) -> std::result::Result<u32, Problem> {
+    octal_mode(m, text, "file_mode", MAX_FILE_MODE)
+}
+
+/// An octal mode written as an integer literal or a string of octal
+/// digits, at most `max`; `key` names it in messages.
+fn octal_mode(
+    m: Spanned<RawMode>,
+    text: &str,
+    key: &str,
+    max: u32,
+) -> std::result::Result<u32, Problem> {
     let span = m.span();
     let out_of_range = |shown: &str| {
         (
             span.clone(),
-            format!("file_mode {shown} is out of range (at most 0o7777)"),
+            format!("{key} {shown} is out of range (at most 0o{max:o})"),
         )
     };
     match m.into_inner() {
@@ -547,14 +740,14 @@ fn file_mode(m: Spanned<RawMode>, text: &str) -> std::result::Result<u32, Proble
                 return Err((
                     span,
                     format!(
-                        "file_mode {literal} is a decimal integer; write it in octal, \
+                        "{key} {literal} is a decimal integer; write it in octal, \
                          as 0o{literal} or \"{literal}\""
                     ),
                 ));
             }
             match u32::try_from(v) {
-                Ok(mode) if mode <= MAX_FILE_MODE => Ok(mode),
-                _ if v < 0 => Err((span, format!("file_mode {literal} is negative"))),
+                Ok(mode) if mode <= max => Ok(mode),
+                _ if v < 0 => Err((span, format!("{key} {literal} is negative"))),
                 _ => Err(out_of_range(literal)),
             }
         }
@@ -564,11 +757,11 @@ fn file_mode(m: Spanned<RawMode>, text: &str) -> std::result::Result<u32, Proble
             if digits.is_empty() || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
                 return Err((
                     span,
-                    format!("file_mode \"{s}\" is not an octal mode such as \"0600\""),
+                    format!("{key} \"{s}\" is not an octal mode such as \"0600\""),
                 ));
             }
             match u32::from_str_radix(digits, 8) {
-                Ok(mode) if mode <= MAX_FILE_MODE => Ok(mode),
+                Ok(mode) if mode <= max => Ok(mode),
                 _ => Err(out_of_range(&format!("\"{s}\""))),
             }
         }
@@ -729,11 +922,12 @@ roots = ["/srv/a", "/srv/b"]
         );
         err_at("[status]\nroot = []\n", 2, 1, "unknown field `root`");
         err_at(
-            "[run]\n\n[serve]\nport = 1\n",
+            "[run]\n\n[daemon]\nport = 1\n",
             3,
             2,
-            "unknown field `serve`",
+            "unknown field `daemon`",
         );
+        err_at("[serve]\nport = 1\n", 2, 1, "unknown field `port`");
         err_at("stray = true\n", 1, 1, "unknown field `stray`");
         // A policy needs its glob.
         err_at("[[policy]]\ntimeout = 5\n", 1, 1, "missing field `match`");
@@ -930,6 +1124,72 @@ wait = 0
             "'rel/dir' must be an absolute path",
         );
         err_at("[status]\nroots = \"/one\"\n", 2, 9, "invalid type");
+    }
+
+    #[test]
+    fn serve_section() {
+        let c = parse(
+            "[serve]\nsocket = \"/run/x/l.sock\"\nsocket_mode = 0o600\n\
+             allow_users = [\"alice\", 1001, \"1002\"]\nallow_groups = [\"agents\"]\n\
+             admin_groups = [0]\nreap_orphans = true\nreap_interval = \"250ms\"\n",
+        )
+        .unwrap();
+        let s = &c.serve;
+        assert_eq!(s.socket.as_deref(), Some(Path::new("/run/x/l.sock")));
+        assert_eq!(s.socket_mode, Some(0o600));
+        let who: Vec<&Principal> = s.allow_users.iter().map(|p| &p.who).collect();
+        assert_eq!(
+            who,
+            [
+                &Principal::Name("alice".into()),
+                &Principal::Id(1001),
+                &Principal::Id(1002)
+            ]
+        );
+        assert_eq!(s.allow_users[1].at, "/etc/locksup/test.toml:4:25");
+        assert_eq!(s.allow_groups[0].who, Principal::Name("agents".into()));
+        assert_eq!(s.admin_groups[0].who, Principal::Id(0));
+        assert_eq!(s.reap_orphans, Some(true));
+        assert_eq!(
+            s.reap_interval,
+            Some(Dur::Finite(Duration::from_millis(250)))
+        );
+        assert_eq!(parse("[serve]\n").unwrap().serve, ServeConfig::default());
+    }
+
+    #[test]
+    fn serve_bad_values() {
+        err_at(
+            "[serve]\nsocket = \"rel.sock\"\n",
+            2,
+            10,
+            "must be an absolute path",
+        );
+        err_at("[serve]\nsocket_mode = 0o1777\n", 2, 15, "at most 0o777");
+        err_at("[serve]\nsocket_mode = 660\n", 2, 15, "decimal");
+        err_at("[serve]\nallow_users = [-1]\n", 2, 16, "not a valid id");
+        err_at(
+            "[serve]\nallow_users = [\"4294967295\"]\n",
+            2,
+            16,
+            "not a valid id",
+        );
+        err_at(
+            "[serve]\nallow_groups = [\"a b\"]\n",
+            2,
+            17,
+            "not a user or group name",
+        );
+        err_at("[serve]\nadmin_groups = [\"\"]\n", 2, 17, "admin_groups");
+        err_at("[serve]\nallow_users = [true]\n", 2, 16, "user or group");
+        err_at("[serve]\nallow_users = \"alice\"\n", 2, 15, "invalid type");
+        err_at("[serve]\nreap_orphans = \"yes\"\n", 2, 16, "invalid type");
+        err_at(
+            "[serve]\nreap_interval = \"x\"\n",
+            2,
+            17,
+            "invalid duration",
+        );
     }
 
     #[test]
@@ -1150,6 +1410,7 @@ wait = 0
         assert_eq!(c.run, RunDefaults::default());
         assert!(c.policy.is_empty());
         assert_eq!(c.status, StatusConfig::default());
+        assert_eq!(c.serve, ServeConfig::default());
     }
 
     #[test]
@@ -1180,6 +1441,8 @@ wait = 0
         let policy = accepted("[[policy]]\n", "match = \"/x\"\n");
         assert_eq!(found["run"], run, "[run] keys of the example vs the struct");
         assert_eq!(found["status"], status, "[status] keys");
+        let serve = accepted("[serve]\n", "");
+        assert_eq!(found["serve"], serve, "[serve] keys");
         // A policy takes `match` plus exactly the [run] keys; the example
         // shows `match` and only some of the others.
         let mut want = run.clone();
@@ -1217,6 +1480,18 @@ wait = 0
             }
         );
         assert!(c.status.roots.is_empty());
+        assert_eq!(
+            c.serve,
+            ServeConfig {
+                socket: Some(PathBuf::from("/run/locksup/locksup.sock")),
+                socket_mode: Some(0o660),
+                allow_users: Vec::new(),
+                allow_groups: Vec::new(),
+                admin_groups: Vec::new(),
+                reap_orphans: Some(false),
+                reap_interval: secs(5),
+            }
+        );
         assert_eq!(c.policy.len(), 1);
         let sample = Path::new("/srv/openclaw/a/b/nightly-1.json");
         assert!(c.policy[0].matches(sample));
