@@ -28,6 +28,9 @@ _locksup() {
             locksup,run)
                 cmd="locksup__subcmd__run"
                 ;;
+            locksup,serve)
+                cmd="locksup__subcmd__serve"
+                ;;
             locksup,status)
                 cmd="locksup__subcmd__status"
                 ;;
@@ -46,6 +49,9 @@ _locksup() {
             locksup__subcmd__help,run)
                 cmd="locksup__subcmd__help__subcmd__run"
                 ;;
+            locksup__subcmd__help,serve)
+                cmd="locksup__subcmd__help__subcmd__serve"
+                ;;
             locksup__subcmd__help,status)
                 cmd="locksup__subcmd__help__subcmd__status"
                 ;;
@@ -59,7 +65,7 @@ _locksup() {
 
     case "${cmd}" in
         locksup)
-            opts="-h -V --config --help --version run status watch cancel completions help"
+            opts="-h -V --config --help --version run status watch cancel serve completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -77,7 +83,7 @@ _locksup() {
             return 0
             ;;
         locksup__subcmd__cancel)
-            opts="-s -w -g -h --signal --wait --grace --root --force --config --help"
+            opts="-s -w -g -h --signal --wait --grace --root --force --only-orphan --daemon --socket --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -111,6 +117,10 @@ _locksup() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -141,7 +151,7 @@ _locksup() {
             return 0
             ;;
         locksup__subcmd__help)
-            opts="run status watch cancel completions help"
+            opts="run status watch cancel serve completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -210,6 +220,20 @@ _locksup() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        locksup__subcmd__help__subcmd__serve)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         locksup__subcmd__help__subcmd__status)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -239,7 +263,7 @@ _locksup() {
             return 0
             ;;
         locksup__subcmd__run)
-            opts="-t -g -w -n -s -v -h --session --lock --timeout --grace --wait --no-wait --signal --final-signal --watchdog --max-timeout --ready-timeout --shared --preserve-status --conflict-exit-code --attempt-id --session-key --events --verbose --config --help"
+            opts="-t -g -w -n -s -v -h --session --lock --timeout --grace --wait --no-wait --signal --final-signal --watchdog --max-timeout --ready-timeout --shared --preserve-status --conflict-exit-code --attempt-id --session-key --events --verbose --daemon --socket --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -314,6 +338,32 @@ _locksup() {
                     return 0
                     ;;
                 --events)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        locksup__subcmd__serve)
+            opts="-h --socket --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --socket)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -31,6 +31,7 @@ complete -c locksup -n "__fish_locksup_needs_command" -f -a "run" -d 'Run COMMAN
 complete -c locksup -n "__fish_locksup_needs_command" -f -a "status" -d 'Show every lock file under PATHs (or the configured roots): who holds it, since when, until when, and who waits'
 complete -c locksup -n "__fish_locksup_needs_command" -f -a "watch" -d 'Follow the lock files under PATHs (or the configured roots) live, driven by inotify: a table on a terminal, change events with --json'
 complete -c locksup -n "__fish_locksup_needs_command" -f -a "cancel" -d 'End the attempt holding a lock: signal its supervisor, or, for an orphan, end the processes holding it'
+complete -c locksup -n "__fish_locksup_needs_command" -f -a "serve" -d 'Supervise attempts submitted by local clients (locksup run --daemon) on a Unix socket, each with exactly the semantics of locksup run; a service for systemd (see locksup-serve(8))'
 complete -c locksup -n "__fish_locksup_needs_command" -f -a "completions" -d 'Print a shell completion script (bash, zsh or fish) on stdout'
 complete -c locksup -n "__fish_locksup_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c locksup -n "__fish_locksup_using_subcommand run" -l session -d 'Session file; the lock file is FILE.lock beside it. The session file itself is never opened or created' -r -F
@@ -47,11 +48,13 @@ complete -c locksup -n "__fish_locksup_using_subcommand run" -l conflict-exit-co
 complete -c locksup -n "__fish_locksup_using_subcommand run" -l attempt-id -d 'Attempt id recorded in the lock metadata and events [default: generated]' -r
 complete -c locksup -n "__fish_locksup_using_subcommand run" -l session-key -d 'Caller\'s key for the session, recorded in metadata and events' -r
 complete -c locksup -n "__fish_locksup_using_subcommand run" -l events -d 'Append JSON-lines lifecycle events to PATH ("-" for stderr)' -r -F
+complete -c locksup -n "__fish_locksup_using_subcommand run" -l socket -d 'The daemon\'s socket [default: [serve] socket, else $RUNTIME_DIRECTORY/locksup.sock, else /run/locksup/locksup.sock]' -r -F
 complete -c locksup -n "__fish_locksup_using_subcommand run" -l config -d 'Read configuration from FILE instead of the default locations' -r -F
 complete -c locksup -n "__fish_locksup_using_subcommand run" -s n -l no-wait -d 'Don\'t wait for a busy lock (same as --wait 0)'
 complete -c locksup -n "__fish_locksup_using_subcommand run" -l shared -d 'Take a shared lock instead of an exclusive one'
 complete -c locksup -n "__fish_locksup_using_subcommand run" -l preserve-status -d 'On timeout, exit with the command\'s own status instead of 124'
 complete -c locksup -n "__fish_locksup_using_subcommand run" -s v -l verbose -d 'Print lifecycle lines on stderr'
+complete -c locksup -n "__fish_locksup_using_subcommand run" -l daemon -d 'Submit the attempt to the daemon (locksup serve) instead of supervising it here: same options, same exit status; this process\'s stdin, stdout and stderr are the attempt\'s'
 complete -c locksup -n "__fish_locksup_using_subcommand run" -s h -l help -d 'Print help'
 complete -c locksup -n "__fish_locksup_using_subcommand status" -l state -d 'Show only locks in these states (repeat or separate with commas)' -r -f -a "free\t'Nobody holds it'
 held\t'Held, in time (or by another tool)'
@@ -68,14 +71,21 @@ complete -c locksup -n "__fish_locksup_using_subcommand cancel" -s s -l signal -
 complete -c locksup -n "__fish_locksup_using_subcommand cancel" -s w -l wait -d 'Wait until the attempt no longer holds the lock, at most DUR (infinity: as long as it takes), and say how long it took' -r
 complete -c locksup -n "__fish_locksup_using_subcommand cancel" -s g -l grace -d 'For an orphan: wait between the signal and KILL [default: the attempt\'s recorded grace, else 10s; infinity: never KILL]' -r
 complete -c locksup -n "__fish_locksup_using_subcommand cancel" -l root -d 'Where to look for an attempt id (repeatable) [default: the configuration\'s [status] roots]' -r -F
+complete -c locksup -n "__fish_locksup_using_subcommand cancel" -l socket -d 'The daemon\'s socket [default: [serve] socket, else $RUNTIME_DIRECTORY/locksup.sock, else /run/locksup/locksup.sock]' -r -F
 complete -c locksup -n "__fish_locksup_using_subcommand cancel" -l config -d 'Read configuration from FILE instead of the default locations' -r -F
 complete -c locksup -n "__fish_locksup_using_subcommand cancel" -l force -d 'Also end the holders of a lock taken by another tool (no metadata)'
+complete -c locksup -n "__fish_locksup_using_subcommand cancel" -l only-orphan -d 'Act only when the lock is an orphan (nobody supervises it); leave it alone, with exit status 2, otherwise. For periodic reaping'
+complete -c locksup -n "__fish_locksup_using_subcommand cancel" -l daemon -d 'Ask the daemon (locksup serve) to cancel one of its attempts: TARGET is its attempt id, lock file or session file. Permitted for the attempt\'s own user and members of [serve] admin_groups'
 complete -c locksup -n "__fish_locksup_using_subcommand cancel" -s h -l help -d 'Print help'
+complete -c locksup -n "__fish_locksup_using_subcommand serve" -l socket -d 'Listen on PATH [default: [serve] socket, else $RUNTIME_DIRECTORY/locksup.sock, else /run/locksup/locksup.sock]' -r -F
+complete -c locksup -n "__fish_locksup_using_subcommand serve" -l config -d 'Read configuration from FILE instead of the default locations' -r -F
+complete -c locksup -n "__fish_locksup_using_subcommand serve" -s h -l help -d 'Print help'
 complete -c locksup -n "__fish_locksup_using_subcommand completions" -l config -d 'Read configuration from FILE instead of the default locations' -r -F
 complete -c locksup -n "__fish_locksup_using_subcommand completions" -s h -l help -d 'Print help'
-complete -c locksup -n "__fish_locksup_using_subcommand help; and not __fish_seen_subcommand_from run status watch cancel completions help" -f -a "run" -d 'Run COMMAND as a supervised attempt holding the session\'s lock'
-complete -c locksup -n "__fish_locksup_using_subcommand help; and not __fish_seen_subcommand_from run status watch cancel completions help" -f -a "status" -d 'Show every lock file under PATHs (or the configured roots): who holds it, since when, until when, and who waits'
-complete -c locksup -n "__fish_locksup_using_subcommand help; and not __fish_seen_subcommand_from run status watch cancel completions help" -f -a "watch" -d 'Follow the lock files under PATHs (or the configured roots) live, driven by inotify: a table on a terminal, change events with --json'
-complete -c locksup -n "__fish_locksup_using_subcommand help; and not __fish_seen_subcommand_from run status watch cancel completions help" -f -a "cancel" -d 'End the attempt holding a lock: signal its supervisor, or, for an orphan, end the processes holding it'
-complete -c locksup -n "__fish_locksup_using_subcommand help; and not __fish_seen_subcommand_from run status watch cancel completions help" -f -a "completions" -d 'Print a shell completion script (bash, zsh or fish) on stdout'
-complete -c locksup -n "__fish_locksup_using_subcommand help; and not __fish_seen_subcommand_from run status watch cancel completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c locksup -n "__fish_locksup_using_subcommand help; and not __fish_seen_subcommand_from run status watch cancel serve completions help" -f -a "run" -d 'Run COMMAND as a supervised attempt holding the session\'s lock'
+complete -c locksup -n "__fish_locksup_using_subcommand help; and not __fish_seen_subcommand_from run status watch cancel serve completions help" -f -a "status" -d 'Show every lock file under PATHs (or the configured roots): who holds it, since when, until when, and who waits'
+complete -c locksup -n "__fish_locksup_using_subcommand help; and not __fish_seen_subcommand_from run status watch cancel serve completions help" -f -a "watch" -d 'Follow the lock files under PATHs (or the configured roots) live, driven by inotify: a table on a terminal, change events with --json'
+complete -c locksup -n "__fish_locksup_using_subcommand help; and not __fish_seen_subcommand_from run status watch cancel serve completions help" -f -a "cancel" -d 'End the attempt holding a lock: signal its supervisor, or, for an orphan, end the processes holding it'
+complete -c locksup -n "__fish_locksup_using_subcommand help; and not __fish_seen_subcommand_from run status watch cancel serve completions help" -f -a "serve" -d 'Supervise attempts submitted by local clients (locksup run --daemon) on a Unix socket, each with exactly the semantics of locksup run; a service for systemd (see locksup-serve(8))'
+complete -c locksup -n "__fish_locksup_using_subcommand help; and not __fish_seen_subcommand_from run status watch cancel serve completions help" -f -a "completions" -d 'Print a shell completion script (bash, zsh or fish) on stdout'
+complete -c locksup -n "__fish_locksup_using_subcommand help; and not __fish_seen_subcommand_from run status watch cancel serve completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

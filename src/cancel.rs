@@ -21,6 +21,11 @@
 //! - `free`: nothing to do (exit 2); held by another tool without `--force`:
 //!   exit 3.
 //!
+//! With `--only-orphan` it acts only on an orphan (`locksup serve` reaps
+//! orphans with it) and leaves any other lock alone (exit 2). With
+//! `--daemon` the request goes to `locksup serve` instead
+//! ([`crate::client`]), which checks who may cancel what.
+//!
 //! With `--wait DUR` cancel returns once no process of the attempt holds
 //! the lock any more (a waiter that takes it next does not count) and says
 //! how long that took after the signal.
@@ -67,6 +72,9 @@ const KILL_PASSES: usize = 50;
 
 /// `locksup cancel`.
 pub fn main(args: CancelArgs, config_path: Option<&Path>) -> Result<i32> {
+    if args.daemon {
+        return crate::client::cancel(&args, config_path);
+    }
     let config = Config::load(config_path)?;
     let roots: Vec<PathBuf> = if args.root.is_empty() {
         config.status.roots.clone()
@@ -86,6 +94,7 @@ pub fn main(args: CancelArgs, config_path: Option<&Path>) -> Result<i32> {
         sig,
         grace: args.grace,
         force: args.force,
+        only_orphan: args.only_orphan,
         wait,
         out: io::stdout(),
     };
@@ -206,6 +215,8 @@ struct Cancel {
     sig: Sig,
     grace: Option<Dur>,
     force: bool,
+    /// Leave anything but an orphan alone.
+    only_orphan: bool,
     /// `None`: don't wait; `Some(None)`: wait forever.
     wait: Option<Option<Duration>>,
     out: io::Stdout,
@@ -221,6 +232,12 @@ impl Cancel {
     fn run(&mut self) -> Result<i32> {
         let st = look(&self.file);
         let path = self.file.path.display().to_string();
+        if self.only_orphan && st.state != State::Orphan {
+            return Err(Error::with_code(
+                exit::NOT_HELD,
+                format!("{path} is {}, not an orphan: left alone", st.state.as_str()),
+            ));
+        }
         match (st.state, &st.metadata) {
             (State::Free, _) => Err(Error::with_code(
                 exit::NOT_HELD,

@@ -22,6 +22,9 @@ Examples:
   # Watch the lifecycle while trying it out.
   locksup run --session /tmp/demo.jsonl --timeout 2s --verbose -- sleep 60
 
+  # The same attempt, supervised by the locksup serve daemon.
+  locksup run --daemon --session /srv/sessions/abc.jsonl --timeout 10m -- agent-run abc
+
 Exit status: the command's own; 124 timed out; 128+N (137 for KILL) timed
 out and the final signal was needed; 75 lock not obtained; 125 locksup
 failed; 126 not executable; 127 not found; 128+N killed by signal N.";
@@ -64,6 +67,12 @@ pub enum Command {
     #[command(after_help = CANCEL_EXAMPLES)]
     Cancel(CancelArgs),
 
+    /// Supervise attempts submitted by local clients (locksup run
+    /// --daemon) on a Unix socket, each with exactly the semantics of
+    /// locksup run; a service for systemd (see locksup-serve(8)).
+    #[command(after_help = SERVE_EXAMPLES)]
+    Serve(ServeArgs),
+
     /// Print a shell completion script (bash, zsh or fish) on stdout.
     #[command(after_help = "Example:\n  locksup completions bash > /etc/bash_completion.d/locksup")]
     Completions {
@@ -71,6 +80,36 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+const SERVE_EXAMPLES: &str = "\
+Each submitted attempt runs under its own locksup run process, started by
+the daemon with the client's arguments, environment, working directory and
+standard descriptors (passed over the socket), as the daemon's user and
+with the daemon's configuration. Who may connect: the daemon's user, root,
+[serve] allow_users and allow_groups. TERM or INT: stop accepting, cancel
+every attempt (each with its own grace period), exit 0 when all have
+ended. HUP: read the configuration again (a bad one is logged and the
+previous one kept). Readiness and a status line go to systemd
+(sd_notify); systemd's socket activation is used when it passes a socket.
+
+Examples:
+  # In the foreground, on a socket of one's own.
+  locksup serve --socket /tmp/locksup.sock
+  locksup run --daemon --socket /tmp/locksup.sock --session s.jsonl -- agent-run
+
+  # As a service: systemctl enable --now locksup.socket
+
+Exit status: 0 stopped by TERM or INT; 125 configuration, socket or
+runtime error.";
+
+/// `locksup serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Listen on PATH [default: [serve] socket, else
+    /// $RUNTIME_DIRECTORY/locksup.sock, else /run/locksup/locksup.sock].
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
 }
 
 const CANCEL_EXAMPLES: &str = "\
@@ -87,11 +126,14 @@ Examples:
   locksup cancel 19a8c3f2b51-4f2a9c1e --root /srv/sessions
   locksup cancel /run/lock/backup.lock --force --grace 5s
 
+  locksup cancel --daemon 19a8c3f2b51-4f2a9c1e --wait 1m
+
 Exit status: 0 signalled (with --wait: the attempt no longer holds the
-lock); 1 TARGET not found; 2 the lock is not held; 3 held by a process
-that is not a locksup attempt (use --force); 4 not permitted to signal;
-124 --wait expired with the lock still held; 125 usage or configuration
-error.";
+lock, or with --daemon: it ended); 1 TARGET not found; 2 the lock is not
+held (with --only-orphan: not an orphan); 3 held by a process that is not
+a locksup attempt (use --force); 4 not permitted to signal; 124 --wait
+expired with the lock still held; 125 usage or configuration error, or
+the daemon could not be reached.";
 
 /// `locksup cancel`.
 #[derive(Debug, Args)]
@@ -124,6 +166,22 @@ pub struct CancelArgs {
     /// Also end the holders of a lock taken by another tool (no metadata).
     #[arg(long)]
     pub force: bool,
+
+    /// Act only when the lock is an orphan (nobody supervises it); leave
+    /// it alone, with exit status 2, otherwise. For periodic reaping.
+    #[arg(long, conflicts_with_all = ["force", "daemon"])]
+    pub only_orphan: bool,
+
+    /// Ask the daemon (locksup serve) to cancel one of its attempts:
+    /// TARGET is its attempt id, lock file or session file. Permitted for
+    /// the attempt's own user and members of [serve] admin_groups.
+    #[arg(long, conflicts_with_all = ["root", "force", "grace"])]
+    pub daemon: bool,
+
+    /// The daemon's socket [default: [serve] socket, else
+    /// $RUNTIME_DIRECTORY/locksup.sock, else /run/locksup/locksup.sock].
+    #[arg(long, value_name = "PATH", requires = "daemon")]
+    pub socket: Option<PathBuf>,
 }
 
 const WATCH_EXAMPLES: &str = "\
@@ -293,6 +351,17 @@ pub struct RunArgs {
     /// Print lifecycle lines on stderr.
     #[arg(short, long)]
     pub verbose: bool,
+
+    /// Submit the attempt to the daemon (locksup serve) instead of
+    /// supervising it here: same options, same exit status; this
+    /// process's stdin, stdout and stderr are the attempt's.
+    #[arg(long)]
+    pub daemon: bool,
+
+    /// The daemon's socket [default: [serve] socket, else
+    /// $RUNTIME_DIRECTORY/locksup.sock, else /run/locksup/locksup.sock].
+    #[arg(long, value_name = "PATH", requires = "daemon")]
+    pub socket: Option<PathBuf>,
 
     /// The command to run, with its arguments (after "--").
     #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]

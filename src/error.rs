@@ -38,5 +38,22 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// The first paragraph of a clap error (the error, continued on indented
+/// lines, before the usage), on one line, without the `error: ` prefix.
+pub fn clap_message(e: &clap::Error) -> String {
+    let text = e.to_string();
+    let para: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .skip_while(|l| l.is_empty())
+        .take_while(|l| !l.is_empty())
+        .collect();
+    let joined = para.join(" ");
+    joined
+        .strip_prefix("error: ")
+        .unwrap_or(&joined)
+        .to_string()
+}
+
 /// Result alias used across the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -3,7 +3,9 @@
 //! bounds the attempt's life so the kernel frees the lock on time.
 
 pub mod cancel;
+pub mod cgroup;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod duration;
 pub mod error;
@@ -14,7 +16,10 @@ pub mod lockfile;
 pub mod manpage;
 pub mod notify;
 pub mod procfs;
+pub mod protocol;
 pub mod run;
+pub mod sdnotify;
+pub mod serve;
 pub mod signal;
 pub mod spawn;
 pub mod status;

@@ -11,13 +11,25 @@ use locksup::exit;
 
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().collect();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let cli = match Cli::try_parse_from(&args) {
+    let cli = Cli::try_parse_from(&args);
+    // The daemon says what it does (listening, containment, reloads) by
+    // default; the other commands only warn.
+    let level = match &cli {
+        Ok(Cli {
+            command: Command::Serve(_),
+            ..
+        }) => "info",
+        _ => "warn",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
+    let cli = match cli {
         Ok(cli) => cli,
         Err(e) => return usage_error(&e),
     };
     let result = match cli.command {
+        Command::Run(run) if run.daemon => locksup::client::run(&run, &args, cli.config.as_deref()),
         Command::Run(run) => locksup::run::main(run, cli.config.as_deref()),
+        Command::Serve(serve) => locksup::serve::main(serve, cli.config.as_deref()),
         Command::Status(args) => locksup::status::main(args, cli.config.as_deref()),
         Command::Watch(args) => locksup::watch::main(args, cli.config.as_deref()),
         Command::Cancel(args) => locksup::cancel::main(args, cli.config.as_deref()),
@@ -54,17 +66,7 @@ fn usage_error(e: &clap::Error) -> ExitCode {
             code(exit::FAILURE)
         }
         _ => {
-            // clap's message is a paragraph (the error, continued on
-            // indented lines), then usage; keep the first paragraph, on one line.
-            let text = e.to_string();
-            let para: Vec<&str> = text
-                .lines()
-                .map(str::trim)
-                .skip_while(|l| l.is_empty())
-                .take_while(|l| !l.is_empty())
-                .collect();
-            let joined = para.join(" ");
-            let msg = joined.strip_prefix("error: ").unwrap_or(&joined);
+            let msg = locksup::error::clap_message(e);
             let _ = writeln!(std::io::stderr(), "locksup: {msg} (see 'locksup --help')");
             code(exit::FAILURE)
         }

@@ -618,7 +618,163 @@ pub fn adopt_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// A process pinned by a pidfd (`pidfd_open(2)`): a signal sent through it
+/// Take ownership of a descriptor received with `SCM_RIGHTS`.
+pub fn own_received_fd(fd: RawFd) -> OwnedFd {
+    // SAFETY: the kernel installed `fd` in this process while receiving the
+    // message (recvmsg(2) with SCM_RIGHTS); it is open and nothing else in
+    // this process knows its number, so exactly one owner takes it here.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// Remove variables from this process's environment.
+///
+/// Call it only while the process has a single thread (`locksup serve`
+/// does, before it builds its runtime): the environment is not
+/// thread-safe.
+pub fn unset_env_single_threaded(keys: &[&str]) {
+    for k in keys {
+        // SAFETY: the caller guarantees no other thread exists, so nothing
+        // reads or writes the environment concurrently.
+        unsafe { std::env::remove_var(k) };
+    }
+}
+
+/// The supplementary groups of a Unix socket's peer, as they were when it
+/// connected (`SO_PEERGROUPS`, Linux 4.13).
+pub fn peer_groups(sock: std::os::fd::BorrowedFd<'_>) -> io::Result<Vec<u32>> {
+    let mut groups: Vec<libc::gid_t> = vec![0; 64];
+    loop {
+        let mut len = (groups.len() * std::mem::size_of::<libc::gid_t>()) as libc::socklen_t;
+        // SAFETY: `groups` is valid, writable storage of `len` bytes; the
+        // kernel writes at most `len` bytes and sets `len` to what it
+        // wrote, or to the size it needs with ERANGE.
+        let rc = unsafe {
+            libc::getsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let n = len as usize / std::mem::size_of::<libc::gid_t>();
+        if rc == 0 {
+            groups.truncate(n);
+            return Ok(groups);
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ERANGE) && n > groups.len() && n <= 65536 {
+            groups.resize(n, 0);
+            continue;
+        }
+        return Err(e);
+    }
+}
+
+/// What the daemon's per-attempt supervisors do between fork and exec
+/// ([`prepare_supervisor`]).
+pub struct SupervisorSetup {
+    /// The daemon's PID: if the child's parent is not it any more after
+    /// `PR_SET_PDEATHSIG`, the daemon died already and the child gives up.
+    pub parent: i32,
+    /// Signal the supervisor gets when the daemon dies.
+    pub death_signal: Signal,
+    /// `RLIMIT_NOFILE` to put back (the daemon raised its own soft limit).
+    pub nofile: Option<(u64, u64)>,
+    /// A cgroup v2 `cgroup.procs` file to move into (writing "0" moves the
+    /// writer), for a per-attempt cgroup.
+    pub cgroup_procs: Option<std::ffi::CString>,
+}
+
+/// Make `cmd`'s child set its parent-death signal (checking the parent
+/// did not die first), restore the file descriptor limit, and join a
+/// cgroup, before it execs.
+pub fn prepare_supervisor(cmd: &mut std::process::Command, setup: SupervisorSetup) {
+    use std::os::unix::process::CommandExt;
+    let SupervisorSetup {
+        parent,
+        death_signal,
+        nofile,
+        cgroup_procs,
+    } = setup;
+    let closure = move || -> io::Result<()> {
+        // SAFETY: runs in the child between fork and exec; it makes only
+        // async-signal-safe system calls (prctl, getppid, setrlimit, open,
+        // write, close) on memory prepared before the fork (the captured
+        // values), and allocates nothing.
+        unsafe {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                death_signal as libc::c_int as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            if let Some((soft, hard)) = nofile {
+                let lim = libc::rlimit {
+                    rlim_cur: soft as libc::rlim_t,
+                    rlim_max: hard as libc::rlim_t,
+                };
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            }
+            if let Some(procs) = &cgroup_procs {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                let ok = libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
+                let err = io::Error::last_os_error();
+                libc::close(fd);
+                if !ok {
+                    return Err(err);
+                }
+            }
+        }
+        Ok(())
+    };
+    // SAFETY: the closure only makes async-signal-safe calls and does not
+    // allocate (see above); io::Error values built from raw OS errors do
+    // not allocate either.
+    unsafe {
+        cmd.pre_exec(closure);
+    }
+}
+
+/// The value of extended attribute `name` of `path` (`getxattr(2)`),
+/// `None` when it has none by that name.
+pub fn get_xattr(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
+    let path = cstring(path.as_os_str().as_bytes(), "path")?;
+    let name = cstring(name.as_bytes(), "attribute name")?;
+    let mut buf = vec![0u8; 256];
+    // SAFETY: both strings are NUL-terminated and live across the call;
+    // `buf` is writable storage of the size given, and the kernel writes
+    // at most that many bytes.
+    let rc = unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ENODATA) | Some(libc::ENOTSUP) => Ok(None),
+            _ => Err(e),
+        };
+    }
+    buf.truncate(rc as usize);
+    Ok(Some(buf))
+}
+
+/// A process pinned by a pidfd/// A process pinned by a pidfd (`pidfd_open(2)`): a signal sent through it
 /// reaches that very process or, once it has exited, nobody, even if its
 /// PID has been reused since. Used by `locksup cancel`.
 #[derive(Debug)]

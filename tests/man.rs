@@ -1,7 +1,8 @@
 //! The manual pages: `man/locksup.1` is exactly what the clap definition and
 //! `man/src/` render (`LOCKSUP_BLESS=1 cargo test --test man` rewrites it),
-//! `man/locksup.toml.5` documents every configuration key, and both lint
-//! clean with mandoc when it is installed (CI installs it).
+//! `man/locksup.toml.5` documents every configuration key, and every page
+//! (with the hand-written `man/locksup-serve.8`) lints clean with mandoc
+//! when it is installed (CI installs it).
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -72,7 +73,7 @@ fn pages_lint_clean_with_mandoc() {
         return;
     };
     let _ = out;
-    for page in ["man/locksup.1", "man/locksup.toml.5"] {
+    for page in ["man/locksup.1", "man/locksup.toml.5", "man/locksup-serve.8"] {
         let out = Command::new("mandoc")
             .args(["-Tlint", "-W", "warning"])
             .arg(Path::new(ROOT).join(page))

@@ -1,0 +1,453 @@
+//! The protocol between `locksup serve` and its clients (`locksup run
+//! --daemon`, `locksup cancel --daemon`), documented in locksup-serve(8).
+//!
+//! A connection carries *frames*: a 4-byte big-endian length, then that
+//! many bytes of one JSON object, at most [`MAX_FRAME`] bytes. Every
+//! object has `"v": 1` (the protocol version) and `"type"`; the other keys
+//! depend on the type (see [`Frame`]). Unknown types, unknown keys,
+//! missing keys, other versions and oversized frames are errors: the
+//! daemon answers an `error` frame and closes that connection.
+//!
+//! A `run` frame carries the client's descriptors 0, 1 and 2 as
+//! `SCM_RIGHTS` ancillary data, as s6-sudo does; they become the
+//! attempt's standard input, output and error.
+//!
+//! Strings are UTF-8 (JSON's): arguments, environment variables and a
+//! working directory that are not valid UTF-8 are refused by the client
+//! with exit status 125.
+
+use std::io::{self, IoSliceMut};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tokio::io::{AsyncWriteExt, Interest};
+use tokio::net::UnixStream;
+
+/// The protocol version, `"v"` in every frame.
+pub const VERSION: u64 = 1;
+
+/// The largest frame body accepted, in bytes (1 MiB).
+pub const MAX_FRAME: usize = 1 << 20;
+
+/// Descriptors a `run` frame carries: stdin, stdout, stderr.
+pub const RUN_FDS: usize = 3;
+
+/// One frame, by its `"type"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Frame {
+    /// Client → daemon, first frame: run an attempt. `args` is what
+    /// follows `run` on the client's command line (without `--daemon` and
+    /// `--socket`), `env` the client's environment as `[name, value]`
+    /// pairs, `cwd` its working directory (absolute). Carries descriptors
+    /// 0, 1, 2.
+    Run {
+        /// Arguments of `locksup run`.
+        args: Vec<String>,
+        /// The client's environment.
+        env: Vec<(String, String)>,
+        /// The client's working directory.
+        cwd: String,
+    },
+    /// Client → daemon, while its attempt runs: cancel it with this signal
+    /// (`TERM`, `INT`, `HUP` or `QUIT`), as if `locksup run` had received
+    /// it; a second one escalates to the final signal.
+    Cancel {
+        /// The signal's name.
+        signal: String,
+    },
+    /// Client → daemon, while its attempt runs: pass `USR1`, `USR2` or
+    /// `WINCH` on to the attempt.
+    Signal {
+        /// The signal's name.
+        signal: String,
+    },
+    /// Client → daemon, first frame: cancel an attempt of the daemon,
+    /// found by attempt id, lock file or session file (relative paths
+    /// against `cwd`). Permitted for the attempt's own user, the daemon's
+    /// user, root and members of `[serve] admin_groups`. With `wait`, an
+    /// `exit` frame follows when the attempt has ended.
+    CancelAttempt {
+        /// Attempt id, lock file or session file.
+        target: String,
+        /// The client's working directory.
+        cwd: String,
+        /// `TERM`, `INT`, `HUP` or `QUIT`.
+        signal: String,
+        /// Send `exit` when the attempt has ended.
+        wait: bool,
+    },
+    /// Daemon → client: the attempt's supervisor started.
+    Started {
+        /// PID of the attempt's supervisor (a `locksup run` process, the
+        /// one signals go to).
+        attempt_pid: i32,
+        /// The attempt id (given with `--attempt-id`, or generated).
+        attempt_id: String,
+    },
+    /// Daemon → client: the attempt was signalled (answer to
+    /// `cancel_attempt`).
+    Cancelled {
+        /// PID of the attempt's supervisor.
+        attempt_pid: i32,
+        /// The attempt id.
+        attempt_id: String,
+    },
+    /// Daemon → client, last frame: the attempt ended; `code` is the exit
+    /// status `locksup run` would have ended with.
+    Exit {
+        /// Exit status, 0 to 255.
+        code: i32,
+    },
+    /// Daemon → client, last frame: the request failed. `code` is the exit
+    /// status for the client (125 for usage errors, refused peers and
+    /// protocol errors), `message` one line.
+    Error {
+        /// Exit status for the client.
+        code: i32,
+        /// What went wrong, one line.
+        message: String,
+    },
+}
+
+impl Frame {
+    /// The `"type"` of the frame.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Frame::Run { .. } => "run",
+            Frame::Cancel { .. } => "cancel",
+            Frame::Signal { .. } => "signal",
+            Frame::CancelAttempt { .. } => "cancel_attempt",
+            Frame::Started { .. } => "started",
+            Frame::Cancelled { .. } => "cancelled",
+            Frame::Exit { .. } => "exit",
+            Frame::Error { .. } => "error",
+        }
+    }
+
+    /// An `error` frame.
+    pub fn error(code: i32, message: impl Into<String>) -> Frame {
+        let message: String = message.into();
+        Frame::Error {
+            code,
+            message: message.split_whitespace().collect::<Vec<_>>().join(" "),
+        }
+    }
+}
+
+/// Why a frame could not be read.
+#[derive(Debug)]
+pub enum ProtoError {
+    /// The announced length is over [`MAX_FRAME`] (or zero).
+    Size(usize),
+    /// Not a JSON object of a known type with the right keys.
+    Malformed(String),
+    /// A `"v"` this side does not speak.
+    Version(String),
+    /// More descriptors than a frame may carry, or truncated ones.
+    Descriptors(String),
+    /// The connection closed in the middle of a frame.
+    Truncated,
+    /// The socket failed.
+    Io(io::Error),
+}
+
+impl std::fmt::Display for ProtoError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProtoError::Size(0) => f.write_str("malformed frame: empty"),
+            ProtoError::Size(n) => write!(
+                f,
+                "frame of {n} bytes is over the limit of {MAX_FRAME} bytes"
+            ),
+            ProtoError::Malformed(m) => write!(f, "malformed frame: {m}"),
+            ProtoError::Version(v) => write!(
+                f,
+                "protocol version {v} is not supported (this side speaks {VERSION})"
+            ),
+            ProtoError::Descriptors(m) => write!(f, "{m}"),
+            ProtoError::Truncated => f.write_str("connection closed in the middle of a frame"),
+            ProtoError::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// The bytes of one frame: length prefix and JSON with `"v"` first.
+pub fn encode(frame: &Frame) -> Vec<u8> {
+    let mut obj = Map::new();
+    obj.insert("v".into(), VERSION.into());
+    if let Ok(Value::Object(fields)) = serde_json::to_value(frame) {
+        obj.extend(fields);
+    }
+    let body = Value::Object(obj).to_string().into_bytes();
+    let mut out = Vec::with_capacity(4 + body.len());
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Decode one frame body (without its length prefix).
+pub fn decode(body: &[u8]) -> Result<Frame, ProtoError> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| ProtoError::Malformed(e.to_string()))?;
+    let Value::Object(mut obj) = value else {
+        return Err(ProtoError::Malformed("not a JSON object".into()));
+    };
+    match obj.remove("v") {
+        Some(Value::Number(n)) if n.as_u64() == Some(VERSION) => {}
+        Some(other) => return Err(ProtoError::Version(other.to_string())),
+        None => return Err(ProtoError::Malformed("no \"v\" (protocol version)".into())),
+    }
+    match obj.get("type") {
+        Some(Value::String(_)) => {}
+        Some(_) => return Err(ProtoError::Malformed("\"type\" is not a string".into())),
+        None => return Err(ProtoError::Malformed("no \"type\"".into())),
+    }
+    serde_json::from_value(Value::Object(obj)).map_err(|e| ProtoError::Malformed(e.to_string()))
+}
+
+/// Take one complete frame off the front of `buf`, if there is one.
+pub fn split_frame(buf: &mut Vec<u8>) -> Result<Option<Frame>, ProtoError> {
+    if buf.len() < 4 {
+        return Ok(None);
+    }
+    let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    if len == 0 || len > MAX_FRAME {
+        return Err(ProtoError::Size(len));
+    }
+    if buf.len() < 4 + len {
+        return Ok(None);
+    }
+    let frame = decode(&buf[4..4 + len]);
+    buf.drain(..4 + len);
+    frame.map(Some)
+}
+
+/// One end of a connection, reading frames (and any descriptors that come
+/// with them) and writing frames.
+pub struct Conn {
+    stream: UnixStream,
+    buf: Vec<u8>,
+    /// Descriptors received so far, in order, not yet taken.
+    fds: Vec<OwnedFd>,
+    /// How many descriptors may arrive in all before it is an error.
+    max_fds: usize,
+}
+
+impl Conn {
+    /// Wrap a connected stream; at most `max_fds` descriptors may arrive.
+    pub fn new(stream: UnixStream, max_fds: usize) -> Conn {
+        Conn {
+            stream,
+            buf: Vec::new(),
+            fds: Vec::new(),
+            max_fds,
+        }
+    }
+
+    /// The stream.
+    pub fn stream(&self) -> &UnixStream {
+        &self.stream
+    }
+
+    /// The descriptors received so far.
+    pub fn take_fds(&mut self) -> Vec<OwnedFd> {
+        std::mem::take(&mut self.fds)
+    }
+
+    /// The next frame; `None` when the peer closed the connection between
+    /// frames.
+    pub async fn read(&mut self) -> Result<Option<Frame>, ProtoError> {
+        loop {
+            if let Some(f) = split_frame(&mut self.buf)? {
+                return Ok(Some(f));
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            let fd = self.stream.as_raw_fd();
+            let (n, fds, truncated) = self
+                .stream
+                .async_io(Interest::READABLE, || recv_with_fds(fd, &mut chunk))
+                .await
+                .map_err(ProtoError::Io)?;
+            let got = fds.len();
+            self.fds.extend(fds);
+            if truncated || self.fds.len() > self.max_fds {
+                return Err(ProtoError::Descriptors(format!(
+                    "too many descriptors: at most {} may be passed{}",
+                    self.max_fds,
+                    if truncated {
+                        " (some were cut off)"
+                    } else {
+                        ""
+                    }
+                )));
+            }
+            if n == 0 && got == 0 {
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(ProtoError::Truncated)
+                };
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Send one frame.
+    pub async fn write(&mut self, frame: &Frame) -> io::Result<()> {
+        self.stream.write_all(&encode(frame)).await?;
+        self.stream.flush().await
+    }
+}
+
+/// One `recvmsg(2)` (non-blocking), with descriptors close-on-exec.
+/// Returns the byte count, the descriptors and whether the control data
+/// was truncated.
+fn recv_with_fds(fd: RawFd, chunk: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>, bool)> {
+    let mut cmsg = nix::cmsg_space!([RawFd; 8]);
+    let mut iov = [IoSliceMut::new(chunk)];
+    let msg = recvmsg::<()>(
+        fd,
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(io::Error::from)?;
+    let mut fds = Vec::new();
+    if let Ok(cmsgs) = msg.cmsgs() {
+        for c in cmsgs {
+            if let ControlMessageOwned::ScmRights(raw) = c {
+                // Descriptors the kernel just installed in this process.
+                fds.extend(raw.into_iter().map(crate::spawn::own_received_fd));
+            }
+        }
+    }
+    let truncated = msg.flags.contains(MsgFlags::MSG_CTRUNC);
+    Ok((msg.bytes, fds, truncated))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(f: &Frame) -> Vec<u8> {
+        encode(f)[4..].to_vec()
+    }
+
+    #[test]
+    fn frames_round_trip_with_version_first() {
+        let frames = [
+            Frame::Run {
+                args: vec!["--session".into(), "/s".into(), "--".into(), "true".into()],
+                env: vec![("A".into(), "b=c".into())],
+                cwd: "/".into(),
+            },
+            Frame::Cancel {
+                signal: "TERM".into(),
+            },
+            Frame::Signal {
+                signal: "USR1".into(),
+            },
+            Frame::CancelAttempt {
+                target: "x".into(),
+                cwd: "/".into(),
+                signal: "INT".into(),
+                wait: true,
+            },
+            Frame::Started {
+                attempt_pid: 5,
+                attempt_id: "a".into(),
+            },
+            Frame::Cancelled {
+                attempt_pid: 5,
+                attempt_id: "a".into(),
+            },
+            Frame::Exit { code: 3 },
+            Frame::error(125, "bad\nthing"),
+        ];
+        for f in frames {
+            let bytes = encode(&f);
+            let len = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
+            assert_eq!(len, bytes.len() - 4);
+            let text = String::from_utf8(bytes[4..].to_vec()).unwrap();
+            assert!(text.starts_with("{\"v\":1,\"type\":"), "{text}");
+            assert_eq!(decode(&bytes[4..]).unwrap(), f);
+        }
+        let run = String::from_utf8(body(&Frame::Run {
+            args: vec![],
+            env: vec![("K".into(), "V".into())],
+            cwd: "/".into(),
+        }))
+        .unwrap();
+        assert_eq!(
+            run,
+            r#"{"v":1,"type":"run","args":[],"env":[["K","V"]],"cwd":"/"}"#
+        );
+        assert_eq!(
+            Frame::error(1, "a\n  b"),
+            Frame::Error {
+                code: 1,
+                message: "a b".into()
+            }
+        );
+    }
+
+    #[test]
+    fn bad_frames_are_errors_not_panics() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"", "malformed"),
+            (b"not json", "malformed"),
+            (b"[1,2]", "not a JSON object"),
+            (b"{}", "malformed"),
+            (br#"{"type":"exit","code":1}"#, "no \"v\""),
+            (br#"{"v":2,"type":"exit","code":1}"#, "version 2"),
+            (br#"{"v":"1","type":"exit","code":1}"#, "version \"1\""),
+            (br#"{"v":1}"#, "no \"type\""),
+            (br#"{"v":1,"type":7}"#, "not a string"),
+            (br#"{"v":1,"type":"launch"}"#, "unknown variant `launch`"),
+            (br#"{"v":1,"type":"exit"}"#, "missing field `code`"),
+            (
+                br#"{"v":1,"type":"exit","code":1,"x":2}"#,
+                "unknown field `x`",
+            ),
+            (br#"{"v":1,"type":"exit","code":"1"}"#, "invalid type"),
+            (
+                br#"{"v":1,"type":"run","args":[],"env":[["A"]],"cwd":"/"}"#,
+                "invalid length",
+            ),
+        ];
+        for (b, want) in cases {
+            let e = decode(b).unwrap_err().to_string();
+            assert!(e.contains(want), "{:?}: {e}", String::from_utf8_lossy(b));
+        }
+    }
+
+    #[test]
+    fn split_frame_waits_for_whole_frames_and_checks_the_size() {
+        let bytes = encode(&Frame::Exit { code: 0 });
+        let mut buf = bytes[..6].to_vec();
+        assert!(split_frame(&mut buf).unwrap().is_none());
+        buf.extend_from_slice(&bytes[6..]);
+        buf.extend_from_slice(&bytes);
+        assert_eq!(
+            split_frame(&mut buf).unwrap(),
+            Some(Frame::Exit { code: 0 })
+        );
+        assert_eq!(
+            split_frame(&mut buf).unwrap(),
+            Some(Frame::Exit { code: 0 })
+        );
+        assert!(buf.is_empty());
+        let mut big = ((MAX_FRAME + 1) as u32).to_be_bytes().to_vec();
+        let e = split_frame(&mut big).unwrap_err();
+        assert!(matches!(e, ProtoError::Size(n) if n == MAX_FRAME + 1));
+        assert!(e.to_string().contains("over the limit"));
+        let mut zero = vec![0, 0, 0, 0];
+        assert!(matches!(
+            split_frame(&mut zero).unwrap_err(),
+            ProtoError::Size(0)
+        ));
+    }
+}

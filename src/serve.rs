@@ -1,0 +1,1648 @@
+//! `locksup serve`: a daemon that supervises attempts submitted by local
+//! clients (DESIGN §8, locksup-serve(8)).
+//!
+//! Each attempt gets its own supervisor: the daemon starts
+//! `/proc/self/exe --config SNAPSHOT run [--attempt-id ID] ARGS...` with
+//! the client's environment, working directory and standard descriptors
+//! (received over the socket), so an attempt has exactly the semantics and
+//! exit status of `locksup run` — the same code, not a copy — and attempts
+//! never mix: each supervisor is its own subreaper. `SNAPSHOT` is a sealed
+//! memfd holding the configuration text the daemon last loaded
+//! successfully (read through `/proc/DAEMON/fd/N`), so every attempt uses
+//! the daemon's configuration, and a reload that fails changes nothing.
+//!
+//! The daemon itself:
+//!
+//! - listens on a Unix socket it creates (mode `[serve] socket_mode`) or
+//!   on one passed by systemd (`LISTEN_FDS`, fd 3);
+//! - identifies peers with `SO_PEERCRED` / `SO_PEERGROUPS` and lets in the
+//!   daemon's own user, root, `[serve] allow_users` and `allow_groups`
+//!   (and, to cancel, `admin_groups`);
+//! - does all reaping itself with `waitpid(-1)` in one place (no
+//!   tokio::process), maps each supervisor's PID to its connection, and
+//!   sends the client the exit status;
+//! - is a child subreaper: what a killed supervisor leaves behind comes
+//!   back to it, and gets TERM, then KILL after the attempt's grace;
+//! - cancels an attempt (TERM to its supervisor, whose escalation runs)
+//!   when its client goes away without a result;
+//! - on TERM or INT stops accepting, sends TERM to every supervisor and
+//!   exits 0 once all of them (and everything they left) have ended;
+//!   on HUP reads its configuration again;
+//! - tells systemd `READY=1`, `STATUS=`, `STOPPING=1`;
+//! - with `[serve] reap_orphans`, looks for orphaned locks under `[status]
+//!   roots` every `reap_interval` and ends them with `locksup cancel
+//!   --only-orphan` (again the same code);
+//! - uses a cgroup per attempt when one is delegated ([`crate::cgroup`]).
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::io::Write as _;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::rc::Rc;
+use std::time::Duration;
+
+use clap::Parser;
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::oneshot;
+use tokio::time::{Instant, sleep_until, timeout};
+
+use crate::cgroup::{self, Containment};
+use crate::cli::{Cli, Command as CliCommand, ServeArgs};
+use crate::config::{Config, Principal, PrincipalAt};
+use crate::error::{Error, Result};
+use crate::exit;
+use crate::lockfile;
+use crate::procfs;
+use crate::protocol::{Conn, Frame, ProtoError, RUN_FDS};
+use crate::sdnotify::Notifier;
+use crate::spawn::{self, SupervisorSetup};
+
+/// The socket when neither `--socket`, `[serve] socket` nor
+/// `$RUNTIME_DIRECTORY` says otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/locksup/locksup.sock";
+/// Mode of the socket file by default.
+pub const DEFAULT_SOCKET_MODE: u32 = 0o660;
+/// How often orphans are looked for by default (`reap_orphans`).
+pub const DEFAULT_REAP_INTERVAL: Duration = Duration::from_secs(5);
+/// How long a client has to send its request after connecting.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Between TERM and KILL for processes left behind by a supervisor that
+/// died, when they cannot be told apart by attempt (the attempt's own
+/// grace period is used when they can).
+pub const STRAY_GRACE: Duration = Duration::from_secs(10);
+/// Signals a client may send to cancel its attempt.
+const CANCEL_SIGNALS: [Signal; 4] = [
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+];
+/// Signals a client may have passed on to its attempt.
+const PASS_SIGNALS: [Signal; 3] = [Signal::SIGUSR1, Signal::SIGUSR2, Signal::SIGWINCH];
+
+/// The socket path: `explicit` (`--socket`), else `[serve] socket`, else
+/// `$RUNTIME_DIRECTORY/locksup.sock` (its first entry), else
+/// [`DEFAULT_SOCKET`].
+pub fn socket_path(explicit: Option<&Path>, config: &Config) -> PathBuf {
+    if let Some(p) = explicit {
+        return p.to_path_buf();
+    }
+    if let Some(p) = &config.serve.socket {
+        return p.clone();
+    }
+    // systemd joins several RuntimeDirectory= entries with ':'.
+    if let Some(first) = std::env::var_os("RUNTIME_DIRECTORY")
+        .and_then(|dirs| std::env::split_paths(&dirs).next())
+        .filter(|d| d.is_absolute())
+    {
+        return first.join("locksup.sock");
+    }
+    PathBuf::from(DEFAULT_SOCKET)
+}
+
+/// `locksup serve`.
+pub fn main(args: ServeArgs, config_path: Option<&Path>) -> Result<i32> {
+    let (config, text) = Config::load_text(config_path)?;
+    let settings = Settings::new(config, &text)?;
+    let me = std::process::id() as i32;
+    // Still one thread: take the passed socket, then forget the variables
+    // so that nothing started from here sees them.
+    let activated = activation(me)?;
+    spawn::unset_env_single_threaded(&["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"]);
+    let nofile = raise_nofile();
+    nix::sys::prctl::set_child_subreaper(true)
+        .map_err(|e| Error::usage(format!("cannot become a child subreaper: {e}")))?;
+    let (listener, bound) = match activated {
+        Some(fd) => (std::os::unix::net::UnixListener::from(fd), None),
+        None => {
+            let path = socket_path(args.socket.as_deref(), &settings.config);
+            let mode = settings
+                .config
+                .serve
+                .socket_mode
+                .unwrap_or(DEFAULT_SOCKET_MODE);
+            let l = bind(&path, mode)?;
+            let ino = std::fs::metadata(&path).map(|m| (m.dev(), m.ino())).ok();
+            (l, Some((path, ino)))
+        }
+    };
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| Error::usage(format!("socket: {e}")))?;
+    let containment = cgroup::detect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::usage(format!("cannot start the runtime: {e}")))?;
+    let local = tokio::task::LocalSet::new();
+    let result = local.block_on(&rt, async move {
+        let listener =
+            UnixListener::from_std(listener).map_err(|e| Error::usage(format!("socket: {e}")))?;
+        let where_ = match &bound {
+            Some((p, _)) => p.display().to_string(),
+            None => "the socket passed by the service manager (fd 3)".to_owned(),
+        };
+        log::info!("listening on {where_}");
+        log::info!("containment: {}", containment.describe());
+        let state = Rc::new(RefCell::new(State {
+            settings: Rc::new(settings),
+            config_path: config_path.map(Path::to_path_buf),
+            socket: bound.as_ref().map(|(p, _)| p.clone()),
+            attempts: HashMap::new(),
+            helpers: HashMap::new(),
+            strays: HashMap::new(),
+            killed: Vec::new(),
+            cgroups_left: Vec::new(),
+            stopping: false,
+            next_cgroup: 0,
+            notify: Notifier::from_env(),
+            containment,
+            nofile,
+            me,
+            uid: nix::unistd::getuid().as_raw(),
+            scanning: false,
+            pending: Rc::new(Pending::default()),
+        }));
+        let code = run(state.clone(), listener).await;
+        if let Some((path, ino)) = &bound {
+            remove_socket(path, *ino);
+        }
+        code
+    });
+    drop(rt);
+    result
+}
+
+/// The socket systemd passed, when `LISTEN_PID` is us and `LISTEN_FDS` is
+/// at least 1: descriptor 3, which must be a listening Unix stream socket.
+fn activation(me: i32) -> Result<Option<OwnedFd>> {
+    let pid = std::env::var("LISTEN_PID").ok();
+    let fds = std::env::var("LISTEN_FDS").ok();
+    let (Some(pid), Some(fds)) = (pid, fds) else {
+        return Ok(None);
+    };
+    if pid.trim().parse::<i32>() != Ok(me) {
+        return Ok(None);
+    }
+    let n: i32 = fds
+        .trim()
+        .parse()
+        .map_err(|_| Error::usage(format!("LISTEN_FDS={fds} is not a number")))?;
+    if n < 1 {
+        return Ok(None);
+    }
+    let bad = |what: String| Error::usage(format!("socket activation: descriptor 3 {what}"));
+    let fd = spawn::adopt_inherited_fd(3).map_err(|e| bad(format!("is not open: {e}")))?;
+    set_cloexec(&fd).map_err(|e| bad(format!("cannot be made close-on-exec: {e}")))?;
+    use nix::sys::socket::{AddressFamily, SockType, SockaddrLike, SockaddrStorage, sockopt};
+    let ty = nix::sys::socket::getsockopt(&fd, sockopt::SockType)
+        .map_err(|e| bad(format!("is not a socket: {e}")))?;
+    let family = nix::sys::socket::getsockname::<SockaddrStorage>(fd.as_raw_fd())
+        .ok()
+        .and_then(|a| a.family());
+    if ty != SockType::Stream || family != Some(AddressFamily::Unix) {
+        return Err(bad(
+            "is not a Unix stream socket (ListenStream= with a path)".into(),
+        ));
+    }
+    if !nix::sys::socket::getsockopt(&fd, sockopt::AcceptConn).unwrap_or(false) {
+        return Err(bad("is not listening".into()));
+    }
+    // Only one socket is used; others systemd passed are closed.
+    for extra in 4..3 + n {
+        if let Ok(fd) = spawn::adopt_inherited_fd(extra) {
+            log::warn!("socket activation: ignoring extra descriptor {extra}");
+            drop(fd);
+        }
+    }
+    Ok(Some(fd))
+}
+
+fn set_cloexec(fd: &OwnedFd) -> nix::Result<()> {
+    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+    fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map(|_| ())
+}
+
+/// Create the socket at `path` with `mode`, creating a missing directory
+/// (0755). A stale socket (nobody listening) is replaced; a live one, or
+/// anything that is not a socket, is an error.
+fn bind(path: &Path, mode: u32) -> Result<std::os::unix::net::UnixListener> {
+    let shown = path.display();
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.exists()
+    {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
+            .map_err(|e| Error::usage(format!("cannot create directory {}: {e}", dir.display())))?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => {
+                return Err(Error::usage(format!(
+                    "another daemon is already listening on {shown}"
+                )));
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
+                log::info!("removing the stale socket {shown}");
+                std::fs::remove_file(path).map_err(|e| {
+                    Error::usage(format!("cannot remove the stale socket {shown}: {e}"))
+                })?;
+            }
+            Err(e) => return Err(Error::usage(format!("socket {shown}: {e}"))),
+        },
+        Ok(_) => {
+            return Err(Error::usage(format!(
+                "{shown} exists and is not a socket; not replacing it"
+            )));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::usage(format!("{shown}: {e}"))),
+    }
+    // The socket is born with its final mode: no moment where it is wider.
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(!mode & 0o777));
+    let bound = std::os::unix::net::UnixListener::bind(path);
+    nix::sys::stat::umask(old);
+    let listener = bound.map_err(|e| Error::usage(format!("cannot listen on {shown}: {e}")))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| Error::usage(format!("cannot set the mode of {shown}: {e}")))?;
+    Ok(listener)
+}
+
+/// Remove the socket we created, if it is still ours.
+fn remove_socket(path: &Path, ino: Option<(u64, u64)>) {
+    let same = std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()));
+    if same.is_some() && same == ino {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// Raise the soft limit on open files to the hard one (a connection per
+/// attempt); returns the original limits for the supervisors to restore.
+fn raise_nofile() -> Option<(u64, u64)> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    if soft >= hard {
+        return None;
+    }
+    match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+        Ok(()) => Some((soft, hard)),
+        Err(e) => {
+            log::warn!("cannot raise the open files limit from {soft} to {hard}: {e}");
+            None
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Settings: the configuration with names resolved and its snapshot
+// ---------------------------------------------------------------------------
+
+struct Settings {
+    config: Config,
+    snapshot: Rc<Snapshot>,
+    allow_uids: HashSet<u32>,
+    allow_gids: HashSet<u32>,
+    admin_gids: HashSet<u32>,
+}
+
+impl Settings {
+    fn new(config: Config, text: &str) -> Result<Settings> {
+        let users = |list: &[PrincipalAt], key: &str| -> Result<HashSet<u32>> {
+            list.iter()
+                .map(|p| match &p.who {
+                    Principal::Id(id) => Ok(*id),
+                    Principal::Name(n) => match nix::unistd::User::from_name(n) {
+                        Ok(Some(u)) => Ok(u.uid.as_raw()),
+                        Ok(None) => Err(Error::usage(format!(
+                            "{}: {key}: there is no user named '{n}'",
+                            p.at
+                        ))),
+                        Err(e) => Err(Error::usage(format!(
+                            "{}: {key}: cannot look up user '{n}': {e}",
+                            p.at
+                        ))),
+                    },
+                })
+                .collect()
+        };
+        let groups = |list: &[PrincipalAt], key: &str| -> Result<HashSet<u32>> {
+            list.iter()
+                .map(|p| match &p.who {
+                    Principal::Id(id) => Ok(*id),
+                    Principal::Name(n) => match nix::unistd::Group::from_name(n) {
+                        Ok(Some(g)) => Ok(g.gid.as_raw()),
+                        Ok(None) => Err(Error::usage(format!(
+                            "{}: {key}: there is no group named '{n}'",
+                            p.at
+                        ))),
+                        Err(e) => Err(Error::usage(format!(
+                            "{}: {key}: cannot look up group '{n}': {e}",
+                            p.at
+                        ))),
+                    },
+                })
+                .collect()
+        };
+        let s = &config.serve;
+        let allow_uids = users(&s.allow_users, "allow_users")?;
+        let allow_gids = groups(&s.allow_groups, "allow_groups")?;
+        let admin_gids = groups(&s.admin_groups, "admin_groups")?;
+        let snapshot = Snapshot::new(text)
+            .map_err(|e| Error::usage(format!("cannot keep the configuration in memory: {e}")))?;
+        Ok(Settings {
+            config,
+            snapshot: Rc::new(snapshot),
+            allow_uids,
+            allow_gids,
+            admin_gids,
+        })
+    }
+
+    fn reap(&self) -> Option<(Vec<PathBuf>, Duration)> {
+        if self.config.serve.reap_orphans != Some(true) || self.config.status.roots.is_empty() {
+            return None;
+        }
+        let every = self
+            .config
+            .serve
+            .reap_interval
+            .and_then(crate::duration::Dur::as_limit)
+            .unwrap_or(DEFAULT_REAP_INTERVAL)
+            .max(Duration::from_millis(10));
+        Some((self.config.status.roots.clone(), every))
+    }
+}
+
+/// The configuration text, sealed in a memfd that supervisors read through
+/// `/proc/DAEMON/fd/N`. Kept alive by every attempt started with it.
+struct Snapshot {
+    _fd: OwnedFd,
+    path: PathBuf,
+}
+
+impl Snapshot {
+    fn new(text: &str) -> std::io::Result<Snapshot> {
+        use nix::fcntl::{FcntlArg, SealFlag, fcntl};
+        use nix::sys::memfd::{MFdFlags, memfd_create};
+        let fd = memfd_create(
+            "locksup-config",
+            MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
+        )?;
+        let mut f = std::fs::File::from(fd);
+        f.write_all(text.as_bytes())?;
+        let fd = OwnedFd::from(f);
+        fcntl(
+            &fd,
+            FcntlArg::F_ADD_SEALS(
+                SealFlag::F_SEAL_WRITE
+                    | SealFlag::F_SEAL_GROW
+                    | SealFlag::F_SEAL_SHRINK
+                    | SealFlag::F_SEAL_SEAL,
+            ),
+        )?;
+        let path = PathBuf::from(format!(
+            "/proc/{}/fd/{}",
+            std::process::id(),
+            fd.as_raw_fd()
+        ));
+        Ok(Snapshot { _fd: fd, path })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// State
+// ---------------------------------------------------------------------------
+
+/// A client, as the kernel identified it when it connected.
+#[derive(Debug, Clone)]
+struct Peer {
+    uid: u32,
+    gid: u32,
+    groups: Vec<u32>,
+    pid: Option<i32>,
+}
+
+impl Peer {
+    fn in_any(&self, gids: &HashSet<u32>) -> bool {
+        gids.contains(&self.gid) || self.groups.iter().any(|g| gids.contains(g))
+    }
+
+    fn describe(&self) -> String {
+        let name = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(self.uid))
+            .ok()
+            .flatten()
+            .map(|u| format!("user {} (uid {})", u.name, self.uid))
+            .unwrap_or_else(|| format!("uid {}", self.uid));
+        match self.pid {
+            Some(pid) => format!("{name}, pid {pid}"),
+            None => name,
+        }
+    }
+}
+
+/// One running attempt: its supervisor's PID is the key.
+struct Attempt {
+    uid: u32,
+    attempt_id: String,
+    lock: PathBuf,
+    /// Its grace period (`None`: infinite), for what it leaves behind.
+    grace: Option<Duration>,
+    /// Told the exit status when the supervisor has been reaped.
+    watchers: Vec<oneshot::Sender<i32>>,
+    cgroup: Option<PathBuf>,
+    /// The configuration it was started with stays readable.
+    _config: Rc<Snapshot>,
+}
+
+/// A process left behind by a supervisor that died, re-parented to us.
+struct Stray {
+    starttime: Option<u64>,
+    /// When it gets KILL; `None` once sent.
+    kill_at: Option<Instant>,
+}
+
+struct State {
+    settings: Rc<Settings>,
+    config_path: Option<PathBuf>,
+    socket: Option<PathBuf>,
+    attempts: HashMap<i32, Attempt>,
+    /// `locksup cancel --only-orphan` processes and their lock files.
+    helpers: HashMap<i32, PathBuf>,
+    strays: HashMap<i32, Stray>,
+    /// Attempt cgroups that were still busy when their supervisor ended.
+    /// Attempts whose supervisor was killed lately: when, id, grace; to
+    /// give what they left behind the attempt's own grace period.
+    killed: Vec<(Instant, String, Option<Duration>)>,
+    /// With when `cgroup.kill` is due (`None`: never, infinite grace).
+    cgroups_left: Vec<(PathBuf, Option<Instant>)>,
+    stopping: bool,
+    next_cgroup: u64,
+    notify: Option<Notifier>,
+    containment: Containment,
+    nofile: Option<(u64, u64)>,
+    me: i32,
+    uid: u32,
+    /// An orphan scan is under way.
+    scanning: bool,
+    /// Connections with an attempt whose result is not written yet; the
+    /// daemon does not exit before they are done.
+    pending: Rc<Pending>,
+}
+
+/// Counts connections that still owe their client a result.
+#[derive(Default)]
+struct Pending {
+    count: std::cell::Cell<usize>,
+    done: tokio::sync::Notify,
+}
+
+/// Held by a connection while it owes a result.
+struct PendingGuard(Rc<Pending>);
+
+impl PendingGuard {
+    fn new(p: &Rc<Pending>) -> PendingGuard {
+        p.count.set(p.count.get() + 1);
+        PendingGuard(p.clone())
+    }
+}
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        self.0.count.set(self.0.count.get().saturating_sub(1));
+        self.0.done.notify_waiters();
+    }
+}
+
+type Shared = Rc<RefCell<State>>;
+
+/// What a validated `run` request becomes.
+#[derive(Debug)]
+struct RunRequest {
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    cwd: PathBuf,
+    attempt_id: String,
+    /// `--attempt-id` must be added (it was not given).
+    add_id: bool,
+    lock: PathBuf,
+    /// The attempt's grace period, as its supervisor resolves it.
+    grace: Option<Duration>,
+}
+
+impl State {
+    fn may_submit(&self, peer: &Peer) -> bool {
+        let s = &self.settings;
+        peer.uid == self.uid
+            || peer.uid == 0
+            || s.allow_uids.contains(&peer.uid)
+            || peer.in_any(&s.allow_gids)
+    }
+
+    fn is_admin(&self, peer: &Peer) -> bool {
+        peer.uid == self.uid || peer.uid == 0 || peer.in_any(&self.settings.admin_gids)
+    }
+
+    fn status_line(&self) -> String {
+        let n = self.attempts.len();
+        let what = if n == 1 { "attempt" } else { "attempts" };
+        let mut s = format!(
+            "{n} {what} running; containment: {}",
+            self.containment.name()
+        );
+        if self.stopping {
+            s.push_str("; stopping");
+        }
+        s
+    }
+
+    fn notify(&self, text: &str) {
+        if let Some(n) = &self.notify {
+            n.send(text);
+        }
+    }
+
+    fn update_status(&self) {
+        self.notify(&format!("STATUS={}", self.status_line()));
+    }
+
+    /// Start an attempt's supervisor.
+    fn start(
+        &mut self,
+        req: RunRequest,
+        fds: Vec<OwnedFd>,
+        uid: u32,
+    ) -> std::result::Result<(i32, String, oneshot::Receiver<i32>), String> {
+        if self.stopping {
+            return Err("the daemon is shutting down".into());
+        }
+        if !req.cwd.is_dir() {
+            return Err(format!(
+                "working directory {} does not exist as the daemon sees it",
+                req.cwd.display()
+            ));
+        }
+        let mut fds = fds.into_iter();
+        let (Some(stdin), Some(stdout), Some(stderr)) = (fds.next(), fds.next(), fds.next()) else {
+            return Err("the client's stdin, stdout and stderr are missing".into());
+        };
+        let snapshot = self.settings.snapshot.clone();
+        let mut cmd = Command::new("/proc/self/exe");
+        cmd.arg0("locksup")
+            .arg("--config")
+            .arg(&snapshot.path)
+            .arg("run");
+        if req.add_id {
+            cmd.arg("--attempt-id").arg(&req.attempt_id);
+        }
+        cmd.args(&req.args)
+            .env_clear()
+            .envs(req.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(&req.cwd)
+            .stdin(Stdio::from(stdin))
+            .stdout(Stdio::from(stdout))
+            .stderr(Stdio::from(stderr))
+            .process_group(0);
+        let cgroup = match &self.containment {
+            Containment::Cgroup(root) => {
+                self.next_cgroup += 1;
+                match cgroup::create_attempt(root, self.next_cgroup) {
+                    Ok(dir) => Some(dir),
+                    Err(e) => {
+                        log::warn!(
+                            "attempt {}: no cgroup of its own ({e}); process group only",
+                            req.attempt_id
+                        );
+                        None
+                    }
+                }
+            }
+            Containment::ProcessGroup(_) => None,
+        };
+        let cgroup_procs = cgroup.as_ref().and_then(|d| {
+            std::ffi::CString::new(d.join("cgroup.procs").into_os_string().into_encoded_bytes())
+                .ok()
+        });
+        spawn::prepare_supervisor(
+            &mut cmd,
+            SupervisorSetup {
+                parent: self.me,
+                death_signal: Signal::SIGTERM,
+                nofile: self.nofile,
+                cgroup_procs,
+            },
+        );
+        let child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                if let Some(d) = &cgroup {
+                    let _ = cgroup::remove(d);
+                }
+                return Err(format!("cannot start the attempt's supervisor: {e}"));
+            }
+        };
+        // Reaped by `reap` (waitpid), never by std.
+        let pid = child.id() as i32;
+        drop(child);
+        drop(cmd); // the client's descriptors: the supervisor has them now
+        let (tx, rx) = oneshot::channel();
+        log::info!(
+            "attempt {} for uid {uid}: supervisor pid {pid}, lock {}",
+            req.attempt_id,
+            req.lock.display()
+        );
+        let id = req.attempt_id.clone();
+        self.attempts.insert(
+            pid,
+            Attempt {
+                uid,
+                attempt_id: req.attempt_id,
+                lock: req.lock,
+                grace: req.grace,
+                watchers: vec![tx],
+                cgroup,
+                _config: snapshot,
+            },
+        );
+        self.update_status();
+        Ok((pid, id, rx))
+    }
+
+    /// Send `sig` to a supervisor that has not been reaped (so its PID is
+    /// still ours), then SIGCONT in case it was stopped.
+    fn signal_attempt(&self, pid: i32, sig: Signal) -> bool {
+        if !self.attempts.contains_key(&pid) {
+            return false;
+        }
+        let ok = kill(Pid::from_raw(pid), sig).is_ok();
+        let _ = kill(Pid::from_raw(pid), Signal::SIGCONT);
+        ok
+    }
+
+    /// Reap every child that has ended: supervisors, helpers, strays.
+    fn reap(&mut self) {
+        loop {
+            let st = match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    log::warn!("waitpid: {e}");
+                    break;
+                }
+                Ok(st) => st,
+            };
+            let (pid, code, signal) = match st {
+                WaitStatus::Exited(p, c) => (p.as_raw(), c, None),
+                WaitStatus::Signaled(p, s, _) => (p.as_raw(), exit::from_signal(s as i32), Some(s)),
+                _ => continue,
+            };
+            if let Some(a) = self.attempts.remove(&pid) {
+                if signal.is_some() {
+                    self.killed
+                        .push((Instant::now(), a.attempt_id.clone(), a.grace));
+                }
+                self.attempt_ended(pid, a, code, signal);
+            } else if let Some(lock) = self.helpers.remove(&pid) {
+                match code {
+                    0 => log::info!("orphaned lock {} ended", lock.display()),
+                    exit::NOT_HELD => log::debug!("{} is not an orphan any more", lock.display()),
+                    c => log::warn!(
+                        "ending the orphaned lock {} failed (locksup cancel exit status {c})",
+                        lock.display()
+                    ),
+                }
+            } else if self.strays.remove(&pid).is_some() {
+                log::debug!("stray pid {pid} reaped");
+            }
+        }
+        self.find_strays();
+        self.retry_cgroups();
+    }
+
+    /// The grace period for a stray: its attempt's (found by the
+    /// `LOCKSUP_ATTEMPT_ID` in its environment, or, failing that, the
+    /// longest of the attempts whose supervisor died in the last second),
+    /// else [`STRAY_GRACE`].
+    fn stray_grace(&mut self, pid: i32) -> Option<Duration> {
+        let now = Instant::now();
+        self.killed
+            .retain(|(t, _, _)| now.duration_since(*t) < Duration::from_secs(600));
+        let id = std::fs::read(format!("/proc/{pid}/environ"))
+            .ok()
+            .and_then(|env| {
+                env.split(|b| *b == 0)
+                    .find_map(|kv| kv.strip_prefix(b"LOCKSUP_ATTEMPT_ID=").map(<[u8]>::to_vec))
+            });
+        if let Some(id) = id
+            && let Some((_, _, g)) = self.killed.iter().find(|(_, a, _)| a.as_bytes() == id)
+        {
+            return *g;
+        }
+        let recent: Vec<Option<Duration>> = self
+            .killed
+            .iter()
+            .filter(|(t, _, _)| now.duration_since(*t) < Duration::from_secs(1))
+            .map(|(_, _, g)| *g)
+            .collect();
+        if recent.is_empty() {
+            return Some(STRAY_GRACE);
+        }
+        if recent.iter().any(Option::is_none) {
+            return None;
+        }
+        recent.into_iter().flatten().max()
+    }
+
+    fn attempt_ended(&mut self, pid: i32, a: Attempt, code: i32, signal: Option<Signal>) {
+        match signal {
+            Some(sig) => log::warn!(
+                "supervisor pid {pid} of attempt {} was killed by {}; ending what it left behind",
+                a.attempt_id,
+                sig.as_str()
+            ),
+            None => log::info!("attempt {} ended with status {code}", a.attempt_id),
+        }
+        if let Some(dir) = a.cgroup {
+            // A supervisor that ended by itself leaves nothing behind; one
+            // that was killed leaves processes that get TERM now (as
+            // strays) and cgroup.kill once the grace is over.
+            let kill_at = match signal {
+                None => Some(Instant::now()),
+                Some(_) => a.grace.map(|g| Instant::now() + g),
+            };
+            self.cgroups_left.push((dir, kill_at));
+        }
+        for w in a.watchers {
+            let _ = w.send(code);
+        }
+        self.update_status();
+    }
+
+    /// Children of ours that are neither supervisors nor helpers were left
+    /// by a supervisor that died: TERM (and CONT) now, KILL after the grace.
+    fn find_strays(&mut self) {
+        for pid in procfs::children(self.me) {
+            if self.attempts.contains_key(&pid)
+                || self.helpers.contains_key(&pid)
+                || self.strays.contains_key(&pid)
+                || !procfs::alive(pid)
+            {
+                continue;
+            }
+            let cmd = procfs::cmdline(pid).unwrap_or_default();
+            let grace = self.stray_grace(pid);
+            let then = match grace {
+                Some(g) => format!("KILL in {}", crate::duration::format_duration(g)),
+                None => "no KILL (infinite grace)".to_owned(),
+            };
+            log::warn!(
+                "pid {pid} ({cmd}) was left behind by a supervisor that died: sending TERM, {then}"
+            );
+            signal_tree(pid, Signal::SIGTERM);
+            self.strays.insert(
+                pid,
+                Stray {
+                    starttime: procfs::starttime(pid),
+                    kill_at: grace.map(|g| Instant::now() + g),
+                },
+            );
+        }
+    }
+
+    /// Attempt cgroups whose supervisor has ended: `cgroup.kill` once due
+    /// while processes are left, then removal.
+    fn retry_cgroups(&mut self) {
+        let now = Instant::now();
+        self.cgroups_left.retain(|(dir, kill_at)| {
+            if kill_at.is_some_and(|t| t <= now)
+                && cgroup::populated(dir) == Some(true)
+                && let Err(e) = cgroup::kill(dir)
+            {
+                log::warn!("cgroup.kill in {}: {e}", dir.display());
+            }
+            match cgroup::remove(dir) {
+                Ok(true) => false,
+                Ok(false) => true,
+                Err(e) => {
+                    log::warn!("cannot remove cgroup {}: {e}", dir.display());
+                    false
+                }
+            }
+        });
+    }
+
+    /// The next time something is due: a stray's KILL, a cgroup.kill.
+    fn next_deadline(&self) -> Option<Instant> {
+        let strays = self.strays.values().filter_map(|s| s.kill_at);
+        let cgroups = self.cgroups_left.iter().filter_map(|(_, t)| *t);
+        strays.chain(cgroups).min()
+    }
+
+    fn kill_due_strays(&mut self) {
+        let now = Instant::now();
+        for (&pid, s) in self.strays.iter_mut() {
+            if s.kill_at.is_some_and(|t| t <= now) {
+                s.kill_at = None;
+                if procfs::alive(pid) && procfs::starttime(pid) == s.starttime {
+                    log::warn!("pid {pid} still there after the grace period: sending KILL");
+                    signal_tree(pid, Signal::SIGKILL);
+                }
+            }
+        }
+        self.retry_cgroups();
+    }
+
+    /// TERM or INT: stop accepting (the caller drops the listener), TERM
+    /// to every supervisor. Again: TERM again, which makes each one
+    /// escalate at once.
+    fn shutdown(&mut self, sig: Signal) {
+        if !self.stopping {
+            self.stopping = true;
+            log::info!(
+                "{} received: stopping; ending {} attempt(s)",
+                sig.as_str(),
+                self.attempts.len()
+            );
+            self.notify(&format!("STOPPING=1\nSTATUS={}", self.status_line()));
+            if let Some(p) = &self.socket {
+                let _ = std::fs::remove_file(p);
+            }
+        } else {
+            log::info!("{} received again: escalating every attempt", sig.as_str());
+        }
+        for &pid in self.attempts.keys() {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+            let _ = kill(Pid::from_raw(pid), Signal::SIGCONT);
+        }
+    }
+
+    fn reload(&mut self) {
+        let loaded = Config::load_text(self.config_path.as_deref())
+            .and_then(|(c, text)| Settings::new(c, &text));
+        match loaded {
+            Ok(s) => {
+                let where_ = s
+                    .config
+                    .path
+                    .as_ref()
+                    .map_or("no file (built-in defaults)".to_owned(), |p| {
+                        p.display().to_string()
+                    });
+                if s.config.serve.socket != self.settings.config.serve.socket
+                    || s.config.serve.socket_mode != self.settings.config.serve.socket_mode
+                {
+                    log::warn!("[serve] socket and socket_mode take effect at the next start");
+                }
+                self.settings = Rc::new(s);
+                log::info!("configuration reloaded from {where_}");
+            }
+            Err(e) => log::warn!("configuration not reloaded, keeping the previous one: {e}"),
+        }
+        self.update_status();
+    }
+
+    /// Start a `locksup cancel --only-orphan` for each orphaned lock not
+    /// already being handled.
+    fn reap_orphans(&mut self, locks: Vec<PathBuf>) {
+        for lock in locks {
+            if self.stopping || self.helpers.values().any(|l| *l == lock) {
+                continue;
+            }
+            let mut cmd = Command::new("/proc/self/exe");
+            cmd.arg0("locksup")
+                .arg("--config")
+                .arg(&self.settings.snapshot.path)
+                .args(["cancel", "--only-orphan"])
+                .arg(&lock)
+                .env_clear()
+                .envs(std::env::vars_os().filter(|(k, _)| k == "RUST_LOG" || k == "PATH"))
+                .stdin(Stdio::null())
+                .process_group(0);
+            spawn::prepare_supervisor(
+                &mut cmd,
+                SupervisorSetup {
+                    parent: self.me,
+                    death_signal: Signal::SIGTERM,
+                    nofile: self.nofile,
+                    cgroup_procs: None,
+                },
+            );
+            match cmd.spawn() {
+                Ok(child) => {
+                    let pid = child.id() as i32;
+                    drop(child);
+                    log::info!(
+                        "{} is an orphan: ending it (locksup cancel, pid {pid})",
+                        lock.display()
+                    );
+                    self.helpers.insert(pid, lock);
+                }
+                Err(e) => log::warn!("cannot start locksup cancel for {}: {e}", lock.display()),
+            }
+        }
+    }
+}
+
+/// `sig` (then CONT) to `pid` and every descendant, walking again until a
+/// pass finds nobody new.
+fn signal_tree(pid: i32, sig: Signal) {
+    let mut sent = HashSet::new();
+    loop {
+        let mut all = procfs::descendants(pid);
+        all.insert(pid);
+        let fresh: Vec<i32> = all
+            .into_iter()
+            .filter(|p| !sent.contains(p) && procfs::alive(*p))
+            .collect();
+        if fresh.is_empty() {
+            return;
+        }
+        for p in fresh {
+            let _ = kill(Pid::from_raw(p), sig);
+            if sig != Signal::SIGKILL {
+                let _ = kill(Pid::from_raw(p), Signal::SIGCONT);
+            }
+            sent.insert(p);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The event loop
+// ---------------------------------------------------------------------------
+
+async fn run(state: Shared, listener: UnixListener) -> Result<i32> {
+    let sig = |k: SignalKind| {
+        signal(k).map_err(|e| Error::usage(format!("cannot install signal handlers: {e}")))
+    };
+    let mut chld = sig(SignalKind::child())?;
+    let mut term = sig(SignalKind::terminate())?;
+    let mut int = sig(SignalKind::interrupt())?;
+    // A HUP ignored by whoever started us (nohup) stays ignored.
+    let mut hup = if spawn::signal_is_ignored(Signal::SIGHUP) {
+        None
+    } else {
+        Some(sig(SignalKind::hangup())?)
+    };
+    let mut listener = Some(listener);
+    {
+        let s = state.borrow();
+        s.notify(&format!("READY=1\nSTATUS={}", s.status_line()));
+    }
+    let mut next_scan = state
+        .borrow()
+        .settings
+        .reap()
+        .map(|(_, every)| Instant::now() + every);
+    loop {
+        {
+            let s = state.borrow();
+            if s.stopping && s.attempts.is_empty() && s.helpers.is_empty() && s.strays.is_empty() {
+                break;
+            }
+        }
+        let stray_due = state.borrow().next_deadline();
+        let due = match (stray_due, next_scan) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        tokio::select! {
+            accepted = async {
+                match &listener {
+                    Some(l) => l.accept().await,
+                    None => std::future::pending().await,
+                }
+            } => match accepted {
+                Ok((stream, _)) => {
+                    tokio::task::spawn_local(connection(state.clone(), stream));
+                }
+                Err(e) => {
+                    log::warn!("accept: {e}");
+                    // Out of descriptors, most likely: let attempts end.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            _ = chld.recv() => state.borrow_mut().reap(),
+            _ = term.recv() => {
+                listener = None;
+                next_scan = None;
+                state.borrow_mut().shutdown(Signal::SIGTERM);
+            }
+            _ = int.recv() => {
+                listener = None;
+                next_scan = None;
+                state.borrow_mut().shutdown(Signal::SIGINT);
+            }
+            _ = async {
+                match hup.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                state.borrow_mut().reload();
+                if !state.borrow().stopping {
+                    next_scan = state.borrow().settings.reap().map(|(_, every)| Instant::now() + every);
+                }
+            }
+            _ = async {
+                match due {
+                    Some(t) => sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                state.borrow_mut().kill_due_strays();
+                if next_scan.is_some_and(|t| t <= Instant::now()) {
+                    let reap = state.borrow().settings.reap();
+                    next_scan = reap.as_ref().map(|(_, every)| Instant::now() + *every);
+                    if let Some((roots, _)) = reap {
+                        scan_for_orphans(state.clone(), roots);
+                    }
+                }
+            }
+        }
+    }
+    state.borrow_mut().retry_cgroups();
+    // Let every client read its attempt's result.
+    let pending = state.borrow().pending.clone();
+    let _ = timeout(Duration::from_secs(5), async {
+        while pending.count.get() > 0 {
+            let done = pending.done.notified();
+            if pending.count.get() == 0 {
+                break;
+            }
+            done.await;
+        }
+    })
+    .await;
+    log::info!("every attempt has ended; exiting");
+    Ok(exit::SUCCESS)
+}
+
+/// Look for orphaned locks under `roots` on a blocking thread (a scan
+/// reads /proc), then end them from the main thread.
+fn scan_for_orphans(state: Shared, roots: Vec<PathBuf>) {
+    if std::mem::replace(&mut state.borrow_mut().scanning, true) {
+        return;
+    }
+    tokio::task::spawn_local(async move {
+        let found = tokio::task::spawn_blocking(move || {
+            let paths: Vec<(PathBuf, bool)> = roots.into_iter().map(|r| (r, false)).collect();
+            crate::status::snapshot(&paths).map(|locks| {
+                locks
+                    .into_iter()
+                    .filter(|l| l.state == crate::status::State::Orphan)
+                    .map(|l| l.file.path)
+                    .collect::<Vec<_>>()
+            })
+        })
+        .await;
+        let mut s = state.borrow_mut();
+        s.scanning = false;
+        match found {
+            Ok(Ok(locks)) => s.reap_orphans(locks),
+            Ok(Err(e)) => log::warn!("looking for orphans: {e}"),
+            Err(e) => log::warn!("looking for orphans: {e}"),
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Connections
+// ---------------------------------------------------------------------------
+
+async fn reply(conn: &mut Conn, frame: Frame) {
+    if let Err(e) = conn.write(&frame).await {
+        log::debug!("cannot answer a client: {e}");
+    }
+}
+
+async fn refuse(conn: &mut Conn, code: i32, message: String) {
+    log::info!("refused: {message}");
+    reply(conn, Frame::error(code, message)).await;
+}
+
+fn proto_message(e: &ProtoError) -> String {
+    e.to_string()
+}
+
+async fn connection(state: Shared, stream: UnixStream) {
+    let peer = match stream.peer_cred() {
+        Ok(c) => Peer {
+            uid: c.uid(),
+            gid: c.gid(),
+            groups: spawn::peer_groups(stream.as_fd()).unwrap_or_default(),
+            pid: c.pid(),
+        },
+        Err(e) => {
+            log::warn!("cannot identify a client (SO_PEERCRED): {e}");
+            return;
+        }
+    };
+    let mut conn = Conn::new(stream, RUN_FDS);
+    let (may_submit, is_admin, socket) = {
+        let s = state.borrow();
+        (s.may_submit(&peer), s.is_admin(&peer), s.socket.clone())
+    };
+    if !may_submit && !is_admin {
+        let at = socket.map_or(String::new(), |p| format!(" at {}", p.display()));
+        refuse(
+            &mut conn,
+            exit::FAILURE,
+            format!(
+                "{} may not use locksup serve{at} (see [serve] allow_users and allow_groups)",
+                peer.describe()
+            ),
+        )
+        .await;
+        return;
+    }
+    let first = match timeout(REQUEST_TIMEOUT, conn.read()).await {
+        Err(_) => {
+            refuse(
+                &mut conn,
+                exit::FAILURE,
+                format!(
+                    "no request within {} of connecting",
+                    crate::duration::format_duration(REQUEST_TIMEOUT)
+                ),
+            )
+            .await;
+            return;
+        }
+        Ok(Ok(Some(f))) => f,
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => {
+            refuse(&mut conn, exit::FAILURE, proto_message(&e)).await;
+            return;
+        }
+    };
+    match first {
+        Frame::Run { args, env, cwd } => {
+            if !may_submit {
+                let msg = format!(
+                    "{} may not submit attempts (see [serve] allow_users and allow_groups)",
+                    peer.describe()
+                );
+                refuse(&mut conn, exit::FAILURE, msg).await;
+                return;
+            }
+            run_attempt(state, conn, peer, args, env, cwd).await;
+        }
+        Frame::CancelAttempt {
+            target,
+            cwd,
+            signal,
+            wait,
+        } => cancel_attempt(state, conn, peer, is_admin, target, cwd, signal, wait).await,
+        other => {
+            let msg = format!(
+                "expected a run or cancel_attempt frame first, not {}",
+                other.kind()
+            );
+            refuse(&mut conn, exit::FAILURE, msg).await;
+        }
+    }
+}
+
+fn parse_signal(name: &str, allowed: &[Signal]) -> std::result::Result<Signal, String> {
+    let sig = crate::signal::parse(name).map_err(|e| format!("bad signal: {e}"))?;
+    if !allowed.contains(&sig.0) {
+        let names: Vec<&str> = allowed
+            .iter()
+            .map(|s| s.as_str().trim_start_matches("SIG"))
+            .collect();
+        return Err(format!(
+            "signal {} is not one of {}",
+            sig.name(),
+            names.join(", ")
+        ));
+    }
+    Ok(sig.0)
+}
+
+/// Check a `run` request the way `locksup run` checks its command line.
+fn validate(
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    cwd: String,
+    config: &Config,
+) -> std::result::Result<RunRequest, String> {
+    let cwd = PathBuf::from(cwd);
+    if !cwd.is_absolute() {
+        return Err(format!(
+            "working directory '{}' is not absolute",
+            cwd.display()
+        ));
+    }
+    for (k, v) in &env {
+        if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
+            return Err(format!("invalid environment variable name or value: {k:?}"));
+        }
+    }
+    if let Some(a) = args.iter().find(|a| a.contains('\0')) {
+        return Err(format!("argument {a:?} contains a NUL byte"));
+    }
+    let argv = ["locksup", "run"]
+        .into_iter()
+        .map(str::to_owned)
+        .chain(args.iter().cloned());
+    let cli = match Cli::try_parse_from(argv) {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            return Err(match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+                    "help and version are not available through the daemon".to_owned()
+                }
+                _ => crate::error::clap_message(&e),
+            });
+        }
+    };
+    let CliCommand::Run(run) = cli.command else {
+        return Err("not a run request".into());
+    };
+    if cli.config.is_some() {
+        return Err(
+            "--config is not accepted through the daemon: its own configuration applies".into(),
+        );
+    }
+    if run.daemon || run.socket.is_some() {
+        return Err("--daemon and --socket are options of the client, not of the attempt".into());
+    }
+    if let Some(ev) = &run.events
+        && ev.as_os_str() != "-"
+    {
+        return Err(format!(
+            "--events {} is not accepted through the daemon (the file would be written as \
+             the daemon's user); use --events - for the client's stderr",
+            ev.display()
+        ));
+    }
+    let abs = |p: &Path| {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            cwd.join(p)
+        }
+    };
+    let lock = match (&run.lock, &run.session) {
+        (Some(l), _) => abs(l),
+        (None, Some(s)) => lockfile::lock_path_for_session(&abs(s)),
+        (None, None) => return Err("one of --session or --lock is required".into()),
+    };
+    let subject = run.session.as_deref().map_or_else(|| lock.clone(), abs);
+    let grace = run
+        .grace
+        .or(config.defaults_for(&subject).grace)
+        .unwrap_or(crate::duration::Dur::Finite(crate::run::DEFAULT_GRACE))
+        .finite();
+    let (attempt_id, add_id) = match run.attempt_id {
+        Some(id) => (id, false),
+        None => (crate::run::new_attempt_id(), true),
+    };
+    Ok(RunRequest {
+        args,
+        env,
+        cwd,
+        attempt_id,
+        add_id,
+        lock,
+        grace,
+    })
+}
+
+async fn run_attempt(
+    state: Shared,
+    mut conn: Conn,
+    peer: Peer,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    cwd: String,
+) {
+    let fds = conn.take_fds();
+    if fds.len() != RUN_FDS {
+        let msg = format!(
+            "a run request must carry the client's stdin, stdout and stderr (SCM_RIGHTS); \
+             it carried {} descriptor(s)",
+            fds.len()
+        );
+        refuse(&mut conn, exit::FAILURE, msg).await;
+        return;
+    }
+    let config = state.borrow().settings.clone();
+    let req = match validate(args, env, cwd, &config.config) {
+        Ok(r) => r,
+        Err(msg) => {
+            refuse(&mut conn, exit::FAILURE, msg).await;
+            return;
+        }
+    };
+    let _owed = PendingGuard::new(&state.borrow().pending);
+    let started = state.borrow_mut().start(req, fds, peer.uid);
+    let (pid, attempt_id, mut done) = match started {
+        Ok(x) => x,
+        Err(msg) => {
+            refuse(&mut conn, exit::FAILURE, msg).await;
+            return;
+        }
+    };
+    let gone = |why: &str| {
+        if state.borrow().signal_attempt(pid, Signal::SIGTERM) {
+            log::info!("attempt {attempt_id}: {why}: sent TERM to its supervisor");
+        }
+    };
+    if conn
+        .write(&Frame::Started {
+            attempt_pid: pid,
+            attempt_id: attempt_id.clone(),
+        })
+        .await
+        .is_err()
+    {
+        gone("the client went away");
+        return;
+    }
+    loop {
+        tokio::select! {
+            code = &mut done => {
+                let code = code.unwrap_or(exit::FAILURE);
+                reply(&mut conn, Frame::Exit { code }).await;
+                return;
+            }
+            frame = conn.read() => match frame {
+                Ok(Some(Frame::Cancel { signal })) => match parse_signal(&signal, &CANCEL_SIGNALS) {
+                    Ok(sig) => {
+                        log::info!("attempt {attempt_id}: the client asks to cancel with {}", sig.as_str());
+                        state.borrow().signal_attempt(pid, sig);
+                    }
+                    Err(msg) => {
+                        refuse(&mut conn, exit::FAILURE, msg).await;
+                        gone("the client sent a bad cancel frame");
+                        return;
+                    }
+                },
+                Ok(Some(Frame::Signal { signal })) => match parse_signal(&signal, &PASS_SIGNALS) {
+                    Ok(sig) => {
+                        state.borrow().signal_attempt(pid, sig);
+                    }
+                    Err(msg) => {
+                        refuse(&mut conn, exit::FAILURE, msg).await;
+                        gone("the client sent a bad signal frame");
+                        return;
+                    }
+                },
+                Ok(Some(other)) => {
+                    let msg = format!("unexpected {} frame while the attempt runs", other.kind());
+                    refuse(&mut conn, exit::FAILURE, msg).await;
+                    gone("the client broke the protocol");
+                    return;
+                }
+                Ok(None) => {
+                    gone("the client went away");
+                    return;
+                }
+                Err(ProtoError::Io(_)) | Err(ProtoError::Truncated) => {
+                    gone("the client went away");
+                    return;
+                }
+                Err(e) => {
+                    refuse(&mut conn, exit::FAILURE, proto_message(&e)).await;
+                    gone("the client broke the protocol");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn cancel_attempt(
+    state: Shared,
+    mut conn: Conn,
+    peer: Peer,
+    is_admin: bool,
+    target: String,
+    cwd: String,
+    signal: String,
+    wait: bool,
+) {
+    let _owed = wait.then(|| PendingGuard::new(&state.borrow().pending));
+    let sig = match parse_signal(&signal, &CANCEL_SIGNALS) {
+        Ok(s) => s,
+        Err(msg) => return refuse(&mut conn, exit::FAILURE, msg).await,
+    };
+    if !conn.take_fds().is_empty() {
+        return refuse(
+            &mut conn,
+            exit::FAILURE,
+            "a cancel_attempt request carries no descriptors".into(),
+        )
+        .await;
+    }
+    let found = {
+        let s = state.borrow();
+        find_attempt(&s, &target, Path::new(&cwd))
+    };
+    let pid = match found {
+        Ok(pid) => pid,
+        Err((code, msg)) => return refuse(&mut conn, code, msg).await,
+    };
+    let known = state
+        .borrow()
+        .attempts
+        .get(&pid)
+        .map(|a| (a.uid, a.attempt_id.clone()));
+    let Some((owner, attempt_id)) = known else {
+        let msg = format!("attempt '{target}' has just ended");
+        return refuse(&mut conn, exit::TARGET_NOT_FOUND, msg).await;
+    };
+    if owner != peer.uid && !is_admin {
+        let msg = format!(
+            "{} may not cancel attempt {attempt_id} of uid {owner} (only its own user and \
+             members of [serve] admin_groups may)",
+            peer.describe()
+        );
+        return refuse(&mut conn, exit::NOT_PERMITTED, msg).await;
+    }
+    let rx = {
+        let mut s = state.borrow_mut();
+        log::info!(
+            "attempt {attempt_id}: {} cancels it with {}",
+            peer.describe(),
+            sig.as_str()
+        );
+        s.signal_attempt(pid, sig);
+        let (tx, rx) = oneshot::channel();
+        if let Some(a) = s.attempts.get_mut(&pid) {
+            a.watchers.push(tx);
+        }
+        rx
+    };
+    reply(
+        &mut conn,
+        Frame::Cancelled {
+            attempt_pid: pid,
+            attempt_id,
+        },
+    )
+    .await;
+    if wait {
+        let code = rx.await.unwrap_or(exit::FAILURE);
+        reply(&mut conn, Frame::Exit { code }).await;
+    }
+}
+
+/// The attempt `target` names: its attempt id, its lock file or its
+/// session file. Among several attempts on one lock, the one holding it
+/// (per the lock's metadata).
+fn find_attempt(s: &State, target: &str, cwd: &Path) -> std::result::Result<i32, (i32, String)> {
+    if let Some((&pid, _)) = s.attempts.iter().find(|(_, a)| a.attempt_id == target) {
+        return Ok(pid);
+    }
+    let p = Path::new(target);
+    let p = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        cwd.join(p)
+    };
+    let as_session = lockfile::lock_path_for_session(&p);
+    let on: Vec<i32> = s
+        .attempts
+        .iter()
+        .filter(|(_, a)| a.lock == p || a.lock == as_session)
+        .map(|(&pid, _)| pid)
+        .collect();
+    match on.len() {
+        0 => Err((
+            exit::TARGET_NOT_FOUND,
+            format!("no attempt of this daemon has id, lock or session '{target}'"),
+        )),
+        1 => Ok(on[0]),
+        n => {
+            let lock = &s.attempts[&on[0]].lock;
+            let holder = std::fs::metadata(lock).ok().and_then(|m| {
+                let id = procfs::FileId::new(m.dev(), m.ino());
+                crate::status::read_metadata(lock, id)
+            });
+            holder
+                .map(|m| m.supervisor_pid)
+                .filter(|p| on.contains(p))
+                .ok_or((
+                    exit::FAILURE,
+                    format!(
+                        "{n} attempts use {} and none of them holds it now; name one by its \
+                         attempt id",
+                        lock.display()
+                    ),
+                ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(args: &[&str]) -> std::result::Result<RunRequest, String> {
+        validate(
+            args.iter().map(|s| s.to_string()).collect(),
+            vec![("PATH".into(), "/bin".into())],
+            "/work".into(),
+            &Config::default(),
+        )
+    }
+
+    #[test]
+    fn run_requests_are_checked_like_the_command_line() {
+        let r = v(&["--session", "s.jsonl", "--", "true"]).unwrap();
+        assert_eq!(r.lock, PathBuf::from("/work/s.jsonl.lock"));
+        assert!(r.add_id);
+        let r = v(&["--lock", "/l", "--attempt-id", "x", "--", "true"]).unwrap();
+        assert_eq!(r.lock, PathBuf::from("/l"));
+        assert_eq!((r.attempt_id.as_str(), r.add_id), ("x", false));
+        assert_eq!(r.grace, Some(crate::run::DEFAULT_GRACE));
+        let r = v(&["--lock", "/l", "-g", "infinity", "--", "true"]).unwrap();
+        assert_eq!(r.grace, None);
+        assert!(v(&["--events", "-", "--lock", "/l", "--", "true"]).is_ok());
+
+        let e = v(&["--lock", "/l"]).unwrap_err();
+        assert!(e.contains("COMMAND"), "{e}");
+        let e = v(&["--timeout", "x", "--lock", "/l", "--", "true"]).unwrap_err();
+        assert!(e.contains("invalid value 'x'"), "{e}");
+        assert!(!e.contains('\n'));
+        let e = v(&["--config", "/c", "--lock", "/l", "--", "true"]).unwrap_err();
+        assert!(e.contains("--config is not accepted"), "{e}");
+        let e = v(&["--events", "/tmp/e", "--lock", "/l", "--", "true"]).unwrap_err();
+        assert!(e.contains("--events - for the client's stderr"), "{e}");
+        let e = v(&["--daemon", "--lock", "/l", "--", "true"]).unwrap_err();
+        assert!(e.contains("options of the client"), "{e}");
+        let e = v(&["--help"]).unwrap_err();
+        assert!(e.contains("not available"), "{e}");
+        let e = validate(vec![], vec![], "rel".into(), &Config::default()).unwrap_err();
+        assert!(e.contains("not absolute"), "{e}");
+        let e = validate(
+            vec!["--lock".into(), "/l".into(), "--".into(), "true".into()],
+            vec![("A=B".into(), "c".into())],
+            "/".into(),
+            &Config::default(),
+        )
+        .unwrap_err();
+        assert!(e.contains("environment"), "{e}");
+    }
+
+    #[test]
+    fn signals_are_limited_to_their_kind() {
+        assert_eq!(parse_signal("term", &CANCEL_SIGNALS), Ok(Signal::SIGTERM));
+        assert_eq!(
+            parse_signal("SIGQUIT", &CANCEL_SIGNALS),
+            Ok(Signal::SIGQUIT)
+        );
+        assert!(
+            parse_signal("KILL", &CANCEL_SIGNALS)
+                .unwrap_err()
+                .contains("not one of TERM, INT, HUP, QUIT")
+        );
+        assert!(parse_signal("USR1", &CANCEL_SIGNALS).is_err());
+        assert_eq!(parse_signal("USR1", &PASS_SIGNALS), Ok(Signal::SIGUSR1));
+        assert!(parse_signal("nope", &PASS_SIGNALS).is_err());
+    }
+
+    #[test]
+    fn socket_path_order() {
+        let mut c = Config::default();
+        assert_eq!(
+            socket_path(Some(Path::new("/x.sock")), &c),
+            PathBuf::from("/x.sock")
+        );
+        c.serve.socket = Some("/cfg.sock".into());
+        assert_eq!(socket_path(None, &c), PathBuf::from("/cfg.sock"));
+    }
+
+    #[test]
+    fn config_snapshot_is_readable_and_sealed() {
+        let s = Snapshot::new("[run]\ntimeout = 5\n").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&s.path).unwrap(),
+            "[run]\ntimeout = 5\n"
+        );
+        assert!(
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(&s.path)
+                .and_then(|mut f| f.write_all(b"x"))
+                .is_err()
+        );
+    }
+}
