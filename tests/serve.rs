@@ -1068,3 +1068,150 @@ fn unit_files_verify_without_warnings() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------
+// A delegated cgroup
+// ---------------------------------------------------------------------------
+
+/// The cgroup2 mount point, if there is one.
+fn cgroup2_mount() -> Option<PathBuf> {
+    let text = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    text.lines().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        (right.split_whitespace().next()? == "cgroup2")
+            .then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
+    })
+}
+
+/// A cgroup made for one test, marked delegated as systemd marks it;
+/// removed (with whatever leaf cgroups are left) when dropped.
+struct TestCgroup(PathBuf);
+
+impl TestCgroup {
+    fn new() -> Option<TestCgroup> {
+        let mount = cgroup2_mount()?;
+        let dir = mount.join(format!("locksup-test-{}", std::process::id()));
+        fs::create_dir(&dir).ok()?;
+        let cg = TestCgroup(dir);
+        if !cg.0.join("cgroup.kill").exists() {
+            return None;
+        }
+        let path = std::ffi::CString::new(cg.0.as_os_str().as_encoded_bytes()).ok()?;
+        // SAFETY: valid NUL-terminated strings and a 1-byte value.
+        let rc = unsafe {
+            libc::setxattr(
+                path.as_ptr(),
+                c"trusted.delegate".as_ptr(),
+                b"1".as_ptr().cast(),
+                1,
+                0,
+            )
+        };
+        (rc == 0).then_some(cg)
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        if let Ok(rd) = fs::read_dir(&self.0) {
+            for e in rd.flatten() {
+                if e.path().is_dir() {
+                    let _ = fs::remove_dir(e.path());
+                }
+            }
+        }
+        let _ = fs::remove_dir(&self.0);
+    }
+}
+
+#[test]
+fn a_delegated_cgroup_gives_each_attempt_its_own() {
+    if !is_root() {
+        eprintln!("skipping: needs root to create a cgroup");
+        return;
+    }
+    let Some(cg) = TestCgroup::new() else {
+        eprintln!("skipping: no writable cgroup v2 hierarchy with cgroup.kill and xattrs");
+        return;
+    };
+    let env = Env::new();
+    let guard = Guard::new();
+    let socket = env.join("run/locksup.sock");
+    let config = env.write(
+        "serve.toml",
+        &format!("[serve]\nsocket = \"{}\"\n", socket.display()),
+    );
+    // Start the daemon inside the cgroup, as systemd would.
+    let mut cmd = env.command("sh");
+    cmd.args([
+        "-c",
+        "echo $$ > \"$1/cgroup.procs\" && exec \"$0\" serve",
+        BIN,
+    ])
+    .arg(&cg.0)
+    .env("LOCKSUP_CONFIG", &config);
+    let mut d = Daemon::start_cmd(&env, cmd, socket, config, &guard);
+    let line = d.expect_log("containment:");
+    assert!(line.contains("a cgroup per attempt under"), "{line}");
+    let rel = format!("/{}", cg.0.file_name().unwrap().to_string_lossy());
+    assert_eq!(
+        fs::read_to_string(format!("/proc/{}/cgroup", d.pid()))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("0::").map(str::to_owned)),
+        Some(format!("{rel}/supervisor"))
+    );
+    // The attempt is in a cgroup of its own, removed when it ends.
+    let o = run_to_end(d.client(
+        &env,
+        args![
+            "--lock",
+            env.join("a.lock"),
+            "--",
+            "sh",
+            "-c",
+            "grep ^0:: /proc/self/cgroup"
+        ],
+    ));
+    assert_eq!(o.code, 0, "{o:?}");
+    let own = o.stdout.trim().strip_prefix("0::").unwrap().to_owned();
+    assert!(own.starts_with(&format!("{rel}/attempt-")), "{own}");
+    let mount = cgroup2_mount().unwrap();
+    let dir = mount.join(own.trim_start_matches('/'));
+    assert!(wait_until(SOON, || !dir.exists()), "{} left", dir.display());
+
+    // A supervisor killed: a setsid escapee that ignores TERM is still
+    // ended (cgroup.kill after the grace), and its cgroup removed.
+    let lock = env.join("b.lock");
+    let mut c = spawn(
+        d.client(
+            &env,
+            args![
+                "--lock",
+                &lock,
+                "-g",
+                "500ms",
+                "--",
+                "sh",
+                "-c",
+                "echo $PPID; setsid sh -c 'trap \"\" TERM; echo $$; exec sleep 1000' & wait"
+            ],
+        ),
+        &guard,
+    );
+    let sup = c.out.expect_pid("supervisor pid", BOUND);
+    let escapee = c.out.expect_pid("escapee pid", BOUND);
+    guard.add(escapee);
+    kill(sup, libc::SIGKILL);
+    assert_eq!(c.code(BOUND), 137);
+    assert!(wait_pid_gone(escapee, Duration::from_secs(6)));
+    assert!(wait_lock_free(&lock, SOON));
+    assert_eq!(d.stop(BOUND), 0);
+    let left: Vec<_> = fs::read_dir(&cg.0)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("attempt-"))
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "attempt cgroups left: {left:?}");
+}
