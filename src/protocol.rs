@@ -264,14 +264,19 @@ impl Conn {
             if let Some(f) = split_frame(&mut self.buf)? {
                 return Ok(Some(f));
             }
-            let mut chunk = [0u8; 16 * 1024];
             let fd = self.stream.as_raw_fd();
-            let (n, fds, truncated) = self
+            // The buffer lives only inside the read, not in this future:
+            // a daemon keeps one pending read per attempt.
+            let (data, fds, truncated) = self
                 .stream
-                .async_io(Interest::READABLE, || recv_with_fds(fd, &mut chunk))
+                .async_io(Interest::READABLE, || {
+                    let mut chunk = [0u8; 16 * 1024];
+                    let (n, fds, truncated) = recv_with_fds(fd, &mut chunk)?;
+                    Ok((chunk[..n].to_vec(), fds, truncated))
+                })
                 .await
                 .map_err(ProtoError::Io)?;
-            let got = fds.len();
+            let (n, got) = (data.len(), fds.len());
             self.fds.extend(fds);
             if truncated || self.fds.len() > self.max_fds {
                 return Err(ProtoError::Descriptors(format!(
@@ -291,7 +296,7 @@ impl Conn {
                     Err(ProtoError::Truncated)
                 };
             }
-            self.buf.extend_from_slice(&chunk[..n]);
+            self.buf.extend_from_slice(&data);
         }
     }
 
