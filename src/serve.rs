@@ -1524,29 +1524,29 @@ fn find_attempt(s: &State, target: &str, cwd: &Path) -> std::result::Result<i32,
         .filter(|(_, a)| a.lock == p || a.lock == as_session)
         .map(|(&pid, _)| pid)
         .collect();
-    match on.len() {
-        0 => Err((
+    match on.as_slice() {
+        [] => Err((
             exit::TARGET_NOT_FOUND,
             format!("no attempt of this daemon has id, lock or session '{target}'"),
         )),
-        1 => Ok(on[0]),
-        n => {
-            let lock = &s.attempts[&on[0]].lock;
-            let holder = std::fs::metadata(lock).ok().and_then(|m| {
+        [one] => Ok(*one),
+        many => {
+            // The one holding the lock, per the lock file's metadata.
+            let holder = [&p, &as_session].into_iter().find_map(|lock| {
+                let m = std::fs::metadata(lock).ok()?;
                 let id = procfs::FileId::new(m.dev(), m.ino());
-                crate::status::read_metadata(lock, id)
+                let meta = crate::status::read_metadata(lock, id)?;
+                many.contains(&meta.supervisor_pid)
+                    .then_some(meta.supervisor_pid)
             });
-            holder
-                .map(|m| m.supervisor_pid)
-                .filter(|p| on.contains(p))
-                .ok_or((
-                    exit::FAILURE,
-                    format!(
-                        "{n} attempts use {} and none of them holds it now; name one by its \
-                         attempt id",
-                        lock.display()
-                    ),
-                ))
+            holder.ok_or((
+                exit::FAILURE,
+                format!(
+                    "{} attempts use '{target}' and none of them holds its lock now; name \
+                     one by its attempt id",
+                    many.len()
+                ),
+            ))
         }
     }
 }

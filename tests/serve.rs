@@ -545,6 +545,28 @@ fn term_to_the_client_cancels_and_a_second_one_escalates() {
     assert_eq!(c.code(BOUND), 143);
     assert!(!pid_alive(pid));
     assert!(lock_is_free(&lock));
+    // USR1 is passed on, without cancelling.
+    let mut c = spawn(
+        d.client(
+            &env,
+            args![
+                "--lock",
+                &lock,
+                "--",
+                "sh",
+                "-c",
+                "trap 'echo usr1' USR1; echo ready; while :; do sleep 0.02; done"
+            ],
+        ),
+        &guard,
+    );
+    assert_eq!(c.out.expect("ready", BOUND), "ready");
+    kill(c.pid(), libc::SIGUSR1);
+    assert_eq!(c.out.expect("usr1", BOUND), "usr1");
+    assert!(c.running());
+    kill(c.pid(), libc::SIGINT);
+    assert_eq!(c.code(BOUND), 130);
+    assert!(wait_lock_free(&lock, SOON));
     // One that ignores it, with a long grace: the second TERM sends KILL.
     let mut c = spawn(
         d.client(
