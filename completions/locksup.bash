@@ -379,7 +379,7 @@ _locksup() {
             return 0
             ;;
         locksup__subcmd__status)
-            opts="-h --json --state --session-key --config --help"
+            opts="-h --json --state --session-key --daemon --socket --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -390,6 +390,10 @@ _locksup() {
                     return 0
                     ;;
                 --session-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

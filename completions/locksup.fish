@@ -61,8 +61,10 @@ held\t'Held, in time (or by another tool)'
 overdue\t'Held past deadline + grace'
 orphan\t'Held, and nobody will end it'"
 complete -c locksup -n "__fish_locksup_using_subcommand status" -l session-key -d 'Show only locks whose attempt was given this --session-key' -r
+complete -c locksup -n "__fish_locksup_using_subcommand status" -l socket -d 'The daemon\'s socket [default: [serve] socket, else $RUNTIME_DIRECTORY/locksup.sock, else /run/locksup/locksup.sock]' -r -F
 complete -c locksup -n "__fish_locksup_using_subcommand status" -l config -d 'Read configuration from FILE instead of the default locations' -r -F
 complete -c locksup -n "__fish_locksup_using_subcommand status" -l json -d 'Print JSON (a stable schema with a top-level "locks" array)'
+complete -c locksup -n "__fish_locksup_using_subcommand status" -l daemon -d 'Ask the daemon (locksup serve) for the attempts it runs now, and how they are contained (its own user, root and [serve] admin_groups see every attempt; others see their own)'
 complete -c locksup -n "__fish_locksup_using_subcommand status" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c locksup -n "__fish_locksup_using_subcommand watch" -l config -d 'Read configuration from FILE instead of the default locations' -r -F
 complete -c locksup -n "__fish_locksup_using_subcommand watch" -l json -d 'Print one JSON change event per line'

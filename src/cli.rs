@@ -261,6 +261,17 @@ pub struct StatusArgs {
     /// Show only locks whose attempt was given this --session-key.
     #[arg(long, value_name = "KEY")]
     pub session_key: Option<String>,
+
+    /// Ask the daemon (locksup serve) for the attempts it runs now, and how
+    /// they are contained (its own user, root and [serve] admin_groups see
+    /// every attempt; others see their own).
+    #[arg(long, conflicts_with_all = ["paths", "state", "session_key"])]
+    pub daemon: bool,
+
+    /// The daemon's socket [default: [serve] socket, else
+    /// $RUNTIME_DIRECTORY/locksup.sock, else /run/locksup/locksup.sock].
+    #[arg(long, value_name = "PATH", requires = "daemon")]
+    pub socket: Option<PathBuf>,
 }
 
 /// The completion script for `shell`.

@@ -25,7 +25,7 @@ use nix::sys::signal::Signal;
 use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::cli::{CancelArgs, Cli, RunArgs};
+use crate::cli::{CancelArgs, Cli, RunArgs, StatusArgs};
 use crate::config::Config;
 use crate::duration::{Dur, format_duration};
 use crate::error::{Error, Result};
@@ -427,6 +427,93 @@ pub fn cancel(args: &CancelArgs, config_path: Option<&Path>) -> Result<i32> {
                 format_duration(limit.unwrap_or_default())
             ),
         )),
+    }
+}
+
+/// `locksup status --daemon`: the daemon's attempts, as a table or JSON.
+pub fn status(args: &StatusArgs, config_path: Option<&Path>) -> Result<i32> {
+    let socket = socket_for(args.socket.as_deref(), config_path)?;
+    let mut stream = connect(&socket)?;
+    stream
+        .write_all(&protocol::encode(&Frame::List {}))
+        .map_err(|e| Error::usage(format!("cannot send the request: {e}")))?;
+    let answer = read_frame(&mut stream, Some(Instant::now() + Duration::from_secs(30)))?
+        .ok_or_else(|| Error::usage("locksup serve did not answer within 30s"))?;
+    let (containment, attempts) = match answer {
+        Frame::Attempts {
+            containment,
+            attempts,
+        } => (containment, attempts),
+        Frame::Error { code, message } => return Err(Error::with_code(code, message)),
+        other => {
+            return Err(Error::usage(format!(
+                "unexpected {} frame from the daemon",
+                other.kind()
+            )));
+        }
+    };
+    let text = if args.json {
+        let doc = serde_json::json!({
+            "v": 1,
+            "socket": socket.display().to_string(),
+            "containment": containment,
+            "attempts": attempts,
+        });
+        format!("{doc}\n")
+    } else {
+        let mut rows = vec![[
+            "ATTEMPT".to_owned(),
+            "PID".to_owned(),
+            "USER".to_owned(),
+            "RUNNING".to_owned(),
+            "LOCK".to_owned(),
+        ]];
+        for a in &attempts {
+            let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(a.uid))
+                .ok()
+                .flatten()
+                .map_or_else(|| a.uid.to_string(), |u| u.name);
+            rows.push([
+                a.attempt_id.clone(),
+                a.attempt_pid.to_string(),
+                user,
+                crate::status::short_duration(Duration::from_millis(a.running_ms)),
+                a.lock.clone(),
+            ]);
+        }
+        let mut widths = [0usize; 5];
+        for r in &rows {
+            for (w, c) in widths.iter_mut().zip(r) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+        let mut out = format!(
+            "locksup serve at {}: {} attempt(s); containment: {containment}\n",
+            socket.display(),
+            attempts.len()
+        );
+        for r in &rows {
+            let line: Vec<String> = r
+                .iter()
+                .zip(widths)
+                .enumerate()
+                .map(|(i, (c, w))| {
+                    if i == 4 {
+                        c.clone()
+                    } else {
+                        format!("{c:<w$}")
+                    }
+                })
+                .collect();
+            out.push_str(line.join("  ").trim_end());
+            out.push('\n');
+        }
+        out
+    };
+    match io::stdout().write_all(text.as_bytes()) {
+        Ok(()) => Ok(exit::SUCCESS),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(exit::SUCCESS),
+        Err(e) => Err(Error::usage(format!("cannot write the status: {e}"))),
     }
 }
 

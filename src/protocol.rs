@@ -79,6 +79,16 @@ pub enum Frame {
         /// Send `exit` when the attempt has ended.
         wait: bool,
     },
+    /// Client → daemon, first frame: the daemon's attempts (all of them for
+    /// the daemon's user, root and `admin_groups`; one's own otherwise).
+    List {},
+    /// Daemon → client: the answer to `list`.
+    Attempts {
+        /// How attempts are contained: `cgroup` or `process-group`, and why.
+        containment: String,
+        /// The attempts running now.
+        attempts: Vec<AttemptInfo>,
+    },
     /// Daemon → client: the attempt's supervisor started.
     Started {
         /// PID of the attempt's supervisor (a `locksup run` process, the
@@ -112,6 +122,22 @@ pub enum Frame {
     },
 }
 
+/// One attempt of the daemon, in an `attempts` frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttemptInfo {
+    /// Its attempt id.
+    pub attempt_id: String,
+    /// PID of its supervisor.
+    pub attempt_pid: i32,
+    /// The user who submitted it.
+    pub uid: u32,
+    /// Its lock file.
+    pub lock: String,
+    /// Milliseconds since it was submitted.
+    pub running_ms: u64,
+}
+
 impl Frame {
     /// The `"type"` of the frame.
     pub fn kind(&self) -> &'static str {
@@ -120,6 +146,8 @@ impl Frame {
             Frame::Cancel { .. } => "cancel",
             Frame::Signal { .. } => "signal",
             Frame::CancelAttempt { .. } => "cancel_attempt",
+            Frame::List {} => "list",
+            Frame::Attempts { .. } => "attempts",
             Frame::Started { .. } => "started",
             Frame::Cancelled { .. } => "cancelled",
             Frame::Exit { .. } => "exit",
@@ -371,6 +399,17 @@ mod tests {
             },
             Frame::Exit { code: 3 },
             Frame::error(125, "bad\nthing"),
+            Frame::List {},
+            Frame::Attempts {
+                containment: "process-group".into(),
+                attempts: vec![AttemptInfo {
+                    attempt_id: "a".into(),
+                    attempt_pid: 7,
+                    uid: 0,
+                    lock: "/l".into(),
+                    running_ms: 5,
+                }],
+            },
         ];
         for f in frames {
             let bytes = encode(&f);

@@ -458,6 +458,8 @@ struct Attempt {
     uid: u32,
     attempt_id: String,
     lock: PathBuf,
+    /// When it was submitted.
+    started: Instant,
     /// Its grace period (`None`: infinite), for what it leaves behind.
     grace: Option<Duration>,
     /// Told the exit status when the supervisor has been reaped.
@@ -670,6 +672,7 @@ impl State {
                 uid,
                 attempt_id: req.attempt_id,
                 lock: req.lock,
+                started: Instant::now(),
                 grace: req.grace,
                 watchers: vec![tx],
                 cgroup,
@@ -678,6 +681,29 @@ impl State {
         );
         self.update_status();
         Ok((pid, id, rx))
+    }
+
+    /// The `attempts` answer: every attempt for an admin, else the peer's.
+    fn list(&self, peer: &Peer, is_admin: bool) -> Frame {
+        let now = Instant::now();
+        let mut attempts: Vec<crate::protocol::AttemptInfo> = self
+            .attempts
+            .iter()
+            .filter(|(_, a)| is_admin || a.uid == peer.uid)
+            .map(|(&pid, a)| crate::protocol::AttemptInfo {
+                attempt_id: a.attempt_id.clone(),
+                attempt_pid: pid,
+                uid: a.uid,
+                lock: a.lock.display().to_string(),
+                running_ms: u64::try_from(now.duration_since(a.started).as_millis())
+                    .unwrap_or(u64::MAX),
+            })
+            .collect();
+        attempts.sort_by_key(|a| std::cmp::Reverse(a.running_ms));
+        Frame::Attempts {
+            containment: self.containment.describe(),
+            attempts,
+        }
     }
 
     /// Send `sig` to a supervisor that has not been reaped (so its PID is
@@ -1206,9 +1232,13 @@ async fn connection(state: Shared, stream: UnixStream) {
             signal,
             wait,
         } => cancel_attempt(state, conn, peer, is_admin, target, cwd, signal, wait).await,
+        Frame::List {} => {
+            let frame = state.borrow().list(&peer, is_admin);
+            reply(&mut conn, frame).await;
+        }
         other => {
             let msg = format!(
-                "expected a run or cancel_attempt frame first, not {}",
+                "expected a run, cancel_attempt or list frame first, not {}",
                 other.kind()
             );
             refuse(&mut conn, exit::FAILURE, msg).await;

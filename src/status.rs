@@ -895,6 +895,9 @@ pub fn filter(
 
 /// `locksup status`.
 pub fn main(args: StatusArgs, config_path: Option<&Path>) -> Result<i32> {
+    if args.daemon {
+        return crate::client::status(&args, config_path);
+    }
     let config = Config::load(config_path)?;
     let paths = targets(&args.paths, &config)
         .ok_or_else(|| Error::usage("no PATH given and no [status] roots in the configuration"))?;

@@ -691,7 +691,7 @@ fn malformed_and_oversized_frames_are_rejected_while_another_attempt_finishes() 
         ),
         (
             frame("{\"v\":1,\"type\":\"exit\",\"code\":0}"),
-            "expected a run or cancel_attempt frame first",
+            "expected a run, cancel_attempt or list frame first",
         ),
         (
             // A run request without the client's descriptors.
@@ -847,6 +847,13 @@ fn a_peer_that_is_not_allowed_is_refused() {
     };
     assert_eq!(o.code, 4, "{o:?}");
     assert!(o.stderr.contains("admin_groups"), "{o:?}");
+    // nobody sees its own attempts only: none.
+    let o = run_to_end(as_nobody(
+        &env,
+        args!["status", "--daemon", "--socket", &d.socket, "--json"],
+    ));
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(json(o.stdout.trim())["attempts"], serde_json::json!([]));
     assert!(mine.running());
     let text = fs::read_to_string(&d.config).unwrap();
     fs::write(&d.config, format!("{text}admin_groups = [\"nogroup\"]\n")).unwrap();
@@ -896,6 +903,35 @@ fn sigterm_to_the_daemon_frees_every_lock_and_exits_0() {
         clients.push(c);
     }
     d.expect_notify("STATUS=5 attempts running", BOUND);
+    // The daemon's live state.
+    let mut st = env.cmd();
+    st.args(args!["status", "--daemon", "--socket", &d.socket, "--json"]);
+    let o = run_to_end(st);
+    assert_eq!(o.code, 0, "{o:?}");
+    let doc = json(o.stdout.trim());
+    assert_eq!(doc["attempts"].as_array().map(Vec::len), Some(5), "{doc}");
+    assert!(
+        doc["containment"]
+            .as_str()
+            .unwrap()
+            .contains("process group")
+    );
+    let locks: Vec<&str> = doc["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["lock"].as_str().unwrap())
+        .collect();
+    assert!(
+        locks.contains(&env.join("t3.lock").to_str().unwrap()),
+        "{doc}"
+    );
+    let mut st = env.cmd();
+    st.args(args!["status", "--daemon", "--socket", &d.socket]);
+    let o = run_to_end(st);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.stdout.starts_with("locksup serve at "), "{o:?}");
+    assert_eq!(o.stdout.lines().count(), 2 + 5, "{o:?}");
     let stopping = Instant::now();
     kill(d.pid(), libc::SIGTERM);
     d.expect_notify("STOPPING=1", BOUND);
