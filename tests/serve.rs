@@ -313,6 +313,21 @@ fn usage_errors_come_back_as_one_line_and_125() {
         o.stderr.contains("--config cannot be used with --daemon"),
         "{o:?}"
     );
+    // The protocol carries UTF-8 only: a client with a variable that is
+    // not says so, and runs nothing.
+    let mut c = d.client(&env, args!["--lock", &l, "--", "touch", env.join("ran")]);
+    {
+        use std::os::unix::ffi::OsStrExt;
+        c.env(
+            std::ffi::OsStr::from_bytes(b"LOCKSUP_TEST_BYTES"),
+            std::ffi::OsStr::from_bytes(b"\xff\xfe"),
+        );
+    }
+    let o = run_to_end(c);
+    assert_eq!(o.code, 125, "{o:?}");
+    assert_one_error_line(&o);
+    assert!(o.stderr.contains("not valid UTF-8"), "{o:?}");
+    assert!(!env.join("ran").exists());
     // No daemon there.
     let o = run_to_end(env.run(args![
         "--daemon",
