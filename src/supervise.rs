@@ -663,7 +663,10 @@ impl Attempt<'_> {
             let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
             return;
         }
-        let wait_ms = now.duration_since(self.started_at).as_millis() as u64;
+        // Microsecond precision: a handoff to a waiter can take well under
+        // a millisecond, and a wait must not read as none.
+        let waited = now.duration_since(self.started_at);
+        let wait_ms = (waited.as_secs_f64() * 1e6).round() / 1e3;
         self.report.event("acquired", json!({ "wait_ms": wait_ms }));
         let limit = match (spec.timeout, &deadline) {
             (Some(t), Some(d)) => format!("timeout {} (until {d})", format_duration(t)),
