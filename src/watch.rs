@@ -688,10 +688,9 @@ impl Watcher {
         let Some(t) = self.files.get_mut(&path) else {
             return;
         };
-        if mask.contains(EventMask::OPEN) {
+        let opened = mask.contains(EventMask::OPEN);
+        if opened {
             t.opens = t.opens.saturating_add(1);
-            let now = Instant::now();
-            self.follow_ups.extend(FOLLOW_UPS.iter().map(|d| now + *d));
         }
         if mask.intersects(EventMask::CLOSE_WRITE | EventMask::CLOSE_NOWRITE) {
             t.opens = t.opens.saturating_sub(1);
@@ -700,7 +699,27 @@ impl Watcher {
         if mask.intersects(EventMask::MODIFY | EventMask::CLOSE_WRITE) {
             t.meta_for = None;
         }
+        if opened {
+            let now = Instant::now();
+            for d in FOLLOW_UPS {
+                self.follow_up(now + d);
+            }
+        }
         self.dirty();
+    }
+
+    /// Look again at `at`, unless a look is already due within
+    /// [`MIN_GAP`] of it: a burst of opens schedules a handful of rounds,
+    /// not one per open, and the schedule stays small.
+    fn follow_up(&mut self, at: Instant) {
+        let near = self
+            .follow_ups
+            .range(at.checked_sub(MIN_GAP).unwrap_or(at)..=at + MIN_GAP)
+            .next()
+            .is_some();
+        if !near {
+            self.follow_ups.insert(at);
+        }
     }
 
     /// Something changed: a round is due soon.
@@ -787,7 +806,7 @@ impl Watcher {
             if started && acquiring && s.metadata.is_none() && is_attempt_role(&s.takers) {
                 let since = *t.waiting_meta_since.get_or_insert_with(Instant::now);
                 if since.elapsed() < METADATA_WAIT {
-                    self.follow_ups.insert(Instant::now() + FOLLOW_UPS[0]);
+                    self.follow_up(Instant::now() + FOLLOW_UPS[0]);
                     continue;
                 }
             }
