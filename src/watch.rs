@@ -59,6 +59,8 @@ use crate::status::{self, Evaluator, Holder, Kernel, LockFile, LockStatus, State
 pub const MIN_GAP: Duration = Duration::from_millis(10);
 /// The clock round.
 pub const TICK: Duration = Duration::from_secs(1);
+/// The least time between two rounds when a lock may just have been taken.
+const URGENT_GAP: Duration = Duration::from_millis(1);
 /// After a lock file is opened, when to look again (from the open).
 const FOLLOW_UPS: [Duration; 3] = [
     Duration::from_millis(20),
@@ -696,8 +698,14 @@ impl Watcher {
             t.opens = t.opens.saturating_sub(1);
             t.holders_valid = false;
         }
+        // A write to a lock file that is not known to be held, or whose
+        // `acquired` event waits for its metadata, is most likely a
+        // `locksup run` attempt that just took it: look almost at once, not
+        // after the usual gap between rounds (that gap is for bursts).
+        let mut urgent = false;
         if mask.intersects(EventMask::MODIFY | EventMask::CLOSE_WRITE) {
             t.meta_for = None;
+            urgent = t.waiting_meta_since.is_some() || !t.state().is_held();
         }
         if opened {
             let now = Instant::now();
@@ -705,7 +713,12 @@ impl Watcher {
                 self.follow_up(now + d);
             }
         }
-        self.dirty();
+        if urgent {
+            let at = (self.last_round + URGENT_GAP).max(Instant::now());
+            self.round_at = Some(self.round_at.map_or(at, |r| r.min(at)));
+        } else {
+            self.dirty();
+        }
     }
 
     /// Look again at `at`, unless a look is already due within
