@@ -308,13 +308,17 @@ fn child_script(name: &str, c: &Child) -> String {
 
 fn main_script(p: &Plan) -> String {
     let mut s = String::from(PRELUDE);
+    // The start record first: every attempt's block in the JSONL file
+    // begins with it (a TERM trap may write `end` at any time after).
+    s.push_str("rec start\n");
     if p.main_ignores {
         s.push_str("trap '' TERM\n");
     }
     if p.main == Main::TrapExit {
         s.push_str("trap 'rec end; exit 7' TERM\n");
     }
-    s.push_str("echo \"main main $$\" >> \"$P\"\nrec start\n");
+    // Right after the traps: its presence says they were in place.
+    s.push_str("echo \"main main $$\" >> \"$P\"\n");
     for (i, c) in p.children.iter().enumerate() {
         let name = format!("c{i}");
         let redirect = if c.holds_pipes {
@@ -967,8 +971,12 @@ impl Suite {
                 .unwrap_or_default();
             // Short-lived processes (a ticker's `sleep 0.02`) may have
             // gone meanwhile: only those still there must be shown.
+            // A double fork's intermediate shell exits by itself: if every
+            // holder is gone, the lock may be free or the next attempt's.
             let holders: Vec<i32> = holders.into_iter().filter(|&p| pid_alive(p)).collect();
-            if entry["state"] == "orphan" && holders.iter().all(|p| shown.contains(p)) {
+            if holders.is_empty() {
+                self.stats.lock().unwrap().orphans_left -= 1;
+            } else if entry["state"] == "orphan" && holders.iter().all(|p| shown.contains(p)) {
                 self.stats.lock().unwrap().orphans_shown += 1;
             } else {
                 v.fail(format!(
@@ -978,7 +986,10 @@ impl Suite {
             }
         }
         // Clean up by PID, until a pass finds nobody (they may still fork).
-        for _ in 0..50 {
+        // A killed process needs a CPU to finish dying; spinning attempts
+        // may keep both busy for a while.
+        let end = Instant::now() + SOON;
+        while Instant::now() < end {
             for &p in &left {
                 kill_pid(p, libc::SIGKILL);
             }
@@ -987,6 +998,7 @@ impl Suite {
             if left.is_empty() {
                 break;
             }
+            std::thread::sleep(Duration::from_millis(5));
         }
         if !left.is_empty() {
             v.fail(format!("could not clean up orphans {left:?}"));
@@ -1263,7 +1275,10 @@ fn chaos() {
     let started = Instant::now();
     let next = AtomicUsize::new(0);
     let indices: Vec<usize> = match only {
-        Some(i) => vec![i],
+        Some(i) => {
+            eprintln!("chaos: attempt {i}: {:?}", Plan::new(seed, i, sessions));
+            vec![i]
+        }
         None => (0..attempts).collect(),
     };
     std::thread::scope(|s| {
