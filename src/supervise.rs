@@ -316,8 +316,10 @@ pub async fn supervise(spec: &Spec, report: &mut Reporter) -> Result<i32> {
     if let Some(w) = spec.watchdog {
         env.push(("WATCHDOG_USEC".into(), w.as_micros().to_string().into()));
     }
+    let (lock_dir, lock_name) = lockfile::open_parent(&spec.lock).map_err(Error::usage)?;
     let mut prepared = spawn::Prepared::new(spawn::Request {
-        lock: &spec.lock,
+        lock_dir,
+        lock_name: &lock_name,
         mode: spec.file_mode,
         shared: spec.shared,
         nonblock: spec.wait == Wait::No,
@@ -581,6 +583,7 @@ impl Attempt<'_> {
             Stage::Setup => Error::usage(format!("cannot set up the attempt: {}", errno.desc())),
             Stage::Open => Error::usage(lockfile::open_error(lock, errno)),
             Stage::NotRegular => Error::usage(lockfile::describe_mode(lock, value as u32)),
+            Stage::HardLinks => Error::usage(lockfile::hard_links_message(lock, value)),
             Stage::Flock => {
                 Error::usage(format!("cannot lock {}: {}", lock.display(), errno.desc()))
             }

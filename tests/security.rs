@@ -5,9 +5,10 @@
 //!
 //! Every case is a real run of the binary. Cases that need root (planting
 //! files as another user, `mknod`, private mounts) or `setpriv` say so and
-//! are skipped with the reason printed when unavailable. A case that shows
-//! a known product defect runs only with `LOCKSUP_SECURITY_DEFECTS=1` (it
-//! prints why it is skipped otherwise); HARDENING.md lists them.
+//! are skipped with the reason printed when unavailable. The two defects
+//! this suite found (a planted parent-directory symlink followed, a
+//! hard-linked lock file written through) are fixed; their tests stay as
+//! regression tests (HARDENING.md).
 
 #[macro_use]
 mod common;
@@ -27,15 +28,6 @@ const NOBODY: u32 = 65534;
 fn is_root() -> bool {
     // SAFETY: plain syscall.
     unsafe { libc::geteuid() == 0 }
-}
-
-/// Tests of known product defects run only when asked for.
-fn defect_gate(test: &str, why: &str) -> bool {
-    if std::env::var_os("LOCKSUP_SECURITY_DEFECTS").is_some() {
-        return true;
-    }
-    eprintln!("{test}: skipped (known product defect: {why}); run with LOCKSUP_SECURITY_DEFECTS=1");
-    false
 }
 
 fn skip(test: &str, why: &str) {
@@ -117,28 +109,15 @@ fn assert_clean_125(o: &Outcome, what: &str) {
 /// directory (like /tmp); root then uses `pub/sessions/a.lock`.
 ///
 /// Decided behaviour: refused (125), as the kernel refuses it with
-/// `fs.protected_symlinks = 1`. locksup does not check the parent
-/// directories itself, so where that sysctl is 0 (as on this project's
-/// machines) root follows the link, creates lock files in any directory
-/// and overwrites an existing file there with the metadata line: a known
-/// defect, see HARDENING.md.
+/// `fs.protected_symlinks = 1`; locksup applies the same rule itself
+/// (`lockfile::open_parent`), so it holds where that sysctl is 0 (as on
+/// this project's machines). A regression test for a defect this suite
+/// found (HARDENING.md).
 #[test]
 fn parent_symlink_planted_in_sticky_dir_is_refused() {
     const T: &str = "parent_symlink_planted_in_sticky_dir_is_refused";
     if !is_root() {
         return skip(T, "needs root to plant a symlink owned by another user");
-    }
-    let protected = fs::read_to_string("/proc/sys/fs/protected_symlinks")
-        .map(|s| s.trim() == "1")
-        .unwrap_or(false);
-    if !protected
-        && !defect_gate(
-            T,
-            "with fs.protected_symlinks = 0, a parent-directory symlink planted by another \
-             user in a sticky world-writable directory is followed",
-        )
-    {
-        return;
     }
     let env = shared_env();
     let public = sticky_dir(&env, "pub");
@@ -242,21 +221,12 @@ fn lock_symlink_planted_in_sticky_dir_is_refused() {
 /// A lock file that is a second hard link to another file (say, planted
 /// in /tmp by a user where `fs.protected_hardlinks = 0`): opening it is
 /// not following a symlink, so `O_NOFOLLOW` does not help, and locksup
-/// would write its metadata over the other file. Recommended behaviour:
+/// would write its metadata over the other file. Decided behaviour:
 /// refuse a lock file with more than one link (lock files never need
-/// two); locksup does not check `st_nlink` yet, so this runs only with
-/// `LOCKSUP_SECURITY_DEFECTS=1` (see HARDENING.md). The link is made by
-/// root here, standing for the planted one.
+/// two). A regression test for a defect this suite found (HARDENING.md).
+/// The link is made by root here, standing for the planted one.
 #[test]
 fn hard_linked_lock_file_is_refused() {
-    const T: &str = "hard_linked_lock_file_is_refused";
-    if !defect_gate(
-        T,
-        "a lock file with a second hard link is opened and its metadata written over \
-         the linked file (only fs.protected_hardlinks = 1 prevents planting one)",
-    ) {
-        return;
-    }
     let env = Env::new();
     let public = sticky_dir(&env, "pub");
     let victim = env.write("shadow", "root:secret\n");
