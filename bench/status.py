@@ -56,6 +56,8 @@ def main():
     ap.add_argument("--dirs", type=int, default=100, help="spread files over this many directories")
     ap.add_argument("--inherited", action="store_true",
                     help="locks held by the child of a taker that has exited")
+    ap.add_argument("--json", action="store_true",
+                    help="print one JSON object with the medians instead of the text summary")
     a = ap.parse_args()
 
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
@@ -106,8 +108,14 @@ def main():
             subprocess.run(["hyperfine", "-N", "--warmup", "2", "--runs", str(a.runs),
                             "--export-json", export,
                             f"{BIN} --config {config} status --json {root}",
-                            "lslocks --json"], check=True)
+                            "lslocks --json"], check=True,
+                           stdout=subprocess.DEVNULL if a.json else None)
             res = json.load(open(export))["results"]
+            if a.json:
+                print(json.dumps({"files": a.files, "held": len(held), "runs": a.runs,
+                                  "locksup_median_ms": round(res[0]["median"] * 1000, 1),
+                                  "lslocks_median_ms": round(res[1]["median"] * 1000, 1)}))
+                return
             how = "inherited by the child of an exited taker" if a.inherited else "by one process"
             print(f"\n{a.files} lock files, {len(held)} held {how} "
                   f"(lslocks saw {n_ls} of them), {a.runs} runs each:")

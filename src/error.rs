@@ -26,8 +26,32 @@ impl Error {
         // Keep the "one line" promise even when an OS or parser message
         // carries newlines.
         let message = message.split_whitespace().collect::<Vec<_>>().join(" ");
-        Self { code, message }
+        Self {
+            code,
+            message: strip_os_error_codes(&message),
+        }
     }
+}
+
+/// `File name too long (os error 36)` reads better without its number.
+fn strip_os_error_codes(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find(" (os error ") {
+        let tail = &rest[i + " (os error ".len()..];
+        match tail.find(')') {
+            Some(j) if tail[..j].bytes().all(|b| b.is_ascii_digit()) && j > 0 => {
+                out.push_str(&rest[..i]);
+                rest = &tail[j + 1..];
+            }
+            _ => {
+                out.push_str(&rest[..i + 1]);
+                rest = &rest[i + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 impl fmt::Display for Error {
@@ -57,3 +81,16 @@ pub fn clap_message(e: &clap::Error) -> String {
 
 /// Result alias used across the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_line_without_os_error_numbers() {
+        let e = Error::usage("cannot open x: File name too long (os error 36)\nmore");
+        assert_eq!(e.message, "cannot open x: File name too long more");
+        let e = Error::usage("keep (os error x) and (os error )");
+        assert_eq!(e.message, "keep (os error x) and (os error )");
+    }
+}

@@ -6,13 +6,17 @@
 //! interface supervision uses, so another backend (an etcd lease) can sit
 //! beside it later without touching [`crate::supervise`].
 
+use std::collections::VecDeque;
+use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::{AT_FDCWD, AtFlags, Flock, FlockArg, OFlag, openat, readlinkat};
+use nix::sys::stat::{Mode, fstat, fstatat};
 use serde::{Deserialize, Serialize};
 
 use crate::procfs::{self, FileId};
@@ -56,6 +60,107 @@ pub fn preflight(path: &Path) -> Result<(), String> {
     }
 }
 
+/// How many symbolic links one resolution follows at most (as the kernel).
+const MAX_SYMLINKS: u32 = 40;
+
+/// Open the directory that holds the lock file `path` (absolute) and return
+/// it with the file's name in it, for an `openat` with `O_NOFOLLOW`.
+///
+/// The directories are resolved one component at a time, following
+/// symbolic links as the kernel would, except one that
+/// `fs.protected_symlinks` refuses: a link in a sticky, world-writable
+/// directory (such as /tmp) whose owner is neither the caller nor that
+/// directory's owner. Such a link is how another user would redirect root's
+/// lock file into a directory of their choosing, and the check holds even
+/// where that sysctl is off. Resolving step by step, on descriptors,
+/// leaves no window to swap a checked directory for a link.
+pub fn open_parent(path: &Path) -> Result<(OwnedFd, OsString), String> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| format!("lock path {} does not name a file", path.display()))?
+        .to_owned();
+    let parent = path.parent().unwrap_or(Path::new("/"));
+    let dir_flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let open_root = || {
+        openat(AT_FDCWD, "/", dir_flags, Mode::empty())
+            .map_err(|e| format!("cannot open /: {}", e.desc()))
+    };
+    let mut dir = open_root()?;
+    let mut todo: VecDeque<OsString> = parent
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_owned()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect();
+    let mut links = 0;
+    let me = nix::unistd::geteuid().as_raw();
+    let shown = || parent.display().to_string();
+    while let Some(c) = todo.pop_front() {
+        let st =
+            fstatat(&dir, c.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW).map_err(|e| match e {
+                Errno::ENOENT => format!(
+                    "cannot create lock file {}: directory {} does not exist",
+                    path.display(),
+                    shown()
+                ),
+                e => format!("cannot use lock directory {}: {}", shown(), e.desc()),
+            })?;
+        match st.st_mode & libc::S_IFMT {
+            libc::S_IFLNK => {
+                links += 1;
+                if links > MAX_SYMLINKS {
+                    return Err(format!(
+                        "cannot use lock directory {}: too many symbolic links",
+                        shown()
+                    ));
+                }
+                let d = fstat(&dir).map_err(|e| format!("fstat: {}", e.desc()))?;
+                let sticky_public =
+                    d.st_mode & libc::S_ISVTX != 0 && d.st_mode & libc::S_IWOTH != 0;
+                if sticky_public && st.st_uid != me && st.st_uid != d.st_uid {
+                    return Err(format!(
+                        "lock path {} goes through a symbolic link ({}) that another user                          owns in a sticky, world-writable directory; refusing to follow it",
+                        path.display(),
+                        c.to_string_lossy()
+                    ));
+                }
+                let target = readlinkat(&dir, c.as_os_str())
+                    .map_err(|e| format!("readlink in {}: {}", shown(), e.desc()))?;
+                let target = PathBuf::from(target);
+                if target.is_absolute() {
+                    dir = open_root()?;
+                }
+                for comp in target.components().rev() {
+                    match comp {
+                        Component::Normal(n) => todo.push_front(n.to_owned()),
+                        Component::ParentDir => todo.push_front("..".into()),
+                        _ => {}
+                    }
+                }
+            }
+            libc::S_IFDIR => {
+                dir = openat(
+                    &dir,
+                    c.as_os_str(),
+                    dir_flags | OFlag::O_NOFOLLOW,
+                    Mode::empty(),
+                )
+                .map_err(|e| format!("cannot use lock directory {}: {}", shown(), e.desc()))?;
+            }
+            _ => {
+                return Err(format!(
+                    "cannot create lock file {}: {} is not a directory",
+                    path.display(),
+                    shown()
+                ));
+            }
+        }
+    }
+    Ok((dir, name))
+}
+
 /// Why an existing path cannot be a lock file, if it cannot.
 fn describe_unusable(path: &Path, meta: &fs::Metadata) -> Option<String> {
     let ft = meta.file_type();
@@ -71,6 +176,8 @@ fn describe_unusable(path: &Path, meta: &fs::Metadata) -> Option<String> {
         "is a device, not a regular file"
     } else if !ft.is_file() {
         "is not a regular file"
+    } else if meta.nlink() > 1 {
+        return Some(hard_links_message(path, meta.nlink()));
     } else {
         return None;
     };
@@ -94,6 +201,16 @@ pub fn open_error(path: &Path, errno: Errno) -> String {
         }
         e => format!("cannot open lock file {}: {}", path.display(), e.desc()),
     }
+}
+
+/// The message for a lock file with more than one hard link: another name
+/// for some other file (planted where `fs.protected_hardlinks` is off), which
+/// the metadata line would overwrite. A lock file never needs two names.
+pub fn hard_links_message(path: &Path, links: u64) -> String {
+    format!(
+        "lock file {} has {links} hard links; refusing it (a lock file needs only one name)",
+        path.display()
+    )
 }
 
 /// The message for a lock path whose file type (from `st_mode`) is wrong.

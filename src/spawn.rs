@@ -24,7 +24,6 @@ use std::ffi::{CString, OsStr, OsString};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
 
 use nix::sys::signal::Signal;
 
@@ -60,6 +59,8 @@ pub enum Stage {
     NotRegular,
     /// flock(2); value is errno.
     Flock,
+    /// The lock file has more than one name; value is `st_nlink`.
+    HardLinks,
     /// execve(2) of every candidate; value is errno.
     Exec,
 }
@@ -77,6 +78,7 @@ impl Record {
                     Stage::NotRegular => 3,
                     Stage::Flock => 4,
                     Stage::Exec => 5,
+                    Stage::HardLinks => 6,
                 };
                 (b'E', s, v)
             }
@@ -106,6 +108,7 @@ impl Record {
                     3 => Stage::NotRegular,
                     4 => Stage::Flock,
                     5 => Stage::Exec,
+                    6 => Stage::HardLinks,
                     _ => return None,
                 },
                 b,
@@ -117,7 +120,10 @@ impl Record {
 
 /// Everything the child needs, built before the fork.
 pub struct Prepared {
-    lock: CString,
+    /// The directory that holds the lock file, resolved by
+    /// [`crate::lockfile::open_parent`], and the file's name in it.
+    lock_dir: OwnedFd,
+    lock_name: CString,
     mode: libc::mode_t,
     flock_op: libc::c_int,
     nonblock: bool,
@@ -143,8 +149,11 @@ pub struct Prepared {
 
 /// What the caller gives [`Prepared::new`].
 pub struct Request<'a> {
-    /// Lock file path.
-    pub lock: &'a Path,
+    /// The directory that holds the lock file (see
+    /// [`crate::lockfile::open_parent`]).
+    pub lock_dir: OwnedFd,
+    /// The lock file's name in `lock_dir`.
+    pub lock_name: &'a OsStr,
     /// Mode for a lock file the child creates.
     pub mode: u32,
     /// Shared lock.
@@ -177,7 +186,7 @@ fn cstring(bytes: &[u8], what: &str) -> io::Result<CString> {
 impl Prepared {
     /// Build the child's plan.
     pub fn new(req: Request<'_>) -> io::Result<Prepared> {
-        let lock = cstring(req.lock.as_os_str().as_bytes(), "lock path")?;
+        let lock_name = cstring(req.lock_name.as_bytes(), "lock file name")?;
         let argv: Vec<CString> = req
             .command
             .iter()
@@ -246,7 +255,8 @@ impl Prepared {
             envp.iter().map(|e| e.as_ptr().cast()).collect();
         envp_ptrs.push(std::ptr::null());
         Ok(Prepared {
-            lock,
+            lock_dir: req.lock_dir,
+            lock_name,
             mode: req.mode as libc::mode_t,
             flock_op: if req.shared {
                 libc::LOCK_SH
@@ -467,14 +477,16 @@ unsafe fn child_main(
 
         let base =
             libc::O_RDWR | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC;
-        let mut fd = libc::open(
-            prep.lock.as_ptr(),
+        let dir = prep.lock_dir.as_raw_fd();
+        let mut fd = libc::openat(
+            dir,
+            prep.lock_name.as_ptr(),
             base | libc::O_CREAT | libc::O_EXCL,
             prep.mode,
         );
         let created = fd >= 0;
         if fd < 0 && *libc::__errno_location() == libc::EEXIST {
-            fd = libc::open(prep.lock.as_ptr(), base);
+            fd = libc::openat(dir, prep.lock_name.as_ptr(), base);
         }
         if fd < 0 {
             fail(Stage::Open, errno(), crate::exit::FAILURE);
@@ -489,6 +501,10 @@ unsafe fn child_main(
                 u64::from(st.st_mode),
                 crate::exit::FAILURE,
             );
+        }
+        // A second name for some other file: the metadata would overwrite it.
+        if st.st_nlink > 1 {
+            fail(Stage::HardLinks, st.st_nlink, crate::exit::FAILURE);
         }
         if created {
             // The umask may have narrowed it; the configured mode is wanted.
@@ -748,7 +764,7 @@ pub fn prepare_supervisor(cmd: &mut std::process::Command, setup: SupervisorSetu
 
 /// The value of extended attribute `name` of `path` (`getxattr(2)`),
 /// `None` when it has none by that name.
-pub fn get_xattr(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
+pub fn get_xattr(path: &std::path::Path, name: &str) -> io::Result<Option<Vec<u8>>> {
     let path = cstring(path.as_os_str().as_bytes(), "path")?;
     let name = cstring(name.as_bytes(), "attribute name")?;
     let mut buf = vec![0u8; 256];

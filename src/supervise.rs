@@ -316,8 +316,10 @@ pub async fn supervise(spec: &Spec, report: &mut Reporter) -> Result<i32> {
     if let Some(w) = spec.watchdog {
         env.push(("WATCHDOG_USEC".into(), w.as_micros().to_string().into()));
     }
+    let (lock_dir, lock_name) = lockfile::open_parent(&spec.lock).map_err(Error::usage)?;
     let mut prepared = spawn::Prepared::new(spawn::Request {
-        lock: &spec.lock,
+        lock_dir,
+        lock_name: &lock_name,
         mode: spec.file_mode,
         shared: spec.shared,
         nonblock: spec.wait == Wait::No,
@@ -581,6 +583,7 @@ impl Attempt<'_> {
             Stage::Setup => Error::usage(format!("cannot set up the attempt: {}", errno.desc())),
             Stage::Open => Error::usage(lockfile::open_error(lock, errno)),
             Stage::NotRegular => Error::usage(lockfile::describe_mode(lock, value as u32)),
+            Stage::HardLinks => Error::usage(lockfile::hard_links_message(lock, value)),
             Stage::Flock => {
                 Error::usage(format!("cannot lock {}: {}", lock.display(), errno.desc()))
             }
@@ -663,7 +666,10 @@ impl Attempt<'_> {
             let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
             return;
         }
-        let wait_ms = now.duration_since(self.started_at).as_millis() as u64;
+        // Microsecond precision: a handoff to a waiter can take well under
+        // a millisecond, and a wait must not read as none.
+        let waited = now.duration_since(self.started_at);
+        let wait_ms = (waited.as_secs_f64() * 1e6).round() / 1e3;
         self.report.event("acquired", json!({ "wait_ms": wait_ms }));
         let limit = match (spec.timeout, &deadline) {
             (Some(t), Some(d)) => format!("timeout {} (until {d})", format_duration(t)),

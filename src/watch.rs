@@ -59,6 +59,8 @@ use crate::status::{self, Evaluator, Holder, Kernel, LockFile, LockStatus, State
 pub const MIN_GAP: Duration = Duration::from_millis(10);
 /// The clock round.
 pub const TICK: Duration = Duration::from_secs(1);
+/// The least time between two rounds when a lock may just have been taken.
+const URGENT_GAP: Duration = Duration::from_millis(1);
 /// After a lock file is opened, when to look again (from the open).
 const FOLLOW_UPS: [Duration; 3] = [
     Duration::from_millis(20),
@@ -688,19 +690,49 @@ impl Watcher {
         let Some(t) = self.files.get_mut(&path) else {
             return;
         };
-        if mask.contains(EventMask::OPEN) {
+        let opened = mask.contains(EventMask::OPEN);
+        if opened {
             t.opens = t.opens.saturating_add(1);
-            let now = Instant::now();
-            self.follow_ups.extend(FOLLOW_UPS.iter().map(|d| now + *d));
         }
         if mask.intersects(EventMask::CLOSE_WRITE | EventMask::CLOSE_NOWRITE) {
             t.opens = t.opens.saturating_sub(1);
             t.holders_valid = false;
         }
+        // A write to a lock file that is not known to be held, or whose
+        // `acquired` event waits for its metadata, is most likely a
+        // `locksup run` attempt that just took it: look almost at once, not
+        // after the usual gap between rounds (that gap is for bursts).
+        let mut urgent = false;
         if mask.intersects(EventMask::MODIFY | EventMask::CLOSE_WRITE) {
             t.meta_for = None;
+            urgent = t.waiting_meta_since.is_some() || !t.state().is_held();
         }
-        self.dirty();
+        if opened {
+            let now = Instant::now();
+            for d in FOLLOW_UPS {
+                self.follow_up(now + d);
+            }
+        }
+        if urgent {
+            let at = (self.last_round + URGENT_GAP).max(Instant::now());
+            self.round_at = Some(self.round_at.map_or(at, |r| r.min(at)));
+        } else {
+            self.dirty();
+        }
+    }
+
+    /// Look again at `at`, unless a look is already due within
+    /// [`MIN_GAP`] of it: a burst of opens schedules a handful of rounds,
+    /// not one per open, and the schedule stays small.
+    fn follow_up(&mut self, at: Instant) {
+        let near = self
+            .follow_ups
+            .range(at.checked_sub(MIN_GAP).unwrap_or(at)..=at + MIN_GAP)
+            .next()
+            .is_some();
+        if !near {
+            self.follow_ups.insert(at);
+        }
     }
 
     /// Something changed: a round is due soon.
@@ -787,7 +819,7 @@ impl Watcher {
             if started && acquiring && s.metadata.is_none() && is_attempt_role(&s.takers) {
                 let since = *t.waiting_meta_since.get_or_insert_with(Instant::now);
                 if since.elapsed() < METADATA_WAIT {
-                    self.follow_ups.insert(Instant::now() + FOLLOW_UPS[0]);
+                    self.follow_up(Instant::now() + FOLLOW_UPS[0]);
                     continue;
                 }
             }

@@ -345,3 +345,23 @@ fn not_permitted_is_exit_4() {
     assert!(o.stderr.contains("not permitted"), "{}", o.stderr);
     assert!(!lock_is_free(&lock));
 }
+
+#[test]
+fn a_stopped_supervisor_is_continued_and_ends_its_attempt() {
+    let env = Env::new();
+    let guard = Guard::new();
+    let lock = env.join("stopped.lock");
+    let (mut sup, pid) = start_attempt(
+        &env,
+        &guard,
+        &["--lock", s(&lock), "--timeout", "1h"],
+        &["sleep", "300"],
+    );
+    kill(Pid::from_raw(sup.pid()), Signal::SIGSTOP).unwrap();
+    assert!(common::wait_until(BOUND, || common::proc_state(sup.pid()) == Some('T')));
+    let o = cancel(&env, &[s(&lock), "--wait", "10s"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(wait_pid_gone(pid, BOUND));
+    assert!(lock_is_free(&lock));
+    assert_eq!(sup.code(BOUND), 143);
+}

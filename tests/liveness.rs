@@ -37,7 +37,8 @@ fn sd_notify_heartbeats_keep_an_attempt_alive_past_its_watchdog() {
     let env = Env::new();
     let lock = env.join("a.lock");
     let guard = Guard::new();
-    // 12 heartbeats 100 ms apart under a 500 ms watchdog: 1.2 s of work.
+    // 30 heartbeats 100 ms apart under a 1.5 s watchdog: 3 s of work, twice
+    // the watchdog, with room for python's start under load.
     let mut r = spawn(
         env.run(args![
             "--lock",
@@ -45,13 +46,13 @@ fn sd_notify_heartbeats_keep_an_attempt_alive_past_its_watchdog() {
             "--timeout",
             "30s",
             "--watchdog",
-            "500ms",
+            "1500ms",
             "--events",
             "-",
             "--",
             "python3",
             EXAMPLE,
-            "12",
+            "30",
             "0.1"
         ]),
         &guard,
@@ -66,7 +67,7 @@ fn sd_notify_heartbeats_keep_an_attempt_alive_past_its_watchdog() {
     assert!(evs.iter().any(|e| e["event"] == "ready"));
     assert!(
         evs.iter()
-            .any(|e| e["event"] == "status" && e["text"] == "step 12/12"),
+            .any(|e| e["event"] == "status" && e["text"] == "step 30/30"),
         "{evs:?}"
     );
     assert!(lock_is_free(&lock));
@@ -77,14 +78,15 @@ fn touching_the_lock_file_from_a_shell_is_a_heartbeat() {
     let env = Env::new();
     let lock = env.join("a.lock");
     let guard = Guard::new();
+    // 2.5 s of touches 100 ms apart under a 1 s watchdog.
     let script =
-        "for i in 1 2 3 4 5 6 7 8 9 10 11 12; do touch \"$LOCKSUP_LOCK_FILE\"; sleep 0.1; done";
+        "i=0; while [ $i -lt 25 ]; do touch \"$LOCKSUP_LOCK_FILE\"; sleep 0.1; i=$((i+1)); done";
     let mut r = spawn(
         env.run(args![
             "--lock",
             &lock,
             "--watchdog",
-            "500ms",
+            "1s",
             "--events",
             "-",
             "--",
@@ -159,18 +161,18 @@ fn extend_timeout_keeps_an_attempt_alive_but_never_past_max_timeout() {
     let env = Env::new();
     let lock = env.join("a.lock");
     let guard = Guard::new();
-    // Timeout 300 ms, but the attempt asks for 2 s more every 100 ms; the
-    // cap is 1.2 s from acquisition: it must end at about 1.2 s, with 124.
-    let msgs: Vec<String> = (0..40)
-        .map(|_| "EXTEND_TIMEOUT_USEC=2000000".into())
+    // Timeout 800 ms, but the attempt asks for 5 s more every 100 ms; the
+    // cap is 2 s from acquisition: it must end at about 2 s, with 124.
+    let msgs: Vec<String> = (0..60)
+        .map(|_| "EXTEND_TIMEOUT_USEC=5000000".into())
         .collect();
     let mut a = args![
         "--lock",
         &lock,
         "--timeout",
-        "300ms",
+        "800ms",
         "--max-timeout",
-        "1200ms",
+        "2s",
         "--grace",
         "300ms",
         "--events",
@@ -187,11 +189,11 @@ fn extend_timeout_keeps_an_attempt_alive_but_never_past_max_timeout() {
     assert_eq!(r.code(LIMIT), 124, "stderr: {:?}", r.err.seen);
     let took = t0.elapsed();
     assert!(
-        took >= Duration::from_millis(1100),
+        took >= Duration::from_millis(1900),
         "ended too early: {took:?} (not extended)"
     );
     assert!(
-        took < Duration::from_millis(1200) + SLACK_1S,
+        took < Duration::from_secs(2) + SLACK_1S,
         "ended too late: {took:?}"
     );
     let evs = events(&mut r);

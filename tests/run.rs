@@ -548,7 +548,9 @@ fn a_lock_kept_by_a_process_outside_the_attempt_is_reported_as_a_leak() {
         "the leak should be reported on stderr with the holder's pid: {err:?}"
     );
     drop(stolen);
-    assert!(lock_is_free(&lock));
+    // Another test thread that forks between our drop and its exec holds a
+    // close-on-exec copy of the descriptor for a moment: allow for it.
+    assert!(wait_lock_free(&lock, SLACK));
 }
 
 #[test]
