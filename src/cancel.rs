@@ -82,7 +82,7 @@ pub fn main(args: CancelArgs, config_path: Option<&Path>) -> Result<i32> {
         args.root.iter().map(|r| absolute(r)).collect()
     };
     let file = resolve(args.target.as_os_str(), &roots)?;
-    let sig = args.signal.unwrap_or(Sig(Signal::SIGTERM));
+    let sig = args.signal.unwrap_or(Sig::TERM);
     let wait = match args.wait {
         None => None,
         Some(Dur::Finite(d)) if d.is_zero() => None,
@@ -260,7 +260,11 @@ impl Cancel {
 
     /// Signal the attempt's supervisor, which ends the attempt.
     fn via_supervisor(&mut self, st: &LockStatus, m: &Metadata) -> Result<i32> {
-        if !SUPERVISOR_SIGNALS.contains(&self.sig.0) {
+        if !self
+            .sig
+            .standard()
+            .is_some_and(|s| SUPERVISOR_SIGNALS.contains(&s))
+        {
             return Err(Error::usage(format!(
                 "--signal {} would not make the supervisor of attempt '{}' end it \
                  (and KILL would leave it unsupervised); use TERM, INT, HUP or QUIT",
@@ -288,7 +292,7 @@ impl Cancel {
         let attempt = Attempt {
             takers: st.takers.iter().copied().collect(),
         };
-        match pidfd.send_signal(self.sig.0) {
+        match pidfd.send_signal(self.sig.number()) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
                 return self.reap(&look(&self.file), Some("its supervisor has just exited"));
@@ -305,7 +309,7 @@ impl Cancel {
         }
         let sent = Instant::now();
         // A stopped supervisor would sit on the signal.
-        let _ = pidfd.send_signal(Signal::SIGCONT);
+        let _ = pidfd.send_signal(libc::SIGCONT);
         self.say(&format!(
             "sent {} to supervisor pid {sup} of attempt '{}' holding {}",
             self.sig.name(),
@@ -346,7 +350,7 @@ impl Cancel {
             ));
         }
         let sent = Instant::now();
-        let targets = self.signal_all(&first, self.sig.0, true)?;
+        let targets = self.signal_all(&first, self.sig.number(), true)?;
         self.say(&format!(
             "{path} is {label}: sent {} to {}",
             self.sig.name(),
@@ -376,7 +380,7 @@ impl Cancel {
                 if left.is_empty() {
                     break;
                 }
-                killed.extend(self.signal_all(&left, Signal::SIGKILL, false)?);
+                killed.extend(self.signal_all(&left, libc::SIGKILL, false)?);
                 std::thread::sleep(POLL);
             }
             if !killed.is_empty() {
@@ -404,12 +408,7 @@ impl Cancel {
 
     /// Signal each holder through a pidfd, after checking it is still the
     /// process that was found. Returns the PIDs signalled.
-    fn signal_all(
-        &self,
-        holders: &BTreeMap<i32, u64>,
-        sig: Signal,
-        cont: bool,
-    ) -> Result<Vec<i32>> {
+    fn signal_all(&self, holders: &BTreeMap<i32, u64>, sig: i32, cont: bool) -> Result<Vec<i32>> {
         let mut sent = Vec::new();
         for (&pid, &start) in holders {
             let Ok(fd) = PidFd::open(pid) else { continue };
@@ -418,8 +417,8 @@ impl Cancel {
             }
             match fd.send_signal(sig) {
                 Ok(()) => {
-                    if cont && sig != Signal::SIGKILL {
-                        let _ = fd.send_signal(Signal::SIGCONT);
+                    if cont && sig != libc::SIGKILL {
+                        let _ = fd.send_signal(libc::SIGCONT);
                     }
                     sent.push(pid);
                 }

@@ -343,6 +343,12 @@ pub struct RunArgs {
     #[arg(long)]
     pub preserve_status: bool,
 
+    /// Keep the command in locksup's process group, so an interactive
+    /// command can read from the terminal; the whole tree is still ended
+    /// on time (found through the process tree, not the group).
+    #[arg(long)]
+    pub foreground: bool,
+
     /// Exit code when the lock is not obtained [default: 75].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8))]
     pub conflict_exit_code: Option<u8>,

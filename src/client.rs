@@ -364,7 +364,7 @@ pub fn cancel(args: &CancelArgs, config_path: Option<&Path>) -> Result<i32> {
     let cwd = std::env::current_dir()
         .map_err(|e| Error::usage(format!("cannot read the working directory: {e}")))?;
     let cwd = utf8("working directory", cwd.into_os_string())?;
-    let signal = args.signal.map_or("TERM", |s| s.name()).to_owned();
+    let signal = args.signal.map_or_else(|| "TERM".to_owned(), |s| s.name());
     let limit = match args.wait {
         None => None,
         Some(Dur::Finite(d)) if d.is_zero() => None,
@@ -401,7 +401,7 @@ pub fn cancel(args: &CancelArgs, config_path: Option<&Path>) -> Result<i32> {
     let _ = writeln!(
         out,
         "sent {} to supervisor pid {pid} of attempt '{id}'",
-        args.signal.map_or("TERM", |s| s.name())
+        args.signal.map_or_else(|| "TERM".to_owned(), |s| s.name())
     );
     let Some(limit) = limit else {
         return Ok(exit::SUCCESS);

@@ -819,7 +819,7 @@ mod tests {
     }
 
     fn sig(s: Signal) -> Option<Sig> {
-        Some(Sig(s))
+        Some(Sig::from(s))
     }
 
     #[test]

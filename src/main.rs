@@ -10,6 +10,13 @@ use locksup::cli::{Cli, Command};
 use locksup::exit;
 
 fn main() -> ExitCode {
+    // locksup owns its signal mask: whatever it inherited, its timers,
+    // reaping and cancel handling must work (the command gets the
+    // inherited mask back).
+    if let Err(e) = locksup::sys::unblock_all_signals() {
+        let _ = writeln!(std::io::stderr(), "locksup: cannot unblock signals: {e}");
+        return code(exit::FAILURE);
+    }
     let args: Vec<OsString> = std::env::args_os().collect();
     let cli = Cli::try_parse_from(&args);
     // The daemon says what it does (listening, containment, reloads) by

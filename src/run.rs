@@ -86,14 +86,8 @@ pub fn resolve(a: &RunArgs, config: &Config) -> Result<Spec> {
         timeout,
         grace,
         wait,
-        signal: a
-            .signal
-            .or(d.signal)
-            .unwrap_or(Sig(nix::sys::signal::Signal::SIGTERM)),
-        final_signal: a
-            .final_signal
-            .or(d.final_signal)
-            .unwrap_or(Sig(nix::sys::signal::Signal::SIGKILL)),
+        signal: a.signal.or(d.signal).unwrap_or(Sig::TERM),
+        final_signal: a.final_signal.or(d.final_signal).unwrap_or(Sig::KILL),
         shared: a.shared,
         preserve_status: a.preserve_status,
         conflict_exit_code,
@@ -101,6 +95,7 @@ pub fn resolve(a: &RunArgs, config: &Config) -> Result<Spec> {
         watchdog: a.watchdog.or(d.watchdog).and_then(Dur::as_limit),
         max_timeout: a.max_timeout.or(d.max_timeout).and_then(Dur::as_limit),
         ready_timeout: a.ready_timeout.or(d.ready_timeout).and_then(Dur::as_limit),
+        foreground: a.foreground,
     })
 }
 

@@ -1248,7 +1248,7 @@ async fn connection(state: Shared, stream: UnixStream) {
 
 fn parse_signal(name: &str, allowed: &[Signal]) -> std::result::Result<Signal, String> {
     let sig = crate::signal::parse(name).map_err(|e| format!("bad signal: {e}"))?;
-    if !allowed.contains(&sig.0) {
+    let Some(std_sig) = sig.standard().filter(|s| allowed.contains(s)) else {
         let names: Vec<&str> = allowed
             .iter()
             .map(|s| s.as_str().trim_start_matches("SIG"))
@@ -1258,8 +1258,8 @@ fn parse_signal(name: &str, allowed: &[Signal]) -> std::result::Result<Signal, S
             sig.name(),
             names.join(", ")
         ));
-    }
-    Ok(sig.0)
+    };
+    Ok(std_sig)
 }
 
 /// Check a `run` request the way `locksup run` checks its command line.

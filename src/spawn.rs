@@ -22,7 +22,7 @@
 
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 
 use nix::sys::signal::Signal;
@@ -143,8 +143,13 @@ pub struct Prepared {
     /// A descriptor reserved for the lock: the child puts the lock on
     /// this number, which `LOCKSUP_LOCK_FD` names.
     lock_fd_slot: OwnedFd,
-    /// Signals whose handlers the child resets to default.
-    reset: Vec<libc::c_int>,
+    /// Every signal with the disposition the command gets: ignored if it
+    /// was ignored when locksup started, the default action otherwise.
+    dispositions: Vec<(libc::c_int, libc::sighandler_t)>,
+    /// The signal mask locksup started with, restored just before exec.
+    mask: libc::sigset_t,
+    /// Stay in locksup's process group (`--foreground`).
+    foreground: bool,
 }
 
 /// What the caller gives [`Prepared::new`].
@@ -170,8 +175,9 @@ pub struct Request<'a> {
     pub with_deadline: bool,
     /// A variable the child sets to its own PID (`WATCHDOG_PID`).
     pub pid_var: Option<&'a str>,
-    /// Signals with handlers in the supervisor.
-    pub handled: Vec<Signal>,
+    /// Stay in locksup's process group, so the command can use the
+    /// terminal (`--foreground`).
+    pub foreground: bool,
 }
 
 fn cstring(bytes: &[u8], what: &str) -> io::Result<CString> {
@@ -272,14 +278,29 @@ impl Prepared {
             deadline_slot,
             pid_slot,
             lock_fd_slot,
-            reset: req
-                .handled
-                .iter()
-                .map(|s| *s as libc::c_int)
-                .chain([libc::SIGPIPE])
-                .collect(),
+            dispositions: inherited_dispositions(),
+            mask: crate::sys::inherited().mask(),
+            foreground: req.foreground,
         })
     }
+}
+
+/// What the command gets for every signal that has a disposition: what
+/// locksup inherited (ignored, or the default action). Handlers locksup
+/// installed for itself, and the runtime's ignoring of SIGPIPE, end here.
+fn inherited_dispositions() -> Vec<(libc::c_int, libc::sighandler_t)> {
+    let inherited = crate::sys::inherited();
+    (1..=crate::sys::MAX_SIGNAL)
+        .filter(|&s| s != libc::SIGKILL && s != libc::SIGSTOP)
+        .map(|s| {
+            let action = if inherited.ignored(s) {
+                libc::SIG_IGN
+            } else {
+                libc::SIG_DFL
+            };
+            (s, action)
+        })
+        .collect()
 }
 
 /// The paths `execvp` would try for `name`, in order.
@@ -388,10 +409,12 @@ pub fn spawn(prep: &mut Prepared) -> io::Result<Spawned> {
         return Err(fork_err);
     }
     // Also from this side, so signals to the group work at once.
-    let _ = nix::unistd::setpgid(
-        nix::unistd::Pid::from_raw(pid),
-        nix::unistd::Pid::from_raw(pid),
-    );
+    if !prep.foreground {
+        let _ = nix::unistd::setpgid(
+            nix::unistd::Pid::from_raw(pid),
+            nix::unistd::Pid::from_raw(pid),
+        );
+    }
     drop((status_w, control_r));
     Ok(Spawned {
         pid,
@@ -432,7 +455,9 @@ unsafe fn child_main(
             libc::_exit(code)
         };
         let errno = || *libc::__errno_location() as u64;
-        libc::setpgid(0, 0);
+        if !prep.foreground {
+            libc::setpgid(0, 0);
+        }
         if !pid_digits.is_null() {
             // Decimal digits of our PID, then the NUL that ends the entry.
             let mut n = libc::getpid() as u32;
@@ -466,10 +491,11 @@ unsafe fn child_main(
         if libc::getppid() != parent {
             libc::_exit(crate::exit::FAILURE);
         }
-        let mut dfl: libc::sigaction = std::mem::zeroed();
-        dfl.sa_sigaction = libc::SIG_DFL;
-        for &sig in &prep.reset {
-            libc::sigaction(sig, &dfl, std::ptr::null_mut());
+        // Numbers the C library reserves fail with EINVAL: left alone.
+        let mut act: libc::sigaction = std::mem::zeroed();
+        for &(sig, handler) in &prep.dispositions {
+            act.sa_sigaction = handler;
+            libc::sigaction(sig, &act, std::ptr::null_mut());
         }
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);
@@ -563,6 +589,9 @@ unsafe fn child_main(
         }
         libc::close(fd);
 
+        // The command gets the mask locksup started with.
+        libc::pthread_sigmask(libc::SIG_SETMASK, &prep.mask, std::ptr::null_mut());
+
         let mut last = libc::ENOENT;
         let mut denied = false;
         for cand in &prep.candidates {
@@ -605,20 +634,10 @@ impl Prepared {
 /// Whether `sig` was set to be ignored when this process started.
 ///
 /// A signal ignored by whoever started locksup (`nohup`, `trap '' INT`)
-/// must stay ignored for the command, so locksup installs no handler for
-/// it: exec resets handled signals to default but keeps ignored ones.
+/// stays ignored for the command (see [`crate::sys::inherited`]), and
+/// locksup does not act on it either.
 pub fn signal_is_ignored(sig: Signal) -> bool {
-    let mut old = std::mem::MaybeUninit::<libc::sigaction>::zeroed();
-    // SAFETY: with a null new action, sigaction(2) only writes the current
-    // disposition into `old`, which is valid, zeroed storage of the right
-    // type.
-    let rc = unsafe { libc::sigaction(sig as libc::c_int, std::ptr::null(), old.as_mut_ptr()) };
-    if rc != 0 {
-        return false;
-    }
-    // SAFETY: sigaction returned 0, so it filled `old` in.
-    let old = unsafe { old.assume_init() };
-    old.sa_sigaction == libc::SIG_IGN
+    crate::sys::inherited().ignored(sig as i32)
 }
 
 /// Take ownership of a raw descriptor number this process owns by
@@ -827,23 +846,8 @@ impl PidFd {
 
     /// `pidfd_send_signal(2)`: ESRCH once the process has exited (never
     /// another process), EPERM when not permitted.
-    pub fn send_signal(&self, sig: Signal) -> io::Result<()> {
-        // SAFETY: the descriptor is a live pidfd owned by `self`; the
-        // siginfo pointer is null, which the call documents as "like
-        // kill(2)"; flags are 0. No memory of ours is read or written.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                self.fd.as_raw_fd(),
-                sig as libc::c_int,
-                std::ptr::null::<libc::siginfo_t>(),
-                0 as libc::c_uint,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+    pub fn send_signal(&self, sig: i32) -> io::Result<()> {
+        crate::sys::pidfd_send_signal(self.fd.as_fd(), sig)
     }
 }
 
@@ -889,11 +893,11 @@ mod tests {
         let pid = child.id() as i32;
         let fd = PidFd::open(pid).unwrap();
         assert_eq!(fd.pid(), pid);
-        fd.send_signal(Signal::SIGKILL).unwrap();
+        fd.send_signal(libc::SIGKILL).unwrap();
         let st = child.wait().unwrap();
         assert_eq!(std::os::unix::process::ExitStatusExt::signal(&st), Some(9));
         // Reaped: the pidfd now names nobody.
-        let e = fd.send_signal(Signal::SIGTERM).unwrap_err();
+        let e = fd.send_signal(libc::SIGTERM).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::ESRCH));
         assert_eq!(
             PidFd::open(0).unwrap_err().raw_os_error(),

@@ -29,10 +29,9 @@ use futures_util::StreamExt;
 use inotify::{EventStream, Inotify, WatchMask};
 use nix::errno::Errno;
 use nix::sys::signal::{SigEvent, SigevNotify};
-use nix::sys::signal::{Signal, kill, killpg};
+use nix::sys::signal::{Signal, kill};
 use nix::sys::time::TimeSpec;
 use nix::sys::timer::{Expiration, Timer, TimerSetTimeFlags};
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::time::ClockId;
 use nix::unistd::Pid;
 use serde_json::json;
@@ -48,9 +47,11 @@ use crate::exit;
 use crate::liveness::{Due, Liveness};
 use crate::lockfile::{self, Metadata};
 use crate::notify::{self, Notice, NotifySocket};
+use crate::process::Tree;
 use crate::procfs::{self, FileId};
 use crate::signal::Sig;
 use crate::spawn::{self, Record, Stage};
+use crate::sys::{self, Ended, Reaped};
 
 /// How long to wait for a busy lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +103,9 @@ pub struct Spec {
     /// End the attempt when it has not sent `READY=1` this long after it
     /// got the lock.
     pub ready_timeout: Option<Duration>,
+    /// The command stays in locksup's process group, so it can use the
+    /// terminal (`--foreground`).
+    pub foreground: bool,
 }
 
 /// How often, once the final signal is out, the attempt's tree is walked
@@ -146,6 +150,61 @@ impl Reason {
     }
 }
 
+/// How an attempt ended, as the final `end` event names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The command exited on its own.
+    Exited,
+    /// The command died from a signal locksup did not send.
+    Killed,
+    /// Ended at its deadline.
+    Timeout,
+    /// Ended for want of a heartbeat.
+    Watchdog,
+    /// Ended for not becoming ready in time.
+    ReadyTimeout,
+    /// Ended (or stopped waiting) because locksup was told to stop.
+    Cancelled,
+    /// The lock was busy and waiting was not allowed.
+    Busy,
+    /// The lock stayed busy for the whole wait.
+    WaitExpired,
+    /// The command was not found.
+    NotFound,
+    /// The command could not be executed.
+    CannotExecute,
+    /// locksup itself failed.
+    Failed,
+}
+
+impl Outcome {
+    /// The name in events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Exited => "exited",
+            Outcome::Killed => "killed",
+            Outcome::Timeout => "timeout",
+            Outcome::Watchdog => "watchdog",
+            Outcome::ReadyTimeout => "ready-timeout",
+            Outcome::Cancelled => "cancelled",
+            Outcome::Busy => "busy",
+            Outcome::WaitExpired => "wait-expired",
+            Outcome::NotFound => "not-found",
+            Outcome::CannotExecute => "cannot-execute",
+            Outcome::Failed => "failed",
+        }
+    }
+
+    /// The outcome of an error that ended locksup with `code`.
+    fn of_error(code: i32) -> Outcome {
+        match code {
+            exit::NOT_FOUND => Outcome::NotFound,
+            exit::CANNOT_EXECUTE => Outcome::CannotExecute,
+            _ => Outcome::Failed,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     /// The attempt is opening and taking the lock.
@@ -166,35 +225,27 @@ struct Escalation {
 /// A one-shot timer with the kernel's precision (a POSIX timer delivering
 /// SIGALRM), rather than the runtime's millisecond wheel, which rounds
 /// every deadline up to the next millisecond tick: deadlines are what
-/// locksup sells. Falls back to the runtime's timer if SIGALRM was ignored
-/// when locksup started (it must stay ignored for the command).
+/// locksup sells. The command gets SIGALRM back as locksup inherited it
+/// (see [`crate::sys::inherited`]). Falls back to the runtime's timer if
+/// the POSIX timer cannot be made.
 struct Alarm {
     timer: Option<(Timer, tokio::signal::unix::Signal)>,
 }
 
 impl Alarm {
     fn new() -> Self {
-        let timer = if spawn::signal_is_ignored(Signal::SIGALRM) {
-            None
-        } else {
-            let event = SigEvent::new(SigevNotify::SigevSignal {
-                signal: Signal::SIGALRM,
-                si_value: 0,
-            });
-            match (
-                Timer::new(ClockId::CLOCK_MONOTONIC, event),
-                signal(SignalKind::alarm()),
-            ) {
-                (Ok(t), Ok(s)) => Some((t, s)),
-                _ => None,
-            }
+        let event = SigEvent::new(SigevNotify::SigevSignal {
+            signal: Signal::SIGALRM,
+            si_value: 0,
+        });
+        let timer = match (
+            Timer::new(ClockId::CLOCK_MONOTONIC, event),
+            signal(SignalKind::alarm()),
+        ) {
+            (Ok(t), Ok(s)) => Some((t, s)),
+            _ => None,
         };
         Self { timer }
-    }
-
-    /// Whether SIGALRM has a handler (the child resets it).
-    fn uses_sigalrm(&self) -> bool {
-        self.timer.is_some()
     }
 
     /// Resolve at `t` (monotonic). A stray SIGALRM (an earlier arming, or
@@ -243,7 +294,7 @@ impl Signals {
         for sig in CANCEL_SIGNALS.iter().chain(PASS_SIGNALS.iter()) {
             // A signal ignored by whoever started us stays ignored, for us
             // and (through exec) for the command.
-            if spawn::signal_is_ignored(*sig) {
+            if sys::inherited().ignored(*sig as i32) {
                 continue;
             }
             others.push((
@@ -252,13 +303,6 @@ impl Signals {
             ));
         }
         Ok(Self { child, others })
-    }
-
-    /// The signals we installed handlers for (the child resets them).
-    fn handled(&self) -> Vec<Signal> {
-        let mut v = vec![Signal::SIGCHLD];
-        v.extend(self.others.iter().map(|(s, _)| *s));
-        v
     }
 
     /// The next signal received.
@@ -280,18 +324,28 @@ impl Signals {
 
 /// Run one attempt to its end and return the exit code locksup ends with.
 /// Must run on a current-thread runtime on the main thread (see
-/// [`spawn::spawn_attempt`]).
+/// [`spawn::spawn`]). The last event of every attempt is `end`, with
+/// that exit code and the [`Outcome`].
 pub async fn supervise(spec: &Spec, report: &mut Reporter) -> Result<i32> {
+    let ended = attempt(spec, report).await;
+    let (code, outcome, error) = match &ended {
+        Ok((code, outcome)) => (*code, *outcome, None),
+        Err(e) => (e.code, Outcome::of_error(e.code), Some(e.message.clone())),
+    };
+    report.event(
+        "end",
+        json!({ "exit_code": code, "outcome": outcome.as_str(), "error": error }),
+    );
+    ended.map(|(code, _)| code)
+}
+
+async fn attempt(spec: &Spec, report: &mut Reporter) -> Result<(i32, Outcome)> {
     // Orphans of the attempt must come back to us, not to init.
     nix::sys::prctl::set_child_subreaper(true)
         .map_err(|e| Error::usage(format!("cannot become a child subreaper: {e}")))?;
     // Before the fork, so no SIGCHLD is missed.
     let signals = Signals::install()?;
     let alarm = Alarm::new();
-    let mut handled = signals.handled();
-    if alarm.uses_sigalrm() {
-        handled.push(Signal::SIGALRM);
-    }
     let mut env: Vec<(OsString, OsString)> = vec![
         (
             "LOCKSUP_LOCK_FILE".into(),
@@ -328,7 +382,7 @@ pub async fn supervise(spec: &Spec, report: &mut Reporter) -> Result<i32> {
         env_remove: NOT_INHERITED.to_vec(),
         with_deadline: spec.timeout.is_some(),
         pid_var: spec.watchdog.map(|_| "WATCHDOG_PID"),
-        handled,
+        foreground: spec.foreground,
     })
     .map_err(|e| Error::usage(format!("cannot start the attempt: {e}")))?;
     let started_at = Instant::now();
@@ -343,6 +397,8 @@ pub async fn supervise(spec: &Spec, report: &mut Reporter) -> Result<i32> {
         report,
         pid: child.pid,
         me: std::process::id() as i32,
+        tree: Tree::of_self(),
+        children_left: true,
         signals,
         alarm,
         notify,
@@ -363,7 +419,7 @@ pub async fn supervise(spec: &Spec, report: &mut Reporter) -> Result<i32> {
         escalation: None,
         timed_out: false,
         final_needed: false,
-        conflict: false,
+        conflict: None,
         cancelled_waiting: None,
         failure: None,
     };
@@ -378,6 +434,11 @@ struct Attempt<'a> {
     pid: i32,
     /// The supervisor.
     me: i32,
+    /// Every process below the supervisor: the attempt.
+    tree: Tree,
+    /// Whether the supervisor still has a child (as a subreaper, it has
+    /// one as long as any process of the attempt is alive).
+    children_left: bool,
     signals: Signals,
     alarm: Alarm,
     /// The attempt's sd_notify socket.
@@ -399,7 +460,7 @@ struct Attempt<'a> {
     /// The lock file's identity, once the attempt opened it.
     file: Option<FileId>,
     /// How the first process ended.
-    main_status: Option<WaitStatus>,
+    main_status: Option<Ended>,
     /// When the last process of the attempt was reaped.
     last_exit: Instant,
     /// When the first process was reaped.
@@ -409,8 +470,8 @@ struct Attempt<'a> {
     timed_out: bool,
     /// The final signal reached a live process.
     final_needed: bool,
-    /// The lock was not obtained.
-    conflict: bool,
+    /// The lock was not obtained: busy, or the wait expired.
+    conflict: Option<Outcome>,
     /// A cancel arrived before the lock was obtained.
     cancelled_waiting: Option<Signal>,
     /// locksup's own failure (or the command could not be executed).
@@ -508,13 +569,13 @@ impl Attempt<'_> {
             // after both ends are seen is the first process's story complete.
             if self.main_status.is_some() && status.is_none() {
                 self.report_exit();
-                if self.live_processes().is_empty() {
+                if !self.children_left {
                     return;
                 }
                 if self.escalation.is_none() && self.phase != Phase::Locking {
                     // The command is done, but what it left behind still
                     // holds the lock: end it the usual way.
-                    self.escalate(Reason::Cleanup, self.spec.signal.0);
+                    self.escalate(Reason::Cleanup, self.spec.signal, Instant::now());
                 }
             }
         }
@@ -527,7 +588,7 @@ impl Attempt<'_> {
             Some(e) => e.final_at,
             None => match self.phase {
                 Phase::Locking => match self.spec.wait {
-                    Wait::For(d) if !self.conflict && self.cancelled_waiting.is_none() => {
+                    Wait::For(d) if self.conflict.is_none() && self.cancelled_waiting.is_none() => {
                         Some(self.started_at + d)
                     }
                     _ => None,
@@ -562,7 +623,7 @@ impl Attempt<'_> {
             }
             Record::Busy(dev, ino) => {
                 let holders = lockfile::kernel_holders(FileId::new(dev, ino));
-                self.conflict = true;
+                self.conflict = Some(Outcome::Busy);
                 self.report
                     .event("conflict", json!({ "reason": "busy", "holders": holders }));
                 self.report.say(format!(
@@ -604,7 +665,7 @@ impl Attempt<'_> {
         let now = Instant::now();
         let wall = SystemTime::now();
         self.file = Some(file);
-        if self.cancelled_waiting.is_some() || self.conflict {
+        if self.cancelled_waiting.is_some() || self.conflict.is_some() {
             // Too late: the attempt is being ended; it dies holding the lock
             // for a moment and the kernel frees it.
             return;
@@ -616,7 +677,7 @@ impl Attempt<'_> {
         let meta = Metadata {
             v: lockfile::METADATA_VERSION,
             pid: self.pid,
-            pgid: self.pid,
+            pgid: self.pgid(),
             created_at: rfc3339(wall),
             starttime: procfs::starttime(self.pid).unwrap_or(0),
             supervisor_pid: self.me,
@@ -670,7 +731,14 @@ impl Attempt<'_> {
         // a millisecond, and a wait must not read as none.
         let waited = now.duration_since(self.started_at);
         let wait_ms = (waited.as_secs_f64() * 1e6).round() / 1e3;
-        self.report.event("acquired", json!({ "wait_ms": wait_ms }));
+        self.report.event(
+            "acquired",
+            json!({
+                "wait_ms": wait_ms,
+                "deadline": deadline,
+                "timeout_ms": spec.timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            }),
+        );
         let limit = match (spec.timeout, &deadline) {
             (Some(t), Some(d)) => format!("timeout {} (until {d})", format_duration(t)),
             _ => "no timeout".to_owned(),
@@ -703,7 +771,7 @@ impl Attempt<'_> {
                     if self.escalation.is_none() {
                         self.timed_out = true;
                         self.report.say("watchdog triggered by the attempt");
-                        self.escalate(Reason::Watchdog, self.spec.signal.0);
+                        self.escalate(Reason::Watchdog, self.spec.signal, Instant::now());
                     }
                 }
                 Notice::Extend(by) => {
@@ -766,6 +834,15 @@ impl Attempt<'_> {
         }
     }
 
+    /// The attempt's process group: its own, or ours in the foreground.
+    fn pgid(&self) -> i32 {
+        if self.spec.foreground {
+            nix::unistd::getpgrp().as_raw()
+        } else {
+            self.pid
+        }
+    }
+
     /// Wall-clock time of a monotonic instant after acquisition.
     fn wall(&self, t: Instant) -> SystemTime {
         match self.acquired {
@@ -805,7 +882,7 @@ impl Attempt<'_> {
         if self.phase == Phase::Starting && self.failure.is_none() {
             self.phase = Phase::Running;
             self.report
-                .event("started", json!({ "pid": self.pid, "pgid": self.pid }));
+                .event("started", json!({ "pid": self.pid, "pgid": self.pgid() }));
             let argv: Vec<_> = self
                 .spec
                 .command
@@ -823,7 +900,14 @@ impl Attempt<'_> {
         }
         if PASS_SIGNALS.contains(&sig) {
             if self.phase != Phase::Locking {
-                let _ = killpg(Pid::from_raw(self.pid), sig);
+                // In the foreground the command shares our process group
+                // (and the terminal's): only the command gets it.
+                let target = if self.spec.foreground {
+                    self.pid
+                } else {
+                    -self.pid
+                };
+                let _ = sys::kill(target, sig as i32);
             }
             return;
         }
@@ -843,7 +927,7 @@ impl Attempt<'_> {
             None => {
                 self.report
                     .say(format!("{} received: ending the attempt", sig.as_str()));
-                self.escalate(Reason::SupervisorSignal, sig);
+                self.escalate(Reason::SupervisorSignal, Sig::from(sig), Instant::now());
             }
             Some(e) if !e.final_sent => {
                 self.report.say(format!(
@@ -869,7 +953,7 @@ impl Attempt<'_> {
         match self.phase {
             Phase::Locking => {
                 if let Wait::For(d) = self.spec.wait {
-                    self.conflict = true;
+                    self.conflict = Some(Outcome::WaitExpired);
                     let holders = self.file.map(lockfile::kernel_holders).unwrap_or_default();
                     self.report.event(
                         "conflict",
@@ -918,43 +1002,51 @@ impl Attempt<'_> {
                 };
                 self.timed_out = true;
                 self.report.say(why);
-                self.escalate(reason, self.spec.signal.0);
+                // The final signal is due a grace period after the first
+                // one was due, however late this wake-up is.
+                self.escalate(reason, self.spec.signal, at);
             }
         }
     }
 
     /// First signal (plus SIGCONT) to every process of the attempt; the
-    /// final one follows after the grace period.
-    fn escalate(&mut self, reason: Reason, sig: Signal) {
-        let targets = self.signal_all(sig);
+    /// final one follows a grace period after `due`, when the first one
+    /// was due. With a grace of zero the final signal is the only one.
+    fn escalate(&mut self, reason: Reason, sig: Sig, due: Instant) {
         let grace = self.spec.grace;
+        if grace == Some(Duration::ZERO) {
+            self.escalation = Some(Escalation {
+                reason,
+                final_at: Some(due),
+                final_sent: false,
+            });
+            self.send_final();
+            return;
+        }
+        let targets = self.signal_all(sig);
         self.escalation = Some(Escalation {
             reason,
-            final_at: grace.map(|g| Instant::now() + g),
+            final_at: grace.map(|g| due + g),
             final_sent: false,
         });
         self.report.event(
             "signal",
-            json!({ "signal": sig.as_str(), "reason": reason.as_str(), "targets": targets }),
+            json!({ "signal": sig.to_string(), "reason": reason.as_str(), "targets": targets }),
         );
         let then = match grace {
-            Some(g) => format!(
-                "; {} in {}",
-                self.spec.final_signal.0.as_str(),
-                format_duration(g)
-            ),
+            Some(g) => format!("; {} in {}", self.spec.final_signal, format_duration(g)),
             None => String::new(),
         };
         self.report.say(format!(
             "sent {} to {}{then}",
-            sig.as_str(),
+            sig,
             plural(targets.len(), "process", "processes")
         ));
     }
 
     /// The final signal to whatever is left.
     fn send_final(&mut self) {
-        let sig = self.spec.final_signal.0;
+        let sig = self.spec.final_signal;
         let targets = self.signal_all(sig);
         let reason = match &mut self.escalation {
             Some(e) => {
@@ -968,11 +1060,11 @@ impl Attempt<'_> {
             self.final_needed = true;
             self.report.event(
                 "signal",
-                json!({ "signal": sig.as_str(), "reason": reason.as_str(), "targets": targets }),
+                json!({ "signal": sig.to_string(), "reason": reason.as_str(), "targets": targets }),
             );
             self.report.say(format!(
                 "sent {} to {}",
-                sig.as_str(),
+                sig,
                 plural(targets.len(), "process", "processes")
             ));
         }
@@ -980,61 +1072,85 @@ impl Attempt<'_> {
 
     /// After the final signal: anything that appeared since gets it too.
     fn sweep(&mut self) {
-        let sig = self.spec.final_signal.0;
-        let targets = self.signal_all(sig);
+        let targets = self.signal_all(self.spec.final_signal);
         if !targets.is_empty() {
             self.final_needed = true;
             log::debug!("final signal again to {targets:?}");
         }
     }
 
-    /// Signal every live process of the attempt, walking the tree again
-    /// until a pass finds nobody new (a process may fork, or be re-parented
-    /// to us, while we walk).
-    fn signal_all(&mut self, sig: Signal) -> Vec<i32> {
+    /// Signal every live process of the attempt: its process group at
+    /// once, then every other process below the supervisor, walking the
+    /// tree again until a pass finds nobody new (a process may fork, or be
+    /// re-parented to us, while we walk). Returns the PIDs signalled.
+    fn signal_all(&mut self, sig: Sig) -> Vec<i32> {
+        let n = sig.number();
+        let cont = n != libc::SIGKILL && n != libc::SIGCONT;
         let mut sent = BTreeSet::new();
+        // Before any walk, which costs time with the size of the tree.
+        let group_at = if !self.spec.foreground && sys::kill(-self.pid, n).is_ok() {
+            if cont {
+                let _ = sys::kill(-self.pid, libc::SIGCONT);
+            }
+            sent.insert(self.pid);
+            procfs::boot_ticks()
+        } else {
+            None
+        };
+        if !self.tree.visible() {
+            // Nothing can be verified: the group, and, as the init of the
+            // PID namespace, everybody in it (all ours by construction).
+            if self.tree.is_pid1() && sys::kill(-1, n).is_ok() && cont {
+                let _ = sys::kill(-1, libc::SIGCONT);
+            }
+            if self.spec.foreground && sys::kill(self.pid, n).is_ok() {
+                sent.insert(self.pid);
+            }
+            return sent.into_iter().collect();
+        }
         loop {
-            let fresh: Vec<i32> = self
-                .live_processes()
+            let fresh: Vec<_> = self
+                .tree
+                .walk()
                 .into_iter()
-                .filter(|p| !sent.contains(p))
+                .filter(|m| !sent.contains(&m.pid))
                 .collect();
             if fresh.is_empty() {
                 break;
             }
-            for p in fresh {
-                let pid = Pid::from_raw(p);
-                if kill(pid, sig).is_ok() && sig != Signal::SIGKILL {
-                    let _ = kill(pid, Signal::SIGCONT);
+            for m in fresh {
+                sent.insert(m.pid);
+                // Members of the group from before it was signalled have
+                // the signal already (real-time signals would queue twice).
+                if m.pgid == self.pid && group_at.is_some_and(|t| m.starttime < t) {
+                    continue;
                 }
-                sent.insert(p);
+                if m.signal(n) && cont {
+                    let _ = m.signal(libc::SIGCONT);
+                }
             }
         }
         sent.into_iter().collect()
     }
 
-    /// Every live (non-zombie) process below the supervisor: the attempt.
-    fn live_processes(&self) -> Vec<i32> {
-        procfs::descendants(self.me)
-            .into_iter()
-            .filter(|p| procfs::alive(*p))
-            .collect()
-    }
-
-    /// Reap every child that has ended, ours or adopted.
+    /// Reap every child that has ended, ours or adopted, and note whether
+    /// any is left.
     fn reap(&mut self) {
         loop {
-            match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
-                Err(Errno::EINTR) => continue,
+            match sys::reap_one() {
+                Ok(Reaped::Running) => return,
+                Ok(Reaped::NoChildren) => {
+                    self.children_left = false;
+                    return;
+                }
                 Err(e) => {
                     log::warn!("waitpid: {e}");
                     return;
                 }
-                Ok(st) => {
+                Ok(Reaped::Child(pid, ended)) => {
                     self.last_exit = Instant::now();
-                    if st.pid() == Some(Pid::from_raw(self.pid)) {
-                        self.main_status = Some(st);
+                    if pid == self.pid {
+                        self.main_status = Some(ended);
                         self.main_exit_at = self.last_exit;
                     }
                 }
@@ -1057,53 +1173,60 @@ impl Attempt<'_> {
         let held_ms = held.as_millis() as u64;
         let held_for = format_duration(held);
         match st {
-            WaitStatus::Exited(_, code) => {
+            Ended::Exited(code) => {
                 self.report
                     .event("exited", json!({ "status": code, "held_ms": held_ms }));
                 self.report.say(format!(
                     "command exited with status {code} after {held_for}"
                 ));
             }
-            WaitStatus::Signaled(_, sig, _) => {
-                self.report.event(
-                    "exited",
-                    json!({ "signal": sig.as_str(), "held_ms": held_ms }),
-                );
-                self.report.say(format!(
-                    "command killed by {} after {held_for}",
-                    sig.as_str()
-                ));
+            Ended::Signaled(n) => {
+                let sig = signal_name(n);
+                self.report
+                    .event("exited", json!({ "signal": sig, "held_ms": held_ms }));
+                self.report
+                    .say(format!("command killed by {sig} after {held_for}"));
             }
-            _ => {}
         }
     }
 
-    /// Verify the release and compute the exit code.
-    async fn finish(mut self) -> Result<i32> {
+    /// Verify the release, then compute the exit code and the outcome.
+    async fn finish(mut self) -> Result<(i32, Outcome)> {
         if let (Some(file), Some(_)) = (self.file, self.acquired) {
             self.verify_release(file).await;
         }
         if let Some(err) = self.failure.take() {
             return Err(err);
         }
-        if self.conflict {
-            return Ok(self.spec.conflict_exit_code);
+        if let Some(c) = self.conflict {
+            return Ok((self.spec.conflict_exit_code, c));
         }
         if let Some(sig) = self.cancelled_waiting {
-            return Ok(exit::from_signal(sig as i32));
+            return Ok((exit::from_signal(sig as i32), Outcome::Cancelled));
         }
+        let ended_by = self.escalation.as_ref().map(|e| e.reason);
+        let outcome = match (ended_by, self.main_status) {
+            (Some(Reason::Timeout), _) => Outcome::Timeout,
+            (Some(Reason::Watchdog), _) => Outcome::Watchdog,
+            (Some(Reason::ReadyTimeout), _) => Outcome::ReadyTimeout,
+            (Some(Reason::SupervisorSignal), _) => Outcome::Cancelled,
+            (_, Some(Ended::Signaled(_))) => Outcome::Killed,
+            _ => Outcome::Exited,
+        };
         if self.timed_out && !self.spec.preserve_status {
-            return Ok(if self.final_needed {
+            let code = if self.final_needed {
                 exit::from_signal(self.spec.final_signal.number())
             } else {
                 exit::TIMED_OUT
-            });
+            };
+            return Ok((code, outcome));
         }
-        Ok(match self.main_status {
-            Some(WaitStatus::Exited(_, code)) => code,
-            Some(WaitStatus::Signaled(_, sig, _)) => exit::from_signal(sig as i32),
-            _ => exit::FAILURE,
-        })
+        let code = match self.main_status {
+            Some(Ended::Exited(code)) => code,
+            Some(Ended::Signaled(sig)) => exit::from_signal(sig),
+            None => exit::FAILURE,
+        };
+        Ok((code, outcome))
     }
 
     /// Every process of the attempt is gone; the kernel must have freed the
@@ -1163,6 +1286,11 @@ fn touch_watch(lock: &std::path::Path) -> Option<EventStream<[u8; 256]>> {
     let inotify = Inotify::init().ok()?;
     inotify.watches().add(lock, WatchMask::ATTRIB).ok()?;
     inotify.into_event_stream([0u8; 256]).ok()
+}
+
+/// `SIGTERM`, `SIGRTMIN+3`; the number if Linux has no such signal.
+fn signal_name(n: i32) -> String {
+    Sig::from_number(n).map_or_else(|| n.to_string(), |s| s.to_string())
 }
 
 fn plural(n: usize, one: &str, many: &str) -> String {

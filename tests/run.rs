@@ -1678,9 +1678,18 @@ fn events_for_a_run_that_needs_kill() {
     assert_eq!(
         names,
         [
-            "acquired", "started", "signal", "signal", "exited", "released"
+            "acquired", "started", "signal", "signal", "exited", "released", "end"
         ],
         "events: {text}"
+    );
+    // The last event says how locksup itself ended, and why.
+    assert_eq!(evs[6]["exit_code"], 137, "{}", evs[6]);
+    assert_eq!(evs[6]["outcome"], "timeout", "{}", evs[6]);
+    assert_eq!(evs[0]["timeout_ms"], T.as_millis() as u64, "{}", evs[0]);
+    rfc3339(
+        evs[0]["deadline"]
+            .as_str()
+            .unwrap_or_else(|| panic!("deadline: {}", evs[0])),
     );
     for e in &evs {
         rfc3339(e["ts"].as_str().unwrap_or_else(|| panic!("no ts: {e}")));
@@ -1737,14 +1746,16 @@ fn events_for_a_normal_run_and_appending() {
         .iter()
         .map(|e| e["event"].as_str().unwrap_or("?"))
         .collect();
-    let one = ["acquired", "started", "exited", "released"];
+    let one = ["acquired", "started", "exited", "released", "end"];
     assert_eq!(
         names,
         [one, one].concat(),
         "events should be appended: {text}"
     );
     assert_eq!(evs[2]["status"], 5, "{}", evs[2]);
-    assert_ne!(evs[0]["attempt_id"], evs[4]["attempt_id"], "{text}");
+    assert_eq!(evs[4]["exit_code"], 5, "{}", evs[4]);
+    assert_eq!(evs[4]["outcome"], "exited", "{}", evs[4]);
+    assert_ne!(evs[0]["attempt_id"], evs[5]["attempt_id"], "{text}");
 }
 
 #[test]

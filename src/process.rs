@@ -1,0 +1,165 @@
+//! The processes of an attempt, as a supervisor that is a child subreaper
+//! sees them: every process below it in the process tree.
+//!
+//! A process is signalled only after it has been verified to be part of
+//! the tree: its `/proc/PID` directory is opened first (which pins it: a
+//! signal sent through that descriptor with `pidfd_send_signal(2)` reaches
+//! that very process or nobody, whatever happens to the PID), then its
+//! parent is checked through the pinned directory. The walk starts from
+//! `/proc/self`, so it stays right when the mounted `/proc` belongs to an
+//! ancestor PID namespace (locksup started by `unshare --pid --fork`
+//! without `--mount-proc`): numbers are read and used in that one view.
+//!
+//! Without a usable `/proc` (not mounted, or one in which this process
+//! does not appear) nothing can be verified; [`Tree::walk`] then finds
+//! nobody and callers fall back to the attempt's process group, and to
+//! every process of the PID namespace when locksup is its init (PID 1):
+//! the kernel itself ends all of them when that process exits.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsFd, OwnedFd};
+
+use nix::fcntl::{OFlag, open, openat};
+use nix::sys::stat::Mode;
+
+use crate::procfs;
+use crate::sys;
+
+/// How this process sees its descendants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tree {
+    /// Our PID as the mounted `/proc` numbers it; `None` without a
+    /// usable `/proc`.
+    me: Option<i32>,
+    /// This process is the init of its PID namespace.
+    pid1: bool,
+}
+
+/// A process of the tree, pinned by its open `/proc/PID` directory.
+#[derive(Debug)]
+pub struct Member {
+    /// Its PID in the view of the mounted `/proc`.
+    pub pid: i32,
+    /// Its process group, in the same view.
+    pub pgid: i32,
+    /// Its start time (clock ticks since boot).
+    pub starttime: u64,
+    dir: OwnedFd,
+}
+
+impl Member {
+    /// Send `sig` to this very process. `false` if it is gone (or the
+    /// signal was refused).
+    pub fn signal(&self, sig: i32) -> bool {
+        sys::pidfd_send_signal(self.dir.as_fd(), sig).is_ok()
+    }
+}
+
+impl Tree {
+    /// The tree below the calling process.
+    pub fn of_self() -> Tree {
+        let me = std::fs::read_link("/proc/self")
+            .ok()
+            .and_then(|p| p.to_str().and_then(|s| s.parse::<i32>().ok()))
+            .filter(|p| *p > 0);
+        Tree {
+            me,
+            pid1: std::process::id() == 1,
+        }
+    }
+
+    /// Whether descendants can be found and verified through `/proc`.
+    pub fn visible(&self) -> bool {
+        self.me.is_some()
+    }
+
+    /// Whether this process is the init of its PID namespace.
+    pub fn is_pid1(&self) -> bool {
+        self.pid1
+    }
+
+    /// Every live process below this one, each verified to be the child
+    /// of its parent in the walk and pinned. Zombies are left out (their
+    /// children have been re-parented already).
+    pub fn walk(&self) -> Vec<Member> {
+        let Some(me) = self.me else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let mut stack: Vec<(i32, i32)> =
+            procfs::children(me).into_iter().map(|c| (me, c)).collect();
+        while let Some((parent, pid)) = stack.pop() {
+            if out.len() >= MAX_MEMBERS {
+                break;
+            }
+            let Some(member) = pin(parent, pid) else {
+                continue;
+            };
+            stack.extend(procfs::children(pid).into_iter().map(|c| (pid, c)));
+            out.push(member);
+        }
+        out
+    }
+}
+
+/// A bound on one walk, so a fork bomb cannot make the supervisor hold
+/// an unbounded number of descriptors; the next walk finds the rest.
+const MAX_MEMBERS: usize = 65_536;
+
+/// Open `/proc/PID` and check, through that directory, that the process
+/// is alive and still the child of `parent`.
+fn pin(parent: i32, pid: i32) -> Option<Member> {
+    let dir = open(
+        format!("/proc/{pid}").as_str(),
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    let stat = openat(
+        &dir,
+        "stat",
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    let mut text = String::new();
+    File::from(stat).read_to_string(&mut text).ok()?;
+    let st = procfs::parse_stat(&text)?;
+    if st.ppid != parent || matches!(st.state, 'Z' | 'X') {
+        return None;
+    }
+    Some(Member {
+        pid,
+        pgid: st.pgid,
+        starttime: st.starttime,
+        dir,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_and_signals_its_own_children_only() {
+        let tree = Tree::of_self();
+        assert!(tree.visible());
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep");
+        let pid = child.id() as i32;
+        let members = tree.walk();
+        let m = members
+            .iter()
+            .find(|m| m.pid == pid)
+            .expect("the child is found");
+        assert!(m.signal(libc::SIGKILL));
+        let st = child.wait().expect("wait");
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&st), Some(9));
+        // Reaped: the pinned directory names nobody now.
+        assert!(!m.signal(libc::SIGTERM));
+        assert!(pin(std::process::id() as i32, pid).is_none());
+    }
+}

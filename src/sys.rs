@@ -1,0 +1,249 @@
+//! Small system-call helpers that need `unsafe`, each block with its
+//! `// SAFETY:` reasoning. The fork/exec boundary itself lives in
+//! [`crate::spawn`].
+//!
+//! # The process state locksup inherits
+//!
+//! Whoever starts locksup chooses its signal mask and which signals are
+//! ignored (`nohup`, `trap '' PIPE`, a parent's `sigprocmask`). The Rust
+//! runtime changes one of them before `main` runs: it ignores SIGPIPE. So
+//! the inherited state is recorded by a constructor that runs before the
+//! runtime starts ([`inherited`]). locksup then owns its own mask (every
+//! signal unblocked, [`unblock_all_signals`]) so that its timers, reaping
+//! and cancel handling work whatever it inherited, and gives the command
+//! back exactly what locksup inherited: the same mask, the same ignored
+//! signals, every other signal at its default action.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// Highest signal number Linux has.
+pub const MAX_SIGNAL: i32 = 64;
+
+static CAPTURED: AtomicBool = AtomicBool::new(false);
+/// Bit `n - 1` set: signal `n` was ignored when the process started.
+static IGNORED: AtomicU64 = AtomicU64::new(0);
+/// Bit `n - 1` set: signal `n` was blocked when the process started.
+static BLOCKED: AtomicU64 = AtomicU64::new(0);
+
+/// Recorded before `main` (and before the Rust runtime ignores SIGPIPE).
+extern "C" fn capture_inherited_state() {
+    let mut ignored = 0u64;
+    let mut blocked = 0u64;
+    // SAFETY: an all-zero sigset_t is a valid (if unspecified) value that
+    // sigprocmask overwrites; with a null new set, sigprocmask(2) only
+    // writes the current mask into `old`.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; `old` is valid, writable storage of the right type.
+    let have_mask = unsafe { libc::sigprocmask(libc::SIG_BLOCK, std::ptr::null(), &mut old) } == 0;
+    for sig in 1..=MAX_SIGNAL {
+        let bit = 1u64 << (sig - 1);
+        if have_mask {
+            // SAFETY: `old` was filled in by sigprocmask; sigismember only
+            // reads it.
+            if unsafe { libc::sigismember(&old, sig) } == 1 {
+                blocked |= bit;
+            }
+        }
+        let mut act = std::mem::MaybeUninit::<libc::sigaction>::zeroed();
+        // SAFETY: with a null new action, sigaction(2) only writes the
+        // current disposition into `act`, valid zeroed storage of the
+        // right type. Numbers the C library reserves fail with EINVAL.
+        let rc = unsafe { libc::sigaction(sig, std::ptr::null(), act.as_mut_ptr()) };
+        if rc == 0 {
+            // SAFETY: sigaction returned 0, so it filled `act` in.
+            let act = unsafe { act.assume_init() };
+            if act.sa_sigaction == libc::SIG_IGN {
+                ignored |= bit;
+            }
+        }
+    }
+    IGNORED.store(ignored, Ordering::Relaxed);
+    BLOCKED.store(blocked, Ordering::Relaxed);
+    CAPTURED.store(true, Ordering::Release);
+}
+
+/// Runs [`capture_inherited_state`] when the program is loaded, before
+/// `main` and before the Rust runtime's own initialisation.
+#[used]
+// SAFETY: `.init_array` holds `extern "C" fn()` pointers the dynamic
+// loader calls once at start-up; the function takes no arguments, touches
+// only atomics and makes query-only system calls.
+#[unsafe(link_section = ".init_array")]
+static CAPTURE_AT_START: extern "C" fn() = capture_inherited_state;
+
+/// The signal state this process started with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Inherited {
+    ignored: u64,
+    blocked: u64,
+}
+
+impl Inherited {
+    /// Whether `sig` was ignored when locksup started.
+    pub fn ignored(self, sig: i32) -> bool {
+        (1..=MAX_SIGNAL).contains(&sig) && self.ignored & (1u64 << (sig - 1)) != 0
+    }
+
+    /// Whether `sig` was blocked when locksup started.
+    pub fn blocked(self, sig: i32) -> bool {
+        (1..=MAX_SIGNAL).contains(&sig) && self.blocked & (1u64 << (sig - 1)) != 0
+    }
+
+    /// The inherited mask as a `sigset_t`, for the command.
+    pub fn mask(self) -> libc::sigset_t {
+        // SAFETY: an all-zero sigset_t is valid storage; sigemptyset
+        // initialises it and sigaddset only writes bits of it.
+        let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: see above.
+        unsafe { libc::sigemptyset(&mut set) };
+        for sig in 1..=MAX_SIGNAL {
+            if self.blocked(sig) {
+                // SAFETY: `set` is initialised; invalid numbers only fail.
+                unsafe { libc::sigaddset(&mut set, sig) };
+            }
+        }
+        set
+    }
+}
+
+/// The signal mask and ignored signals locksup started with. Should the
+/// start-up record be missing, the current state is read instead (which
+/// then reports SIGPIPE as ignored, as the runtime set it).
+pub fn inherited() -> Inherited {
+    if !CAPTURED.load(Ordering::Acquire) {
+        capture_inherited_state();
+    }
+    Inherited {
+        ignored: IGNORED.load(Ordering::Relaxed),
+        blocked: BLOCKED.load(Ordering::Relaxed),
+    }
+}
+
+/// Unblock every signal in the calling thread (and the threads it starts
+/// later): locksup's timers, reaping and cancel handling must work
+/// whatever mask it inherited. Call it first thing in `main`.
+pub fn unblock_all_signals() -> io::Result<()> {
+    // SAFETY: an all-zero sigset_t is valid storage; sigemptyset
+    // initialises it.
+    let mut empty: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `empty` is valid storage; sigemptyset only writes it.
+    unsafe { libc::sigemptyset(&mut empty) };
+    // SAFETY: `empty` is an initialised set; the old mask is not wanted.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    Ok(())
+}
+
+/// `kill(2)` with a raw signal number (real-time signals included).
+/// `pid` may be negative (a process group) as kill(2) allows.
+pub fn kill(pid: i32, sig: i32) -> io::Result<()> {
+    // SAFETY: kill(2) takes two integers and touches no memory of ours.
+    if unsafe { libc::kill(pid, sig) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `pidfd_send_signal(2)` through a pidfd or an open `/proc/PID`
+/// directory: the signal reaches that very process or, once it has
+/// exited, nobody, even if its PID has been reused since.
+pub fn pidfd_send_signal(fd: BorrowedFd<'_>, sig: i32) -> io::Result<()> {
+    // SAFETY: the descriptor is borrowed, hence open, for the call; the
+    // siginfo pointer is null, which the call documents as "like kill(2)";
+    // flags are 0. No memory of ours is read or written.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0 as libc::c_uint,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// How a child ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// It exited with this status.
+    Exited(i32),
+    /// A signal (any number, real-time ones included) ended it.
+    Signaled(i32),
+}
+
+/// What one non-blocking `waitpid(-1)` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reaped {
+    /// This child ended and is reaped now.
+    Child(i32, Ended),
+    /// Children are left, none has ended.
+    Running,
+    /// No child is left.
+    NoChildren,
+}
+
+/// Reap one ended child, if any (`waitpid(-1, WNOHANG)`), whatever
+/// signal ended it. Stops and continues are not asked for.
+pub fn reap_one() -> io::Result<Reaped> {
+    loop {
+        let mut status: libc::c_int = 0;
+        // SAFETY: `status` is valid, writable storage for the call.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if pid > 0 {
+            let ended = if libc::WIFEXITED(status) {
+                Ended::Exited(libc::WEXITSTATUS(status))
+            } else if libc::WIFSIGNALED(status) {
+                Ended::Signaled(libc::WTERMSIG(status))
+            } else {
+                continue;
+            };
+            return Ok(Reaped::Child(pid, ended));
+        }
+        if pid == 0 {
+            return Ok(Reaped::Running);
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::ECHILD) => return Ok(Reaped::NoChildren),
+            Some(libc::EINTR) => continue,
+            _ => return Err(e),
+        }
+    }
+}
+
+/// The real-time signal range of this C library: `SIGRTMIN()` to
+/// `SIGRTMAX()` (34 to 64 with glibc, which keeps 32 and 33 for itself).
+pub fn realtime_range() -> (i32, i32) {
+    (libc::SIGRTMIN(), libc::SIGRTMAX())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inherited_state_is_recorded() {
+        let inh = inherited();
+        // Never ignored or blocked by anyone.
+        assert!(!inh.ignored(libc::SIGKILL));
+        assert!(!inh.blocked(0));
+        assert!(!inh.ignored(65));
+        let mask = inh.mask();
+        // SAFETY: `mask` is an initialised set.
+        assert_eq!(unsafe { libc::sigismember(&mask, libc::SIGKILL) }, 0);
+    }
+
+    #[test]
+    fn realtime_range_is_linux() {
+        let (lo, hi) = realtime_range();
+        assert!(lo >= 32 && hi == MAX_SIGNAL && lo < hi);
+    }
+}
