@@ -150,12 +150,12 @@ pub struct CancelArgs {
 
     /// Wait until the attempt no longer holds the lock, at most DUR
     /// (infinity: as long as it takes), and say how long it took.
-    #[arg(short = 'w', long, value_name = "DUR", value_parser = duration::parse)]
+    #[arg(short = 'w', long, value_name = "DUR", value_parser = duration::parse, allow_hyphen_values = true)]
     pub wait: Option<Dur>,
 
     /// For an orphan: wait between the signal and KILL [default: the
     /// attempt's recorded grace, else 10s; infinity: never KILL].
-    #[arg(short = 'g', long, value_name = "DUR", value_parser = duration::parse)]
+    #[arg(short = 'g', long, value_name = "DUR", value_parser = duration::parse, allow_hyphen_values = true)]
     pub grace: Option<Dur>,
 
     /// Where to look for an attempt id (repeatable) [default: the
@@ -297,15 +297,15 @@ pub struct RunArgs {
 
     /// How long the attempt may hold the lock, counted from acquisition
     /// [default: 10m; 0 or infinity: no limit].
-    #[arg(short = 't', long, value_name = "DUR", value_parser = duration::parse)]
+    #[arg(short = 't', long, value_name = "DUR", value_parser = duration::parse, allow_hyphen_values = true)]
     pub timeout: Option<Dur>,
 
     /// Wait between the first and the final signal [default: 10s].
-    #[arg(short = 'g', long, value_name = "DUR", value_parser = duration::parse)]
+    #[arg(short = 'g', long, value_name = "DUR", value_parser = duration::parse, allow_hyphen_values = true)]
     pub grace: Option<Dur>,
 
     /// How long to wait for a busy lock [default: 60s; 0: don't wait].
-    #[arg(short = 'w', long, value_name = "DUR", value_parser = duration::parse)]
+    #[arg(short = 'w', long, value_name = "DUR", value_parser = duration::parse, allow_hyphen_values = true)]
     pub wait: Option<Dur>,
 
     /// Don't wait for a busy lock (same as --wait 0).
@@ -322,17 +322,17 @@ pub struct RunArgs {
 
     /// End the attempt when no heartbeat (WATCHDOG=1 on NOTIFY_SOCKET, or a
     /// touch of the lock file) came for DUR; exit codes as for a timeout.
-    #[arg(long, value_name = "DUR", value_parser = duration::parse)]
+    #[arg(long, value_name = "DUR", value_parser = duration::parse, allow_hyphen_values = true)]
     pub watchdog: Option<Dur>,
 
     /// Hard cap on the deadline, from acquisition, however the attempt
     /// extends it with EXTEND_TIMEOUT_USEC [default: none].
-    #[arg(long, value_name = "DUR", value_parser = duration::parse)]
+    #[arg(long, value_name = "DUR", value_parser = duration::parse, allow_hyphen_values = true)]
     pub max_timeout: Option<Dur>,
 
     /// End the attempt when it has not sent READY=1 within DUR of acquiring
     /// the lock [default: readiness not required].
-    #[arg(long, value_name = "DUR", value_parser = duration::parse)]
+    #[arg(long, value_name = "DUR", value_parser = duration::parse, allow_hyphen_values = true)]
     pub ready_timeout: Option<Dur>,
 
     /// Take a shared lock instead of an exclusive one.

@@ -158,8 +158,13 @@ pub fn parse(text: &str) -> Result<Dur, String> {
     let mut total: u128 = 0;
     let mut positive = false;
     while !rest.is_empty() {
-        if rest.starts_with('-') {
-            return Err(format!("negative duration '{t}'"));
+        if let Some(after) = rest.strip_prefix('-') {
+            // `--verbose` is an option that took the place of a value,
+            // not a negative number.
+            if after.starts_with(|c: char| c.is_ascii_digit() || c == '.' || c == '+') {
+                return Err(format!("negative duration '{t}'"));
+            }
+            return Err(invalid("expected a number"));
         }
         let (plus, r) = match rest.strip_prefix('+') {
             Some(r) => (true, r),

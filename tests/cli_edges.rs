@@ -1,0 +1,248 @@
+//! Operator rough edges, on the real binary: durations exactly as
+//! systemd.time(7) writes them, clap errors on one line with their
+//! suggestion and the subcommand's help, cancel of a missing relative
+//! session, paths that do not depend on how they were typed, a session
+//! that names a directory, and signal-name completions.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+
+use common::{Env, Guard, Outcome, assert_one_error_line, rfc3339, run_to_end, secs_from_now};
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// `locksup ARGS...` in the test's environment, to the end.
+fn locksup(env: &Env, args: &[&str]) -> Outcome {
+    let mut c = env.cmd();
+    c.args(args);
+    run_to_end(c)
+}
+
+/// A usage error: status 125 and one `locksup: ` line on stderr.
+fn assert_usage_error(o: &Outcome) {
+    assert_eq!(o.code, 125, "{o:?}");
+    assert_one_error_line(o);
+}
+
+// ---------------------------------------------------------------------------
+// Durations
+// ---------------------------------------------------------------------------
+
+#[test]
+fn durations_outside_systemds_grammar_are_usage_errors_and_run_nothing() {
+    let env = Env::new();
+    let lock = env.join("d.lock");
+    let marker = env.join("ran");
+    let cases: &[(&str, &str)] = &[
+        ("--timeout", "42D"),
+        ("--timeout", "1H"),
+        ("--timeout", "5mins"),
+        ("--timeout", "10secs"),
+        ("--timeout", "2hrs"),
+        ("--timeout", "inf"),
+        ("--timeout", "INFINITY"),
+        ("--timeout", "1e3"),
+        ("--timeout", "0.9ns"),
+        ("--max-timeout", "1e-10"),
+        ("--watchdog", "0.0000000001"),
+        ("--ready-timeout", ".0000000001s"),
+        ("--grace", "5.s"),
+        ("--wait", "12.34.56"),
+    ];
+    for (opt, val) in cases {
+        let o = locksup(
+            &env,
+            &[
+                "run",
+                "--lock",
+                s(&lock),
+                opt,
+                val,
+                "--",
+                "touch",
+                s(&marker),
+            ],
+        );
+        assert_usage_error(&o);
+        assert!(
+            o.stderr.contains(&format!("'{val}'")),
+            "{opt} {val}: the error names the text: {}",
+            o.stderr
+        );
+        assert!(!marker.exists(), "{opt} {val}: the command ran");
+    }
+    // A positive value below the resolution says so, instead of meaning
+    // "no limit".
+    let o = locksup(
+        &env,
+        &["run", "--lock", s(&lock), "-t", "0.9ns", "--", "true"],
+    );
+    assert!(o.stderr.contains("below 1ns"), "{}", o.stderr);
+    // A case-only mistake gets a hint.
+    let o = locksup(
+        &env,
+        &["run", "--lock", s(&lock), "-t", "42D", "--", "true"],
+    );
+    assert!(o.stderr.contains("case-sensitive"), "{}", o.stderr);
+    // Over the cap.
+    let o = locksup(
+        &env,
+        &["run", "--lock", s(&lock), "-t", "101y", "--", "true"],
+    );
+    assert_usage_error(&o);
+    assert!(o.stderr.contains("too large"), "{}", o.stderr);
+}
+
+/// The deadline `locksup run` gives the command for `--timeout VAL`, in
+/// seconds from now.
+fn deadline_in(env: &Env, timeout: &str) -> f64 {
+    let lock = env.join("deadline.lock");
+    let o = locksup(
+        env,
+        &[
+            "run",
+            "--lock",
+            s(&lock),
+            "--timeout",
+            timeout,
+            "--",
+            "sh",
+            "-c",
+            "echo \"$LOCKSUP_DEADLINE\"",
+        ],
+    );
+    assert_eq!(o.code, 0, "--timeout {timeout:?}: {o:?}");
+    secs_from_now(rfc3339(o.stdout.trim()))
+}
+
+#[test]
+fn systemd_time_spans_mean_what_they_mean_to_systemd() {
+    let env = Env::new();
+    // (text, seconds): several parts, whitespace before a unit, systemd's
+    // case-sensitive months and years, a bare number in seconds.
+    let cases: &[(&str, f64)] = &[
+        ("1h 30min", 5400.0),
+        ("55s500ms", 55.5),
+        ("2 h", 7200.0),
+        ("3 seconds", 3.0),
+        ("10sec", 10.0),
+        ("48hr", 172_800.0),
+        ("1m", 60.0),
+        ("1M", 2_629_800.0),
+        ("1y", 31_557_600.0),
+        ("1.5", 1.5),
+        ("+90", 90.0),
+    ];
+    for (text, want) in cases {
+        let got = deadline_in(&env, text);
+        // The deadline is counted from acquisition, a moment before the
+        // command printed it: allow generous slack for a loaded machine.
+        assert!(
+            got <= *want + 0.5 && got >= *want - 10.0,
+            "--timeout {text:?}: deadline in {got}s, want about {want}s"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// clap errors
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_misspelt_option_keeps_clap_s_suggestion_and_points_at_the_subcommand_help() {
+    let env = Env::new();
+    let lock = env.join("c.lock");
+    let o = locksup(
+        &env,
+        &["run", "--timout", "5s", "--lock", s(&lock), "--", "true"],
+    );
+    assert_usage_error(&o);
+    assert!(
+        o.stderr
+            .contains("unexpected argument '--timout' (did you mean '--timeout'?)"),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        o.stderr.trim_end().ends_with("(see 'locksup run --help')"),
+        "{}",
+        o.stderr
+    );
+
+    let o = locksup(&env, &["stauts"]);
+    assert_usage_error(&o);
+    assert!(
+        o.stderr.contains("(did you mean 'status'?)"),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        o.stderr.trim_end().ends_with("(see 'locksup --help')"),
+        "{}",
+        o.stderr
+    );
+
+    // After the global option, and for a bad value (clap gives no usage
+    // line for those).
+    let o = locksup(
+        &env,
+        &["--config", s(&env.config), "cancel", "x", "--wiat", "5s"],
+    );
+    assert_usage_error(&o);
+    assert!(
+        o.stderr.contains("(did you mean '--wait'?)"),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        o.stderr
+            .trim_end()
+            .ends_with("(see 'locksup cancel --help')"),
+        "{}",
+        o.stderr
+    );
+    let o = locksup(&env, &["status", "--state", "hed"]);
+    assert_usage_error(&o);
+    assert!(
+        o.stderr
+            .trim_end()
+            .ends_with("(see 'locksup status --help')"),
+        "{}",
+        o.stderr
+    );
+}
+
+#[test]
+fn a_negative_duration_is_called_negative() {
+    let env = Env::new();
+    let lock = env.join("n.lock");
+    for args in [
+        vec!["run", "--timeout", "-1s", "--lock", s(&lock), "--", "true"],
+        vec!["run", "--lock", s(&lock), "-g", "-5", "--", "true"],
+        vec!["cancel", s(&lock), "--wait", "-1s"],
+    ] {
+        let o = locksup(&env, &args);
+        assert_usage_error(&o);
+        assert!(
+            o.stderr.contains("negative duration"),
+            "{args:?}: {}",
+            o.stderr
+        );
+    }
+    // An option where a value belongs is not called negative.
+    let o = locksup(
+        &env,
+        &["run", "--lock", s(&lock), "-t", "--verbose", "--", "true"],
+    );
+    assert_usage_error(&o);
+    assert!(!o.stderr.contains("negative"), "{}", o.stderr);
+}
+
+#[allow(dead_code)]
+fn unused(_: &Guard) {
+    let _ = fs::metadata("/");
+}
