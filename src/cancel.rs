@@ -123,7 +123,11 @@ fn resolve(target: &OsStr, roots: &[PathBuf]) -> Result<LockFile> {
     if let Some(f) = lock_file(&path) {
         return Ok(f);
     }
-    let looks_like_path = target.as_encoded_bytes().contains(&b'/') || path.exists();
+    // With no roots an attempt id cannot be looked up, so a TARGET
+    // written as a file name (`abc.jsonl`) is a file that is not there.
+    let looks_like_path = target.as_encoded_bytes().contains(&b'/')
+        || path.exists()
+        || (roots.is_empty() && given.extension().is_some());
     if looks_like_path {
         return Err(Error::with_code(
             exit::TARGET_NOT_FOUND,
@@ -159,7 +163,12 @@ fn resolve(target: &OsStr, roots: &[PathBuf]) -> Result<LockFile> {
         None => Err(Error::with_code(
             exit::TARGET_NOT_FOUND,
             format!(
-                "no held lock under {} has attempt id '{id}'",
+                "{}no held lock under {} has attempt id '{id}'",
+                if given.extension().is_some() {
+                    format!("{} does not exist, and ", sidecar.display())
+                } else {
+                    String::new()
+                },
                 roots
                     .iter()
                     .map(|r| r.display().to_string())
@@ -541,6 +550,9 @@ mod tests {
         // An attempt id without roots to look under.
         let e = resolve(OsStr::new("some-attempt-id"), &[]).unwrap_err();
         assert_eq!(e.code, exit::FAILURE);
+        // A file name is not taken for one.
+        let e = resolve(OsStr::new("locksup-no-such-session.jsonl"), &[]).unwrap_err();
+        assert_eq!(e.code, exit::TARGET_NOT_FOUND);
         let e = resolve(OsStr::new("some-attempt-id"), &[dir.path().to_path_buf()]).unwrap_err();
         assert_eq!(e.code, exit::TARGET_NOT_FOUND);
         assert!(resolve(OsStr::new(""), &[]).is_err());

@@ -6,10 +6,9 @@
 
 mod common;
 
-use std::fs;
 use std::path::Path;
 
-use common::{Env, Guard, Outcome, assert_one_error_line, rfc3339, run_to_end, secs_from_now};
+use common::{Env, Outcome, assert_one_error_line, rfc3339, run_to_end, secs_from_now};
 
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
@@ -242,7 +241,20 @@ fn a_negative_duration_is_called_negative() {
     assert!(!o.stderr.contains("negative"), "{}", o.stderr);
 }
 
-#[allow(dead_code)]
-fn unused(_: &Guard) {
-    let _ = fs::metadata("/");
+// ---------------------------------------------------------------------------
+// cancel of a relative session file that does not exist
+// ---------------------------------------------------------------------------
+
+#[test]
+fn cancel_of_a_missing_relative_session_file_is_not_found() {
+    let env = Env::new();
+    let mut c = env.cmd();
+    c.current_dir(env.path()).args(["cancel", "nope.jsonl"]);
+    let o = run_to_end(c);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert_one_error_line(&o);
+    assert!(o.stderr.contains("nope.jsonl.lock"), "{}", o.stderr);
+    // A word that could only be an attempt id still needs roots (125).
+    let o = locksup(&env, &["cancel", "some-attempt"]);
+    assert_usage_error(&o);
 }
