@@ -46,10 +46,11 @@ use crate::duration::{Dur, format_duration};
 use crate::error::{Error, Result};
 use crate::exit;
 use crate::lockfile::{self, Metadata};
+use crate::paths::absolute;
 use crate::procfs::{self, FileId};
 use crate::signal::Sig;
 use crate::spawn::PidFd;
-use crate::status::{self, Evaluator, Kernel, LockFile, LockStatus, State, absolute};
+use crate::status::{self, Evaluator, Kernel, LockFile, LockStatus, State};
 
 /// Signals that make a `locksup run` supervisor cancel its attempt.
 pub const SUPERVISOR_SIGNALS: [Signal; 4] = [
@@ -77,7 +78,7 @@ pub fn main(args: CancelArgs, config_path: Option<&Path>) -> Result<i32> {
     }
     let config = Config::load(config_path)?;
     let roots: Vec<PathBuf> = if args.root.is_empty() {
-        config.status.roots.clone()
+        config.status.roots.iter().map(|r| absolute(r)).collect()
     } else {
         args.root.iter().map(|r| absolute(r)).collect()
     };

@@ -2,7 +2,7 @@
 //! defaults) into a [`Spec`] and supervise the attempt.
 
 use std::hash::{BuildHasher, RandomState};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::cli::RunArgs;
@@ -11,6 +11,7 @@ use crate::duration::Dur;
 use crate::error::{Error, Result};
 use crate::events::Reporter;
 use crate::lockfile;
+use crate::paths::absolute_in;
 use crate::signal::Sig;
 use crate::supervise::{self, Spec, Wait};
 
@@ -46,9 +47,9 @@ pub fn main(args: RunArgs, config_path: Option<&Path>) -> Result<i32> {
 pub fn resolve(a: &RunArgs, config: &Config) -> Result<Spec> {
     let cwd = std::env::current_dir()
         .map_err(|e| Error::usage(format!("cannot read the working directory: {e}")))?;
-    let session = a.session.as_ref().map(|s| absolute(&cwd, s));
+    let session = a.session.as_ref().map(|s| absolute_in(&cwd, s));
     let lock = match (&session, &a.lock) {
-        (_, Some(l)) => absolute(&cwd, l),
+        (_, Some(l)) => absolute_in(&cwd, l),
         (Some(s), None) => lockfile::lock_path_for_session(s),
         (None, None) => return Err(Error::usage("one of --session or --lock is required")),
     };
@@ -102,16 +103,6 @@ pub fn resolve(a: &RunArgs, config: &Config) -> Result<Spec> {
         max_timeout: a.max_timeout.or(d.max_timeout).and_then(Dur::as_limit),
         ready_timeout: a.ready_timeout.or(d.ready_timeout).and_then(Dur::as_limit),
     })
-}
-
-/// `path` made absolute against `cwd`, lexically: the session file need
-/// not exist and symlinks in it are not resolved.
-fn absolute(cwd: &Path, path: &Path) -> PathBuf {
-    if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        cwd.join(path)
-    }
 }
 
 /// A fresh attempt id: time-ordered and unique enough to grep for,

@@ -5,10 +5,15 @@
 //! that names a directory, and signal-name completions.
 
 mod common;
+mod observe;
 
+use std::fs;
 use std::path::Path;
 
-use common::{Env, Outcome, assert_one_error_line, rfc3339, run_to_end, secs_from_now};
+use common::{
+    Env, Guard, Outcome, assert_one_error_line, json, rfc3339, run_to_end, secs_from_now, spawn,
+};
+use observe::{BOUND, start_attempt};
 
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
@@ -257,4 +262,145 @@ fn cancel_of_a_missing_relative_session_file_is_not_found() {
     // A word that could only be an attempt id still needs roots (125).
     let o = locksup(&env, &["cancel", "some-attempt"]);
     assert_usage_error(&o);
+}
+
+// ---------------------------------------------------------------------------
+// Paths do not depend on how they were typed
+// ---------------------------------------------------------------------------
+
+/// `locksup ARGS...` run in `dir`.
+fn locksup_in(env: &Env, dir: &Path, args: &[&str]) -> Outcome {
+    let mut c = env.cmd();
+    c.current_dir(dir).args(args);
+    run_to_end(c)
+}
+
+/// The `path` keys of `locksup status --json ARGS...` run in `dir`.
+fn status_paths(env: &Env, dir: &Path, args: &[&str]) -> Vec<String> {
+    let mut all = vec!["status", "--json"];
+    all.extend_from_slice(args);
+    let o = locksup_in(env, dir, &all);
+    assert_eq!(o.code, 0, "{args:?}: {o:?}");
+    json(o.stdout.trim())["locks"]
+        .as_array()
+        .expect("locks array")
+        .iter()
+        .map(|l| l["path"].as_str().expect("path").to_owned())
+        .collect()
+}
+
+#[test]
+fn status_paths_are_the_same_however_the_directory_was_typed() {
+    let env = Env::new();
+    let root = env.path();
+    let sub = root.join("sub");
+    fs::create_dir(&sub).expect("mkdir");
+    fs::write(sub.join("x.lock"), "").expect("write lock file");
+    let want = vec![s(&sub.join("x.lock")).to_owned()];
+    let slashed = format!("{}//", s(&root));
+    for (dir, arg) in [
+        (&root, "."),
+        (&root, "./"),
+        (&root, "./sub/."),
+        (&root, slashed.as_str()),
+        (&sub, ".."),
+        (&sub, "../sub"),
+        (&sub, "x.lock"),
+        (&sub, "./x.lock"),
+    ] {
+        assert_eq!(
+            status_paths(&env, dir, &[arg]),
+            want,
+            "status {arg} in {dir:?}"
+        );
+    }
+}
+
+#[test]
+fn run_records_the_session_however_it_was_typed() {
+    let env = Env::new();
+    let root = env.path();
+    let sub = root.join("sub");
+    fs::create_dir(&sub).expect("mkdir");
+    let want = format!(
+        "{} {}",
+        s(&root.join("s.jsonl")),
+        s(&root.join("s.jsonl.lock"))
+    );
+    for (dir, session) in [
+        (&root, "./s.jsonl"),
+        (&root, ".//s.jsonl"),
+        (&sub, "../s.jsonl"),
+        (&sub, "./.././s.jsonl"),
+    ] {
+        let o = locksup_in(
+            &env,
+            dir,
+            &[
+                "run",
+                "--session",
+                session,
+                "--",
+                "sh",
+                "-c",
+                "echo \"$LOCKSUP_SESSION $LOCKSUP_LOCK_FILE\"",
+            ],
+        );
+        assert_eq!(o.code, 0, "{session}: {o:?}");
+        assert_eq!(o.stdout.trim(), want, "--session {session} in {dir:?}");
+    }
+}
+
+#[test]
+fn cancel_and_watch_name_the_lock_however_the_root_was_typed() {
+    let env = Env::new();
+    let guard = Guard::new();
+    let root = env.path();
+    let session = root.join("a.jsonl");
+    let lock = root.join("a.jsonl.lock");
+    let (mut sup, _) = start_attempt(
+        &env,
+        &guard,
+        &[
+            "--session",
+            s(&session),
+            "--attempt-id",
+            "typed",
+            "--timeout",
+            "1h",
+        ],
+        &["sleep", "300"],
+    );
+
+    // watch ./ --json: the ready event lists the held lock by its plain path.
+    let mut c = env.cmd();
+    c.current_dir(&root).args(["watch", "./", "--json"]);
+    let mut watch = spawn(c, &guard);
+    let ready = watch
+        .out
+        .expect_match("ready event", BOUND, |l| l.contains("\"event\":\"ready\""));
+    let ready = json(&ready);
+    let paths: Vec<&str> = ready["locks"]
+        .as_array()
+        .expect("locks")
+        .iter()
+        .filter_map(|l| l["path"].as_str())
+        .collect();
+    assert_eq!(paths, vec![s(&lock)], "{ready}");
+    drop(watch);
+
+    // cancel by attempt id under --root .
+    let o = locksup_in(
+        &env,
+        &root,
+        &["cancel", "typed", "--root", ".", "--wait", "10s"],
+    );
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(
+        o.stdout.contains(&format!("holding {}", s(&lock))),
+        "{}",
+        o.stdout
+    );
+    assert!(!o.stdout.contains("/./"), "{}", o.stdout);
+    assert_eq!(sup.code(BOUND), 143);
 }
