@@ -2,7 +2,7 @@
 //! defaults) into a [`Spec`] and supervise the attempt.
 
 use std::hash::{BuildHasher, RandomState};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::cli::RunArgs;
@@ -47,9 +47,12 @@ pub fn main(args: RunArgs, config_path: Option<&Path>) -> Result<i32> {
 pub fn resolve(a: &RunArgs, config: &Config) -> Result<Spec> {
     let cwd = std::env::current_dir()
         .map_err(|e| Error::usage(format!("cannot read the working directory: {e}")))?;
-    let session = a.session.as_ref().map(|s| absolute_in(&cwd, s));
+    let session = match &a.session {
+        Some(s) => Some(not_a_directory("--session", s, absolute_in(&cwd, s))?),
+        None => None,
+    };
     let lock = match (&session, &a.lock) {
-        (_, Some(l)) => absolute_in(&cwd, l),
+        (_, Some(l)) => not_a_directory("--lock", l, absolute_in(&cwd, l))?,
         (Some(s), None) => lockfile::lock_path_for_session(s),
         (None, None) => return Err(Error::usage("one of --session or --lock is required")),
     };
@@ -103,6 +106,26 @@ pub fn resolve(a: &RunArgs, config: &Config) -> Result<Spec> {
         max_timeout: a.max_timeout.or(d.max_timeout).and_then(Dur::as_limit),
         ready_timeout: a.ready_timeout.or(d.ready_timeout).and_then(Dur::as_limit),
     })
+}
+
+/// `path` (`given` made absolute), unless it names a directory: written
+/// as one (`dir/`, `.`, `dir/..`), or an existing directory. A session
+/// `dir/` would otherwise lock `dir.lock`, or `dir/.lock`, beside or
+/// inside the wrong thing.
+fn not_a_directory(option: &str, given: &Path, path: PathBuf) -> Result<PathBuf> {
+    let b = given.as_os_str().as_encoded_bytes();
+    let written_as_dir = [b"/".as_slice(), b"/.", b"/.."]
+        .iter()
+        .any(|end| b.ends_with(end))
+        || b == b"."
+        || b == b"..";
+    if written_as_dir || path.is_dir() {
+        return Err(Error::usage(format!(
+            "{option} '{}' names a directory; give a file",
+            given.display()
+        )));
+    }
+    Ok(path)
 }
 
 /// A fresh attempt id: time-ordered and unique enough to grep for,

@@ -404,3 +404,36 @@ fn cancel_and_watch_name_the_lock_however_the_root_was_typed() {
     assert!(!o.stdout.contains("/./"), "{}", o.stdout);
     assert_eq!(sup.code(BOUND), 143);
 }
+
+// ---------------------------------------------------------------------------
+// A session that names a directory
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_session_or_lock_that_names_a_directory_is_a_usage_error() {
+    let env = Env::new();
+    let root = env.path();
+    let dir = root.join("dir");
+    fs::create_dir(&dir).expect("mkdir");
+    let marker = root.join("ran");
+    let dir_slash = format!("{}/", s(&dir));
+    let missing_slash = format!("{}/", s(&root.join("missing")));
+    for (opt, val) in [
+        ("--session", dir_slash.as_str()),
+        ("--session", s(&dir)),
+        ("--session", "."),
+        ("--session", "dir/.."),
+        ("--session", missing_slash.as_str()),
+        ("--lock", dir_slash.as_str()),
+        ("--lock", missing_slash.as_str()),
+    ] {
+        let o = locksup_in(&env, &root, &["run", opt, val, "--", "touch", s(&marker)]);
+        assert_usage_error(&o);
+        assert!(o.stderr.contains("directory"), "{opt} {val}: {}", o.stderr);
+        assert!(!marker.exists(), "{opt} {val}: the command ran");
+    }
+    assert!(!dir.join(".lock").exists(), "dir/.lock was created");
+    assert!(!root.join("dir.lock").exists(), "dir.lock was created");
+    assert!(!root.join("missing").exists(), "missing was created");
+    assert!(!root.join(".lock").exists(), ".lock was created");
+}
