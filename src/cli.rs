@@ -78,7 +78,7 @@ pub enum Command {
     Completions {
         /// The shell.
         #[arg(value_enum)]
-        shell: clap_complete::Shell,
+        shell: Shell,
     },
 }
 
@@ -145,7 +145,7 @@ pub struct CancelArgs {
 
     /// Signal to send: to a supervisor, TERM, INT, HUP or QUIT; to the
     /// holders of an orphan, any [default: TERM].
-    #[arg(short = 's', long, value_name = "SIG", value_parser = signal::parse)]
+    #[arg(short = 's', long, value_name = "SIG", value_parser = SignalParser, hide_possible_values = true)]
     pub signal: Option<Sig>,
 
     /// Wait until the attempt no longer holds the lock, at most DUR
@@ -274,12 +274,58 @@ pub struct StatusArgs {
     pub socket: Option<PathBuf>,
 }
 
+/// The shells `locksup completions` writes a script for: those whose
+/// scripts are packaged and tested.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    // No doc comments: they would become per-value help in the manual.
+    Bash,
+    Zsh,
+    Fish,
+}
+
 /// The completion script for `shell`.
-pub fn completion_script(shell: clap_complete::Shell) -> Vec<u8> {
+pub fn completion_script(shell: Shell) -> Vec<u8> {
     use clap::CommandFactory;
+    let shell = match shell {
+        Shell::Bash => clap_complete::Shell::Bash,
+        Shell::Zsh => clap_complete::Shell::Zsh,
+        Shell::Fish => clap_complete::Shell::Fish,
+    };
     let mut out = Vec::new();
     clap_complete::generate(shell, &mut Cli::command(), "locksup", &mut out);
     out
+}
+
+/// The value parser of SIG options: [`signal::parse`] (names in any case,
+/// with or without SIG, and numbers), plus the signal names as possible
+/// values, so that shell completion offers them instead of file names.
+/// They are not checked against: anything `signal::parse` takes is
+/// accepted.
+#[derive(Debug, Clone, Copy)]
+pub struct SignalParser;
+
+impl clap::builder::TypedValueParser for SignalParser {
+    type Value = Sig;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Sig, clap::Error> {
+        let parse: fn(&str) -> Result<Sig, String> = signal::parse;
+        parse.parse_ref(cmd, arg, value)
+    }
+
+    fn possible_values(
+        &self,
+    ) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        Some(Box::new(nix::sys::signal::Signal::iterator().map(|s| {
+            let name = s.as_str();
+            clap::builder::PossibleValue::new(name.strip_prefix("SIG").unwrap_or(name))
+        })))
+    }
 }
 
 /// `locksup run`.
@@ -313,11 +359,11 @@ pub struct RunArgs {
     pub no_wait: bool,
 
     /// First signal sent to the attempt on timeout [default: TERM].
-    #[arg(short = 's', long, value_name = "SIG", value_parser = signal::parse)]
+    #[arg(short = 's', long, value_name = "SIG", value_parser = SignalParser, hide_possible_values = true)]
     pub signal: Option<Sig>,
 
     /// Signal sent to whatever is left after the grace period [default: KILL].
-    #[arg(long, value_name = "SIG", value_parser = signal::parse)]
+    #[arg(long, value_name = "SIG", value_parser = SignalParser, hide_possible_values = true)]
     pub final_signal: Option<Sig>,
 
     /// End the attempt when no heartbeat (WATCHDOG=1 on NOTIFY_SOCKET, or a

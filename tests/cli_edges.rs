@@ -9,6 +9,7 @@ mod observe;
 
 use std::fs;
 use std::path::Path;
+use std::process::Command;
 
 use common::{
     Env, Guard, Outcome, assert_one_error_line, json, rfc3339, run_to_end, secs_from_now, spawn,
@@ -436,4 +437,84 @@ fn a_session_or_lock_that_names_a_directory_is_a_usage_error() {
     assert!(!root.join("dir.lock").exists(), "dir.lock was created");
     assert!(!root.join("missing").exists(), "missing was created");
     assert!(!root.join(".lock").exists(), ".lock was created");
+}
+
+// ---------------------------------------------------------------------------
+// Completions
+// ---------------------------------------------------------------------------
+
+/// What the generated bash completion offers for `WORDS...` (the last
+/// word being completed), run in `dir`.
+fn bash_complete(env: &Env, dir: &Path, words: &[&str]) -> Vec<String> {
+    let o = locksup(env, &["completions", "bash"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let script = env.write("locksup.bash", &o.stdout);
+    let n = words.len();
+    let quoted: Vec<String> = words.iter().map(|w| format!("'{w}'")).collect();
+    let probe = format!(
+        "source '{}'; COMP_WORDS=({}); COMP_CWORD={}; COMP_LINE='{}'; \
+         _locksup locksup '{}' '{}'; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+        s(&script),
+        quoted.join(" "),
+        n - 1,
+        words.join(" "),
+        words[n - 1],
+        words[n - 2],
+    );
+    let out = Command::new("bash")
+        .current_dir(dir)
+        .args(["--norc", "--noprofile", "-c", &probe])
+        .output()
+        .expect("run bash");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn signal_options_complete_signal_names_not_files() {
+    let env = Env::new();
+    let root = env.path();
+    fs::write(root.join("TERMS.txt"), "").expect("write");
+    for words in [
+        &["locksup", "run", "--signal", "T"][..],
+        &["locksup", "run", "-s", "T"][..],
+        &["locksup", "run", "--final-signal", "T"][..],
+        &["locksup", "cancel", "--signal", "T"][..],
+    ] {
+        let offered = bash_complete(&env, &root, words);
+        assert!(
+            offered.iter().any(|w| w == "TERM"),
+            "{words:?}: {offered:?}"
+        );
+        assert!(
+            !offered.iter().any(|w| w.contains("TERMS.txt")),
+            "{words:?} offered a file: {offered:?}"
+        );
+    }
+    // Numbers and other spellings are still accepted.
+    let lock = root.join("sig.lock");
+    for sig in ["9", "sigterm", "Hup"] {
+        let o = locksup(
+            &env,
+            &["run", "--lock", s(&lock), "--signal", sig, "--", "true"],
+        );
+        assert_eq!(o.code, 0, "--signal {sig}: {o:?}");
+    }
+}
+
+#[test]
+fn completions_take_exactly_the_documented_shells() {
+    let env = Env::new();
+    for shell in ["bash", "zsh", "fish"] {
+        let o = locksup(&env, &["completions", shell]);
+        assert_eq!(o.code, 0, "{shell}: {o:?}");
+        assert!(!o.stdout.is_empty());
+    }
+    for shell in ["elvish", "powershell"] {
+        let o = locksup(&env, &["completions", shell]);
+        assert_usage_error(&o);
+        assert!(o.stdout.is_empty(), "{shell}: {}", o.stdout);
+    }
 }
