@@ -46,10 +46,11 @@ use crate::duration::{Dur, format_duration};
 use crate::error::{Error, Result};
 use crate::exit;
 use crate::lockfile::{self, Metadata};
+use crate::paths::absolute;
 use crate::procfs::{self, FileId};
 use crate::signal::Sig;
 use crate::spawn::PidFd;
-use crate::status::{self, Evaluator, Kernel, LockFile, LockStatus, State, absolute};
+use crate::status::{self, Evaluator, Kernel, LockFile, LockStatus, State};
 
 /// Signals that make a `locksup run` supervisor cancel its attempt.
 pub const SUPERVISOR_SIGNALS: [Signal; 4] = [
@@ -77,7 +78,7 @@ pub fn main(args: CancelArgs, config_path: Option<&Path>) -> Result<i32> {
     }
     let config = Config::load(config_path)?;
     let roots: Vec<PathBuf> = if args.root.is_empty() {
-        config.status.roots.clone()
+        config.status.roots.iter().map(|r| absolute(r)).collect()
     } else {
         args.root.iter().map(|r| absolute(r)).collect()
     };
@@ -123,7 +124,11 @@ fn resolve(target: &OsStr, roots: &[PathBuf]) -> Result<LockFile> {
     if let Some(f) = lock_file(&path) {
         return Ok(f);
     }
-    let looks_like_path = target.as_encoded_bytes().contains(&b'/') || path.exists();
+    // With no roots an attempt id cannot be looked up, so a TARGET
+    // written as a file name (`abc.jsonl`) is a file that is not there.
+    let looks_like_path = target.as_encoded_bytes().contains(&b'/')
+        || path.exists()
+        || (roots.is_empty() && given.extension().is_some());
     if looks_like_path {
         return Err(Error::with_code(
             exit::TARGET_NOT_FOUND,
@@ -159,7 +164,12 @@ fn resolve(target: &OsStr, roots: &[PathBuf]) -> Result<LockFile> {
         None => Err(Error::with_code(
             exit::TARGET_NOT_FOUND,
             format!(
-                "no held lock under {} has attempt id '{id}'",
+                "{}no held lock under {} has attempt id '{id}'",
+                if given.extension().is_some() {
+                    format!("{} does not exist, and ", sidecar.display())
+                } else {
+                    String::new()
+                },
                 roots
                     .iter()
                     .map(|r| r.display().to_string())
@@ -540,6 +550,9 @@ mod tests {
         // An attempt id without roots to look under.
         let e = resolve(OsStr::new("some-attempt-id"), &[]).unwrap_err();
         assert_eq!(e.code, exit::FAILURE);
+        // A file name is not taken for one.
+        let e = resolve(OsStr::new("locksup-no-such-session.jsonl"), &[]).unwrap_err();
+        assert_eq!(e.code, exit::TARGET_NOT_FOUND);
         let e = resolve(OsStr::new("some-attempt-id"), &[dir.path().to_path_buf()]).unwrap_err();
         assert_eq!(e.code, exit::TARGET_NOT_FOUND);
         assert!(resolve(OsStr::new(""), &[]).is_err());

@@ -78,7 +78,7 @@ pub enum Command {
     Completions {
         /// The shell.
         #[arg(value_enum)]
-        shell: clap_complete::Shell,
+        shell: Shell,
     },
 }
 
@@ -145,17 +145,17 @@ pub struct CancelArgs {
 
     /// Signal to send: to a supervisor, TERM, INT, HUP or QUIT; to the
     /// holders of an orphan, any [default: TERM].
-    #[arg(short = 's', long, value_name = "SIG", value_parser = signal::parse)]
+    #[arg(short = 's', long, value_name = "SIG", value_parser = SignalParser, hide_possible_values = true)]
     pub signal: Option<Sig>,
 
     /// Wait until the attempt no longer holds the lock, at most DUR
     /// (infinity: as long as it takes), and say how long it took.
-    #[arg(short = 'w', long, value_name = "DUR", value_parser = duration::parse)]
+    #[arg(short = 'w', long, value_name = "DUR", value_parser = duration::parse, allow_hyphen_values = true)]
     pub wait: Option<Dur>,
 
     /// For an orphan: wait between the signal and KILL [default: the
     /// attempt's recorded grace, else 10s; infinity: never KILL].
-    #[arg(short = 'g', long, value_name = "DUR", value_parser = duration::parse)]
+    #[arg(short = 'g', long, value_name = "DUR", value_parser = duration::parse, allow_hyphen_values = true)]
     pub grace: Option<Dur>,
 
     /// Where to look for an attempt id (repeatable) [default: the
@@ -274,12 +274,58 @@ pub struct StatusArgs {
     pub socket: Option<PathBuf>,
 }
 
+/// The shells `locksup completions` writes a script for: those whose
+/// scripts are packaged and tested.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    // No doc comments: they would become per-value help in the manual.
+    Bash,
+    Zsh,
+    Fish,
+}
+
 /// The completion script for `shell`.
-pub fn completion_script(shell: clap_complete::Shell) -> Vec<u8> {
+pub fn completion_script(shell: Shell) -> Vec<u8> {
     use clap::CommandFactory;
+    let shell = match shell {
+        Shell::Bash => clap_complete::Shell::Bash,
+        Shell::Zsh => clap_complete::Shell::Zsh,
+        Shell::Fish => clap_complete::Shell::Fish,
+    };
     let mut out = Vec::new();
     clap_complete::generate(shell, &mut Cli::command(), "locksup", &mut out);
     out
+}
+
+/// The value parser of SIG options: [`signal::parse`] (names in any case,
+/// with or without SIG, and numbers), plus the signal names as possible
+/// values, so that shell completion offers them instead of file names.
+/// They are not checked against: anything `signal::parse` takes is
+/// accepted.
+#[derive(Debug, Clone, Copy)]
+pub struct SignalParser;
+
+impl clap::builder::TypedValueParser for SignalParser {
+    type Value = Sig;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Sig, clap::Error> {
+        let parse: fn(&str) -> Result<Sig, String> = signal::parse;
+        parse.parse_ref(cmd, arg, value)
+    }
+
+    fn possible_values(
+        &self,
+    ) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        Some(Box::new(nix::sys::signal::Signal::iterator().map(|s| {
+            let name = s.as_str();
+            clap::builder::PossibleValue::new(name.strip_prefix("SIG").unwrap_or(name))
+        })))
+    }
 }
 
 /// `locksup run`.
@@ -297,15 +343,15 @@ pub struct RunArgs {
 
     /// How long the attempt may hold the lock, counted from acquisition
     /// [default: 10m; 0 or infinity: no limit].
-    #[arg(short = 't', long, value_name = "DUR", value_parser = duration::parse)]
+    #[arg(short = 't', long, value_name = "DUR", value_parser = duration::parse, allow_hyphen_values = true)]
     pub timeout: Option<Dur>,
 
     /// Wait between the first and the final signal [default: 10s].
-    #[arg(short = 'g', long, value_name = "DUR", value_parser = duration::parse)]
+    #[arg(short = 'g', long, value_name = "DUR", value_parser = duration::parse, allow_hyphen_values = true)]
     pub grace: Option<Dur>,
 
     /// How long to wait for a busy lock [default: 60s; 0: don't wait].
-    #[arg(short = 'w', long, value_name = "DUR", value_parser = duration::parse)]
+    #[arg(short = 'w', long, value_name = "DUR", value_parser = duration::parse, allow_hyphen_values = true)]
     pub wait: Option<Dur>,
 
     /// Don't wait for a busy lock (same as --wait 0).
@@ -313,26 +359,26 @@ pub struct RunArgs {
     pub no_wait: bool,
 
     /// First signal sent to the attempt on timeout [default: TERM].
-    #[arg(short = 's', long, value_name = "SIG", value_parser = signal::parse)]
+    #[arg(short = 's', long, value_name = "SIG", value_parser = SignalParser, hide_possible_values = true)]
     pub signal: Option<Sig>,
 
     /// Signal sent to whatever is left after the grace period [default: KILL].
-    #[arg(long, value_name = "SIG", value_parser = signal::parse)]
+    #[arg(long, value_name = "SIG", value_parser = SignalParser, hide_possible_values = true)]
     pub final_signal: Option<Sig>,
 
     /// End the attempt when no heartbeat (WATCHDOG=1 on NOTIFY_SOCKET, or a
     /// touch of the lock file) came for DUR; exit codes as for a timeout.
-    #[arg(long, value_name = "DUR", value_parser = duration::parse)]
+    #[arg(long, value_name = "DUR", value_parser = duration::parse, allow_hyphen_values = true)]
     pub watchdog: Option<Dur>,
 
     /// Hard cap on the deadline, from acquisition, however the attempt
     /// extends it with EXTEND_TIMEOUT_USEC [default: none].
-    #[arg(long, value_name = "DUR", value_parser = duration::parse)]
+    #[arg(long, value_name = "DUR", value_parser = duration::parse, allow_hyphen_values = true)]
     pub max_timeout: Option<Dur>,
 
     /// End the attempt when it has not sent READY=1 within DUR of acquiring
     /// the lock [default: readiness not required].
-    #[arg(long, value_name = "DUR", value_parser = duration::parse)]
+    #[arg(long, value_name = "DUR", value_parser = duration::parse, allow_hyphen_values = true)]
     pub ready_timeout: Option<Dur>,
 
     /// Take a shared lock instead of an exclusive one.

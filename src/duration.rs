@@ -1,12 +1,14 @@
-//! Durations as `timeout(1)` and systemd write them: `1.5` (seconds),
-//! `250ms`, `30s`, `5m`, `1h`, `1d`, `5min 20s`, `infinity`.
+//! Durations exactly as systemd.time(7) writes them: `1.5` (seconds),
+//! `250ms`, `30s`, `5min`, `1h 30min`, `55s500ms`, `2 h`, `infinity`, with
+//! systemd's case-sensitive units (`m` a minute, `M` a month).
 
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-/// The largest duration accepted: 100 years. Anything longer is almost
-/// certainly a typo, and deadlines computed from it must not overflow.
+/// The largest duration accepted: 36500 days (100 years of 365 days).
+/// Anything longer is almost certainly a typo, and deadlines computed from
+/// it must not overflow.
 pub const MAX: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// A parsed duration: a finite span or `infinity`.
@@ -79,115 +81,168 @@ pub fn format_duration(d: Duration) -> String {
     out
 }
 
-/// Nanoseconds per unit, longest names first within each family.
+/// The units of systemd.time(7), with their length in nanoseconds. Case
+/// matters: `m` is a minute, `M` a month. A month is a twelfth of a
+/// year, and a year 365.25 days, as systemd has them.
+pub const UNITS: [(&str, u128); 32] = [
+    ("ns", 1),
+    ("nsec", 1),
+    ("us", 1_000),
+    ("usec", 1_000),
+    ("µs", 1_000),
+    ("μs", 1_000),
+    ("ms", 1_000_000),
+    ("msec", 1_000_000),
+    ("s", SECOND),
+    ("sec", SECOND),
+    ("second", SECOND),
+    ("seconds", SECOND),
+    ("m", 60 * SECOND),
+    ("min", 60 * SECOND),
+    ("minute", 60 * SECOND),
+    ("minutes", 60 * SECOND),
+    ("h", 3600 * SECOND),
+    ("hr", 3600 * SECOND),
+    ("hour", 3600 * SECOND),
+    ("hours", 3600 * SECOND),
+    ("d", DAY),
+    ("day", DAY),
+    ("days", DAY),
+    ("w", 7 * DAY),
+    ("week", 7 * DAY),
+    ("weeks", 7 * DAY),
+    ("M", YEAR / 12),
+    ("month", YEAR / 12),
+    ("months", YEAR / 12),
+    ("y", YEAR),
+    ("year", YEAR),
+    ("years", YEAR),
+];
+
+const SECOND: u128 = 1_000_000_000;
+const DAY: u128 = 86_400 * SECOND;
+/// 365.25 days.
+const YEAR: u128 = 31_557_600 * SECOND;
+
+/// Whitespace as systemd skips it.
+const WS: [char; 4] = [' ', '\t', '\n', '\r'];
+
+/// The length of `unit` in nanoseconds.
 fn unit_nanos(unit: &str) -> Option<u128> {
-    const NS: u128 = 1;
-    const US: u128 = 1_000;
-    const MS: u128 = 1_000_000;
-    const S: u128 = 1_000_000_000;
-    Some(match unit {
-        "" | "s" | "sec" | "secs" | "second" | "seconds" => S,
-        "ns" | "nsec" => NS,
-        "us" | "usec" | "µs" => US,
-        "ms" | "msec" => MS,
-        "m" | "min" | "mins" | "minute" | "minutes" => 60 * S,
-        "h" | "hr" | "hrs" | "hour" | "hours" => 3600 * S,
-        "d" | "day" | "days" => 86_400 * S,
-        "w" | "week" | "weeks" => 7 * 86_400 * S,
-        _ => return None,
-    })
+    UNITS.iter().find(|(u, _)| *u == unit).map(|&(_, n)| n)
 }
 
-/// Parse a duration. Errors are one line and name the offending text.
+/// What follows a number: a unit, or nothing (seconds).
+fn is_unit_char(c: char) -> bool {
+    !(c.is_ascii_digit() || WS.contains(&c) || matches!(c, '.' | '+' | '-'))
+}
+
+/// Parse a duration, with the grammar of systemd.time(7): one or more
+/// components, each a decimal number (`5`, `1.5`, `.5`, an optional
+/// leading `+`) and an optional unit from [`UNITS`] (seconds without
+/// one), whitespace allowed around both; the components add up.
+/// `infinity` alone is no limit. A positive total below one nanosecond is
+/// refused rather than read as zero. Errors are one line and name the
+/// offending text.
 pub fn parse(text: &str) -> Result<Dur, String> {
-    let t = text.trim();
+    let t = text.trim_matches(WS);
     if t.is_empty() {
         return Err("empty duration".into());
     }
-    if t.eq_ignore_ascii_case("infinity") || t.eq_ignore_ascii_case("inf") {
+    if t == "infinity" {
         return Ok(Dur::Infinite);
     }
-    if t.starts_with('-') {
-        return Err(format!("negative duration '{t}'"));
-    }
-    let bytes = t.as_bytes();
-    let mut i = 0;
+    let invalid = |why: &str| format!("invalid duration '{t}': {why}");
+    let too_large = || format!("duration '{t}' is too large (at most {})", MAX_TEXT);
+    let mut rest = t;
     let mut total: u128 = 0;
-    let mut parts = 0;
-    while i < bytes.len() {
-        while i < bytes.len() && bytes[i].is_ascii_whitespace() {
-            i += 1;
+    let mut positive = false;
+    while !rest.is_empty() {
+        if let Some(after) = rest.strip_prefix('-') {
+            // `--verbose` is an option that took the place of a value,
+            // not a negative number.
+            if after.starts_with(|c: char| c.is_ascii_digit() || c == '.' || c == '+') {
+                return Err(format!("negative duration '{t}'"));
+            }
+            return Err(invalid("expected a number"));
         }
-        if i == bytes.len() {
-            break;
+        let (plus, r) = match rest.strip_prefix('+') {
+            Some(r) => (true, r),
+            None => (false, rest),
+        };
+        let int_len = r.bytes().take_while(u8::is_ascii_digit).count();
+        let (int, r) = r.split_at(int_len);
+        let (frac, r) = match r.strip_prefix('.') {
+            Some(after) => {
+                let n = after.bytes().take_while(u8::is_ascii_digit).count();
+                if n == 0 {
+                    return Err(invalid("expected a digit after '.'"));
+                }
+                (after.split_at(n).0, &after[n..])
+            }
+            None => ("", r),
+        };
+        if int.is_empty() && (plus || frac.is_empty()) {
+            return Err(invalid("expected a number"));
         }
-        let start = i;
-        while i < bytes.len() && (bytes[i].is_ascii_digit() || bytes[i] == b'.') {
-            i += 1;
-        }
-        let number = &t[start..i];
-        if number.is_empty() {
-            return Err(format!("invalid duration '{t}': expected a number"));
-        }
-        while i < bytes.len() && bytes[i].is_ascii_whitespace() {
-            i += 1;
-        }
-        let ustart = i;
-        while i < bytes.len() && !bytes[i].is_ascii_digit() && !bytes[i].is_ascii_whitespace() {
-            // Multi-byte characters (µ) are whole: advance by char.
-            let ch_len = t[i..].chars().next().map_or(1, char::len_utf8);
-            i += ch_len;
-        }
-        let unit = &t[ustart..i];
-        let per = unit_nanos(&unit.to_ascii_lowercase()).ok_or_else(|| {
-            format!("invalid duration '{t}': unknown unit '{unit}' (use ms, s, m, h, d)")
-        })?;
-        if unit.is_empty() && parts > 0 {
-            return Err(format!("invalid duration '{t}': number without a unit"));
-        }
-        total = total
-            .checked_add(scale(number, per).ok_or_else(|| format!("invalid duration '{t}'"))?)
-            .ok_or_else(|| format!("duration '{t}' is too large"))?;
-        parts += 1;
-        if unit.is_empty() && i < bytes.len() {
-            return Err(format!("invalid duration '{t}': number without a unit"));
-        }
+        let after_ws = r.trim_start_matches(WS);
+        let word_len = after_ws
+            .find(|c| !is_unit_char(c))
+            .unwrap_or(after_ws.len());
+        let (word, after_word) = after_ws.split_at(word_len);
+        let per = if word.is_empty() {
+            // A bare number must end the text or be followed by whitespace:
+            // `1.2.3` and `5+3` are not durations.
+            if after_ws.len() == r.len() && !r.is_empty() {
+                return Err(invalid(&format!("unexpected '{r}'")));
+            }
+            SECOND
+        } else {
+            unit_nanos(word).ok_or_else(|| invalid(&unknown_unit(word)))?
+        };
+        positive |= int.bytes().chain(frac.bytes()).any(|b| b != b'0');
+        let part = scale(int, frac, per).ok_or_else(too_large)?;
+        total = total.checked_add(part).ok_or_else(too_large)?;
+        rest = after_word.trim_start_matches(WS);
     }
-    let max = MAX.as_nanos();
-    if total > max {
-        return Err(format!("duration '{t}' is too large (at most 100 years)"));
+    if total > MAX.as_nanos() {
+        return Err(too_large());
     }
-    let secs = (total / 1_000_000_000) as u64;
-    let nanos = (total % 1_000_000_000) as u32;
+    if total == 0 && positive {
+        return Err(format!(
+            "duration '{t}' is below 1ns, the resolution: it would read as 0"
+        ));
+    }
+    let secs = u64::try_from(total / SECOND).map_err(|_| too_large())?;
+    let nanos = u32::try_from(total % SECOND).map_err(|_| too_large())?;
     Ok(Dur::Finite(Duration::new(secs, nanos)))
 }
 
-/// `number` (decimal, optional fraction) times `per` nanoseconds, exactly,
-/// rounding sub-nanosecond fractions down. `None` on malformed numbers or
-/// overflow.
-fn scale(number: &str, per: u128) -> Option<u128> {
-    let (int, frac) = match number.split_once('.') {
-        Some((i, f)) => (i, f),
-        None => (number, ""),
-    };
-    if int.is_empty() && frac.is_empty() {
+/// [`MAX`] as the messages show it.
+const MAX_TEXT: &str = "36500d";
+
+/// Why `word` is not a unit, with a hint when only its case is wrong.
+fn unknown_unit(word: &str) -> String {
+    let lower = word.to_lowercase();
+    if lower != word && unit_nanos(&lower).is_some() {
+        return format!("unknown unit '{word}' (units are case-sensitive: '{lower}'?)");
+    }
+    format!("unknown unit '{word}' (use ns, us, ms, s, min, h, d, w, M or y)")
+}
+
+/// `int.frac` times `per` nanoseconds, sub-nanosecond digits dropped.
+/// `None` when it cannot be a duration below [`MAX`].
+fn scale(int: &str, frac: &str, per: u128) -> Option<u128> {
+    let int = int.trim_start_matches('0');
+    // More than 30 digits cannot be a duration below 100 years, in any
+    // unit; 30 digits fit a u128.
+    if int.len() > 30 {
         return None;
     }
-    if frac.contains('.') {
-        return None;
-    }
-    let int_v: u128 = if int.is_empty() {
-        0
-    } else {
-        // More than 30 digits cannot be a duration below 100 years.
-        if int.len() > 30 {
-            return Some(u128::MAX);
-        }
-        int.parse().ok()?
-    };
+    let int_v: u128 = if int.is_empty() { 0 } else { int.parse().ok()? };
     let mut v = int_v.checked_mul(per)?;
     let mut place = per;
-    for d in frac.bytes().take(30) {
+    for d in frac.bytes() {
         place /= 10;
         if place == 0 {
             break;
@@ -222,23 +277,128 @@ mod tests {
         assert_eq!(ok("1d"), Duration::from_secs(86400));
         assert_eq!(ok("5min 20s"), Duration::from_secs(320));
         assert_eq!(ok("5min20s"), Duration::from_secs(320));
+        assert_eq!(ok("1h 30min"), Duration::from_secs(5400));
+        assert_eq!(ok("55s500ms"), Duration::from_millis(55_500));
+        assert_eq!(ok("2 h"), Duration::from_secs(7200));
         assert_eq!(ok("0"), Duration::ZERO);
         assert_eq!(ok(".5s"), Duration::from_millis(500));
         assert_eq!(ok("1.5h"), Duration::from_secs(5400));
         assert_eq!(ok("100us"), Duration::from_micros(100));
+        assert_eq!(ok("3 seconds"), Duration::from_secs(3));
+        assert_eq!(ok("10sec"), Duration::from_secs(10));
+        assert_eq!(ok("48hr"), Duration::from_secs(48 * 3600));
+        assert_eq!(ok("1M"), Duration::from_secs(2_629_800));
+        assert_eq!(ok("1month"), Duration::from_secs(2_629_800));
+        assert_eq!(ok("1y"), Duration::from_secs(31_557_600));
+        assert_eq!(ok("2years"), Duration::from_secs(2 * 31_557_600));
+        assert_eq!(ok("1w"), Duration::from_secs(7 * 86400));
+        assert_eq!(ok("1µs"), Duration::from_micros(1));
+        assert_eq!(ok("1μs"), Duration::from_micros(1));
+        assert_eq!(ok("1ns"), Duration::from_nanos(1));
+        assert_eq!(ok("1.5ns"), Duration::from_nanos(1));
         assert_eq!(parse("infinity").unwrap(), Dur::Infinite);
+        assert_eq!(parse(" infinity\t").unwrap(), Dur::Infinite);
+    }
+
+    /// What systemd's own parser accepts, with the values it gives
+    /// (`systemd-analyze timespan`).
+    #[test]
+    fn agrees_with_systemd() {
+        assert_eq!(ok(" 5s 500ms  "), Duration::from_millis(5500));
+        assert_eq!(ok("+3.1s"), Duration::from_millis(3100));
+        assert_eq!(ok("3.1s.2"), Duration::from_millis(3300));
+        assert_eq!(ok("3.1 .2"), Duration::from_millis(3300));
+        assert_eq!(ok("3.1 sec 1.2 sec"), Duration::from_millis(4300));
+        assert_eq!(ok("5 5"), Duration::from_secs(10));
+        assert_eq!(ok("10 s 3"), Duration::from_secs(13));
+        assert_eq!(ok("1h30"), Duration::from_secs(3630));
+        assert_eq!(
+            ok("300ms20s 5day"),
+            Duration::from_millis(5 * 86_400_000 + 20_300)
+        );
+        assert_eq!(ok(" .50y "), Duration::from_secs(31_557_600 / 2));
+        for bad in [
+            " xyz ",
+            "",
+            " . ",
+            " 5. ",
+            ".s ",
+            "-5s ",
+            "-0.3s ",
+            "-0.0s ",
+            "-0.-0s ",
+            "0.-0s ",
+            "3.-0s ",
+            " infinity .7",
+            ".3 infinity",
+            "3.+1s",
+            "3. 1s",
+            "3.s",
+            "12.34.56",
+            "12..34",
+            "..1234",
+            "1234..",
+            "+.5",
+            "+ 5",
+            "5+3",
+            "inf",
+            "INFINITY",
+            "Infinity",
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} should be rejected");
+        }
     }
 
     #[test]
     fn rejects_bad_input() {
         for bad in [
-            "", "-1", "-5s", "abc", "5x", "1..5", "s", "5 5", "1e9", "1.5.5s", "10 s 3",
+            "-1", "-5s", "abc", "5x", "1..5", "s", "1e9", "1e-10", "1E3", "1.5.5s", "0x10",
         ] {
             assert!(parse(bad).is_err(), "{bad:?} should be rejected");
         }
         assert!(parse("99999999999999999999999999999999999999999d").is_err());
         assert!(parse("101y").is_err());
         assert!(parse("36600d").is_err());
+        assert!(parse(&format!("{}s", MAX.as_secs() + 1)).is_err());
+        assert_eq!(ok(&format!("{}s", MAX.as_secs())), MAX);
+        assert_eq!(
+            ok("000000000000000000000000000000000000001s"),
+            Duration::from_secs(1)
+        );
+    }
+
+    #[test]
+    fn units_are_systemds_and_case_sensitive() {
+        for bad in [
+            "42D", "1H", "1S", "1MS", "1Min", "5mins", "5secs", "2hrs", "1mo", "1yr",
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert!(e.contains("unknown unit"), "{bad:?}: {e}");
+        }
+        assert!(parse("42D").unwrap_err().contains("'d'?"));
+        assert_eq!(ok("1m"), Duration::from_secs(60));
+        assert_ne!(ok("1M"), ok("1m"));
+    }
+
+    #[test]
+    fn a_positive_duration_never_reads_as_zero() {
+        for tiny in ["0.9ns", "0.5ns 0.4ns", "0.0000000001", ".0000000009s"] {
+            let e = parse(tiny).unwrap_err();
+            assert!(e.contains("below 1ns"), "{tiny:?}: {e}");
+        }
+        assert_eq!(ok("0.0ns"), Duration::ZERO);
+        assert_eq!(ok("0s 0ms"), Duration::ZERO);
+        assert_eq!(ok("0.000000001"), Duration::from_nanos(1));
+    }
+
+    #[test]
+    fn negative_is_named() {
+        assert!(
+            parse("-1s")
+                .unwrap_err()
+                .contains("negative duration '-1s'")
+        );
+        assert!(parse("1s -1s").unwrap_err().contains("negative"));
     }
 
     #[test]

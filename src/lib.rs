@@ -15,6 +15,7 @@ pub mod liveness;
 pub mod lockfile;
 pub mod manpage;
 pub mod notify;
+pub mod paths;
 pub mod process;
 pub mod procfs;
 pub mod protocol;

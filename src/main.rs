@@ -74,7 +74,9 @@ fn usage_error(e: &clap::Error) -> ExitCode {
         }
         _ => {
             let msg = locksup::error::clap_message(e);
-            let _ = writeln!(std::io::stderr(), "locksup: {msg} (see 'locksup --help')");
+            let args: Vec<OsString> = std::env::args_os().collect();
+            let help = locksup::error::clap_help_command(&args);
+            let _ = writeln!(std::io::stderr(), "locksup: {msg} (see '{help} --help')");
             code(exit::FAILURE)
         }
     }

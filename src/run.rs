@@ -11,6 +11,7 @@ use crate::duration::Dur;
 use crate::error::{Error, Result};
 use crate::events::Reporter;
 use crate::lockfile;
+use crate::paths::absolute_in;
 use crate::signal::Sig;
 use crate::supervise::{self, Spec, Wait};
 
@@ -46,9 +47,12 @@ pub fn main(args: RunArgs, config_path: Option<&Path>) -> Result<i32> {
 pub fn resolve(a: &RunArgs, config: &Config) -> Result<Spec> {
     let cwd = std::env::current_dir()
         .map_err(|e| Error::usage(format!("cannot read the working directory: {e}")))?;
-    let session = a.session.as_ref().map(|s| absolute(&cwd, s));
+    let session = match &a.session {
+        Some(s) => Some(not_a_directory("--session", s, absolute_in(&cwd, s))?),
+        None => None,
+    };
     let lock = match (&session, &a.lock) {
-        (_, Some(l)) => absolute(&cwd, l),
+        (_, Some(l)) => not_a_directory("--lock", l, absolute_in(&cwd, l))?,
         (Some(s), None) => lockfile::lock_path_for_session(s),
         (None, None) => return Err(Error::usage("one of --session or --lock is required")),
     };
@@ -99,14 +103,24 @@ pub fn resolve(a: &RunArgs, config: &Config) -> Result<Spec> {
     })
 }
 
-/// `path` made absolute against `cwd`, lexically: the session file need
-/// not exist and symlinks in it are not resolved.
-fn absolute(cwd: &Path, path: &Path) -> PathBuf {
-    if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        cwd.join(path)
+/// `path` (`given` made absolute), unless it names a directory: written
+/// as one (`dir/`, `.`, `dir/..`), or an existing directory. A session
+/// `dir/` would otherwise lock `dir.lock`, or `dir/.lock`, beside or
+/// inside the wrong thing.
+fn not_a_directory(option: &str, given: &Path, path: PathBuf) -> Result<PathBuf> {
+    let b = given.as_os_str().as_encoded_bytes();
+    let written_as_dir = [b"/".as_slice(), b"/.", b"/.."]
+        .iter()
+        .any(|end| b.ends_with(end))
+        || b == b"."
+        || b == b"..";
+    if written_as_dir || path.is_dir() {
+        return Err(Error::usage(format!(
+            "{option} '{}' names a directory; give a file",
+            given.display()
+        )));
     }
+    Ok(path)
 }
 
 /// A fresh attempt id: time-ordered and unique enough to grep for,

@@ -40,6 +40,7 @@ use crate::error::{Error, Result};
 use crate::events::rfc3339;
 use crate::exit;
 use crate::lockfile::{self, Metadata};
+use crate::paths;
 use crate::procfs::{self, FileId, LockEntry, LockKind};
 
 /// What a lock file's name ends with.
@@ -84,22 +85,12 @@ pub fn is_lock_name(name: &std::ffi::OsStr) -> bool {
     name.as_encoded_bytes().ends_with(LOCK_SUFFIX.as_bytes())
 }
 
-/// `path` made absolute against the working directory, lexically.
-pub fn absolute(path: &Path) -> PathBuf {
-    if path.is_absolute() {
-        return path.to_path_buf();
-    }
-    match std::env::current_dir() {
-        Ok(cwd) => cwd.join(path),
-        Err(_) => path.to_path_buf(),
-    }
-}
-
-/// Which paths to look at: those given, else the configured roots.
-/// `None` when there are none at all.
+/// Which paths to look at: those given, else the configured roots, made
+/// absolute and normalised ([`crate::paths`]). `None` when there are none
+/// at all.
 pub fn targets(given: &[PathBuf], config: &Config) -> Option<Vec<(PathBuf, bool)>> {
     if !given.is_empty() {
-        return Some(given.iter().map(|p| (absolute(p), true)).collect());
+        return Some(given.iter().map(|p| (paths::absolute(p), true)).collect());
     }
     if config.status.roots.is_empty() {
         return None;
@@ -109,7 +100,7 @@ pub fn targets(given: &[PathBuf], config: &Config) -> Option<Vec<(PathBuf, bool)
             .status
             .roots
             .iter()
-            .map(|p| (absolute(p), false))
+            .map(|p| (paths::absolute(p), false))
             .collect(),
     )
 }

@@ -62,34 +62,34 @@ fn tokens(pieces: &'static [&'static str], max: usize) -> impl Strategy<Value = 
 
 const DURATION_PIECES: &[&str] = &[
     "", " ", "  ", "\t", "\n", ".", "..", "-", "+", "e", "E", "0", "1", "5", "9", "ns", "nsec",
-    "us", "usec", "µs", "µ", "ms", "msec", "MS", "s", "sec", "secs", "second", "seconds", "m",
-    "min", "mins", "minute", "minutes", "Min", "h", "hr", "hrs", "hour", "hours", "d", "day",
-    "days", "w", "week", "weeks", "y", "x", "inf", "infinity", "INFINITY", "NaN",
+    "us", "usec", "µs", "μs", "µ", "ms", "msec", "MS", "s", "sec", "secs", "second", "seconds",
+    "m", "M", "min", "mins", "minute", "minutes", "Min", "h", "hr", "hrs", "hour", "hours", "d",
+    "D", "day", "days", "w", "week", "weeks", "month", "months", "y", "year", "years", "x", "inf",
+    "infinity", "INFINITY", "NaN",
 ];
 
-/// Units as documented, with their length in nanoseconds.
+/// Units as documented (systemd.time(7)), with their length in
+/// nanoseconds; `""` is a bare number, seconds.
 const UNITS: &[(&str, u128)] = &[
     ("ns", 1),
     ("nsec", 1),
     ("us", 1_000),
     ("usec", 1_000),
     ("µs", 1_000),
+    ("μs", 1_000),
     ("ms", 1_000_000),
     ("msec", 1_000_000),
     ("", 1_000_000_000),
     ("s", 1_000_000_000),
     ("sec", 1_000_000_000),
-    ("secs", 1_000_000_000),
     ("second", 1_000_000_000),
     ("seconds", 1_000_000_000),
     ("m", 60_000_000_000),
     ("min", 60_000_000_000),
-    ("mins", 60_000_000_000),
     ("minute", 60_000_000_000),
     ("minutes", 60_000_000_000),
     ("h", 3_600_000_000_000),
     ("hr", 3_600_000_000_000),
-    ("hrs", 3_600_000_000_000),
     ("hour", 3_600_000_000_000),
     ("hours", 3_600_000_000_000),
     ("d", 86_400_000_000_000),
@@ -98,6 +98,17 @@ const UNITS: &[(&str, u128)] = &[
     ("w", 604_800_000_000_000),
     ("week", 604_800_000_000_000),
     ("weeks", 604_800_000_000_000),
+    ("M", 2_629_800_000_000_000),
+    ("month", 2_629_800_000_000_000),
+    ("months", 2_629_800_000_000_000),
+    ("y", 31_557_600_000_000_000),
+    ("year", 31_557_600_000_000_000),
+    ("years", 31_557_600_000_000_000),
+];
+
+/// Unit spellings that look plausible but are not systemd's.
+const NOT_UNITS: &[&str] = &[
+    "secs", "mins", "hrs", "D", "H", "S", "MS", "Min", "W", "Y", "mo", "yr", "yrs", "sek", "u",
 ];
 
 fn nanos(d: Duration) -> u128 {
@@ -185,18 +196,16 @@ proptest! {
         }
     }
 
-    /// `N UNIT` in every documented unit (any case, with or without a
-    /// space) is N times the unit, or "too large" past 100 years.
+    /// `N UNIT` in every documented unit (with or without whitespace
+    /// between) is N times the unit, or "too large" past the maximum.
     #[test]
     fn duration_number_and_unit(
         n in prop_oneof![0u64..1000, 0u64..10_000_000_000],
         unit in prop::sample::select(UNITS),
         space in prop::sample::select(&["", " ", "\t"][..]),
-        upper in any::<bool>(),
         pad in prop::sample::select(&["", " ", "\n", " \t "][..]),
     ) {
         let (u, per) = unit;
-        let u = if upper { u.to_ascii_uppercase() } else { u.to_owned() };
         let space = if u.is_empty() { "" } else { space };
         let text = format!("{pad}{n}{space}{u}{pad}");
         let want = u128::from(n) * per;
@@ -208,6 +217,50 @@ proptest! {
                 prop_assert!(e.contains("too large"), "{text:?}: {e}");
             }
         }
+    }
+
+    /// Units are case-sensitive and only systemd's: any other spelling is
+    /// an error naming it, whatever number comes before.
+    #[test]
+    fn duration_unknown_units_are_rejected(
+        n in 0u64..1000,
+        unit in prop::sample::select(NOT_UNITS),
+        space in prop::sample::select(&["", " "][..]),
+    ) {
+        let text = format!("{n}{space}{unit}");
+        match duration::parse(&text) {
+            Err(e) => prop_assert!(e.contains(&format!("unknown unit '{unit}'")), "{text:?}: {e}"),
+            Ok(d) => prop_assert!(false, "{text:?} accepted as {d:?}"),
+        }
+    }
+
+    /// A positive number never reads as zero: below one nanosecond in
+    /// total it is refused; exponents are never accepted.
+    #[test]
+    fn duration_positive_is_never_zero(
+        zeros in 0usize..20,
+        digit in 1u8..10,
+        unit in prop::sample::select(UNITS),
+    ) {
+        let (u, per) = unit;
+        let text = format!("0.{}{digit}{u}", "0".repeat(zeros));
+        let mut place = per;
+        for _ in 0..=zeros {
+            place /= 10;
+        }
+        match duration::parse(&text) {
+            Ok(Dur::Finite(d)) => {
+                prop_assert!(!d.is_zero(), "{text:?} read as 0");
+                prop_assert_eq!(nanos(d), u128::from(digit) * place, "{:?}", text);
+            }
+            Ok(Dur::Infinite) => prop_assert!(false, "{text:?} parsed as infinity"),
+            Err(e) => {
+                prop_assert_eq!(place, 0, "{:?} rejected: {}", text, e);
+                prop_assert!(e.contains("below 1ns"), "{text:?}: {e}");
+            }
+        }
+        let exp = format!("{digit}e-{zeros}{u}");
+        prop_assert!(duration::parse(&exp).is_err(), "{exp:?} accepted");
     }
 
     /// Decimal fractions are exact to the nanosecond (sub-nanosecond
@@ -231,7 +284,8 @@ proptest! {
         parts in prop::collection::vec((0u64..1000, prop::sample::select(UNITS)), 1..5),
         sep in prop::sample::select(&["", " ", "  "][..]),
     ) {
-        // A bare number is allowed only alone: give every part a unit.
+        // Two bare numbers without whitespace between would be one
+        // number: give every part a unit.
         let parts: Vec<_> = parts.into_iter().filter(|(_, (u, _))| !u.is_empty()).collect();
         prop_assume!(!parts.is_empty());
         let text = parts.iter().map(|(n, (u, _))| format!("{n}{u}")).collect::<Vec<_>>().join(sep);
@@ -249,9 +303,20 @@ proptest! {
 }
 
 #[test]
-fn duration_infinity_in_any_case() {
-    for t in ["infinity", "INFINITY", "Infinity", " inf ", "InF"] {
+fn duration_infinity_only_as_systemd_writes_it() {
+    for t in ["infinity", " infinity ", "\tinfinity\n"] {
         assert_eq!(duration::parse(t), Ok(Dur::Infinite), "{t:?}");
+    }
+    for t in [
+        "INFINITY",
+        "Infinity",
+        "inf",
+        " inf ",
+        "InF",
+        "infinity 5s",
+        "5s infinity",
+    ] {
+        assert!(duration::parse(t).is_err(), "{t:?} accepted");
     }
     assert!(duration::parse(&format!("{}s", duration::MAX.as_secs() + 1)).is_err());
     assert_eq!(
