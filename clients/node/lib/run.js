@@ -216,6 +216,7 @@ export class Attempt extends EventEmitter {
       try {
         closeSync(this.#fd);
       } catch {}
+      this.#fd = null;
       rmSync(this.#dir, { recursive: true, force: true });
       const result = resultOf(this.#events, exit, this.#cancelRequested, error ?? readError);
       this.#finished = true;
@@ -299,6 +300,7 @@ export class Attempt extends EventEmitter {
 
   /** Read whatever was appended to the events file; one reader at a time. */
   #pump() {
+    if (this.#fd === null) return Promise.resolve();
     if (this.#reading) {
       this.#again = true;
       return this.#reading;
@@ -347,8 +349,17 @@ export class Attempt extends EventEmitter {
     if (ev === null || typeof ev !== "object" || typeof ev.event !== "string") return;
     this.#events.push(ev);
     for (const w of this.#waiters.splice(0)) w();
-    this.emit("event", ev);
-    this.emit(ev.event, ev);
+    // A listener that throws must not cost the events after this one: its
+    // exception surfaces as an uncaught one, as from any emitter.
+    for (const name of ["event", ev.event]) {
+      try {
+        this.emit(name, ev);
+      } catch (e) {
+        process.nextTick(() => {
+          throw e;
+        });
+      }
+    }
   }
 }
 
