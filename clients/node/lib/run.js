@@ -13,9 +13,8 @@ import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { EventEmitter } from "node:events";
 import { closeSync, mkdtempSync, openSync, read, rmSync, watch, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { constants as osConstants, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { constants as osConstants } from "node:os";
 import { durationArg } from "./duration.js";
 import { locate } from "./locate.js";
 
