@@ -1,28 +1,31 @@
 #!/usr/bin/env node
-// A tiny agent gateway that runs every attempt through `locksup run`.
+// A tiny agent gateway that runs every attempt through locksup, with the
+// Node client in clients/node (`import { run, heartbeat } from "locksup"`
+// once installed from npm; here by relative path, so no install is needed).
 //
 // Gateway mode (the default) starts N attempts on one session at once,
-// each as `locksup run --session FILE ... -- node gateway.mjs --worker`,
-// and maps each exit status to an outcome:
-//   0 -> done, 124/137 -> timed out, 75 -> session busy, anything else -> failed.
+// each running `node gateway.mjs --worker`, and sorts their typed results:
+//   exited with 0 -> done; timeout/watchdog -> timed out;
+//   busy/wait-expired -> session busy; anything else -> failed.
 // It prints one JSON summary line on stdout.
 //
 // Worker mode (`--worker`) is one attempt: it holds the session's lock
 // (locksup took it before starting us), appends its records to the JSONL
-// session file, and proves it is alive by touching the lock file
-// ($LOCKSUP_LOCK_FILE), which locksup counts as a heartbeat under
-// --watchdog. Standard library only.
+// session file, and proves it is alive with heartbeat(), which touches the
+// lock file ($LOCKSUP_LOCK_FILE); locksup counts that under --watchdog.
 //
 //   node examples/gateway.mjs --session /tmp/s.jsonl --attempts 8 --wait 30s
-import { spawn } from "node:child_process";
-import { appendFileSync, utimesSync } from "node:fs";
+//
+// The locksup binary: --locksup PATH, else $LOCKSUP, else locksup on PATH.
+import { appendFileSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
+import { heartbeat, run } from "../clients/node/index.js";
 
 function options(argv) {
   const o = {
     session: null, attempts: 4, steps: 5, stepMs: 20, timeout: "10s",
-    wait: "30s", watchdog: "2s", locksup: process.env.LOCKSUP || "locksup",
+    wait: "30s", watchdog: "2s", locksup: process.env.LOCKSUP || undefined,
     worker: false, id: "0",
   };
   for (let i = 0; i < argv.length; i++) {
@@ -45,41 +48,34 @@ function options(argv) {
 }
 
 async function worker(o) {
-  const lock = process.env.LOCKSUP_LOCK_FILE;
   const record = (r) => appendFileSync(o.session, JSON.stringify({ attempt: o.id, ...r }) + "\n");
   record({ seq: 0, phase: "start", pid: process.pid });
   for (let step = 1; step <= o.steps; step++) {
     await sleep(o.stepMs); // the model call
-    const now = new Date();
-    utimesSync(lock, now, now); // heartbeat: locksup watches the lock file's times
+    await heartbeat(); // touches $LOCKSUP_LOCK_FILE: locksup watches its times
     record({ seq: step, phase: "step" });
   }
   record({ seq: o.steps + 1, phase: "end" });
 }
 
-function outcome(code) {
-  if (code === 0) return "done";
-  if (code === 124 || code === 137) return "timed_out";
-  if (code === 75) return "busy";
-  return "failed";
-}
+const KIND = {
+  timeout: "timed_out", watchdog: "timed_out", busy: "busy", "wait-expired": "busy",
+};
 
-function attempt(o, id) {
+async function attempt(o, id) {
   const self = fileURLToPath(import.meta.url);
-  const args = [
-    "run", "--session", o.session, "--timeout", o.timeout, "--wait", o.wait,
-    "--watchdog", o.watchdog, "--attempt-id", `gw-${id}`, "--",
-    process.execPath, self, "--worker", "--session", o.session, "--id", String(id),
-    "--steps", String(o.steps), "--step-ms", String(o.stepMs),
-  ];
-  return new Promise((resolve) => {
-    const child = spawn(o.locksup, args, { stdio: ["ignore", "inherit", "inherit"] });
-    child.on("error", () => resolve({ id, code: 127, outcome: "failed" }));
-    child.on("exit", (code, signal) => {
-      const c = code ?? 128;
-      resolve({ id, code: c, signal, outcome: outcome(c) });
-    });
-  });
+  const a = run(
+    {
+      session: o.session, timeout: o.timeout, wait: o.wait, watchdog: o.watchdog,
+      attemptId: `gw-${id}`, locksup: o.locksup, stdio: ["ignore", "inherit", "inherit"],
+    },
+    process.execPath,
+    [self, "--worker", "--session", o.session, "--id", String(id),
+      "--steps", String(o.steps), "--step-ms", String(o.stepMs)],
+  );
+  const r = await a.result;
+  const outcome = r.outcome === "exited" && r.code === 0 ? "done" : (KIND[r.outcome] ?? "failed");
+  return { id, code: r.code, signal: r.signal, result: r.outcome, outcome, waited_ms: r.waitedMs, held_ms: r.heldMs };
 }
 
 async function gateway(o) {

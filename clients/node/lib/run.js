@@ -1,0 +1,405 @@
+// run(): one attempt under `locksup run`, its lifecycle events and its
+// typed result.
+//
+// The events come from `--events PATH` with PATH a fresh file in a private
+// temporary directory, followed as it grows (inotify through fs.watch, and a
+// last read once locksup has exited), never from stderr text. Not a pipe on
+// fd 3: Node gives a child's extra stdio "pipe" as a socketpair, and locksup
+// opens its --events path with open(2), which cannot open a socket through
+// /dev/fd/N (ENXIO). A file opened by locksup itself is also close-on-exec,
+// so the command never inherits it.
+
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { EventEmitter } from "node:events";
+import { closeSync, mkdtempSync, openSync, read, rmSync, watch, writeFileSync } from "node:fs";
+import { constants as osConstants, tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { durationArg } from "./duration.js";
+import { locate } from "./locate.js";
+
+/** Signals that make a supervisor cancel its attempt (locksup(1) SIGNALS). */
+const CANCEL_SIGNALS = new Set(["SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT"]);
+
+/** A fresh attempt id in locksup's own style: hex milliseconds, random tag. */
+function newAttemptId() {
+  return `${Date.now().toString(16)}-${randomBytes(4).toString("hex")}`;
+}
+
+function signalArg(value, what) {
+  if (typeof value === "number") {
+    if (Number.isInteger(value) && Object.values(osConstants.signals).includes(value)) return String(value);
+    throw new RangeError(`${what}: ${value} is not a signal number`);
+  }
+  if (typeof value === "string") {
+    const upper = value.trim().toUpperCase();
+    const full = upper.startsWith("SIG") ? upper : `SIG${upper}`;
+    if (full in osConstants.signals) return full;
+  }
+  throw new RangeError(`${what}: unknown signal ${JSON.stringify(value)} (e.g. 'SIGTERM', 'INT', 15)`);
+}
+
+function stringOption(options, key) {
+  const v = options[key];
+  if (v !== undefined && (typeof v !== "string" || v === "")) {
+    throw new TypeError(`options.${key} must be a non-empty string`);
+  }
+  return v;
+}
+
+/**
+ * The command line for `locksup run`.
+ * @returns {{ argv: string[], lockFile: string }}
+ */
+function buildArgs(options, attemptId, eventsPath, command, args) {
+  const session = stringOption(options, "session");
+  const lock = stringOption(options, "lock");
+  if ((session === undefined) === (lock === undefined)) {
+    throw new TypeError("run(): give exactly one of options.session and options.lock");
+  }
+  if (typeof command !== "string" || command === "") {
+    throw new TypeError("run(): command must be a non-empty string");
+  }
+  if (!Array.isArray(args) || args.some((a) => typeof a !== "string")) {
+    throw new TypeError("run(): args must be an array of strings");
+  }
+  const cwd = options.cwd === undefined ? process.cwd() : resolve(String(options.cwd));
+  const argv = ["run"];
+  let lockFile;
+  if (session !== undefined) {
+    argv.push("--session", session);
+    lockFile = `${resolve(cwd, session)}.lock`;
+  } else {
+    argv.push("--lock", lock);
+    lockFile = resolve(cwd, lock);
+  }
+  for (const [key, flag] of [
+    ["timeout", "--timeout"],
+    ["grace", "--grace"],
+    ["wait", "--wait"],
+    ["watchdog", "--watchdog"],
+    ["maxTimeout", "--max-timeout"],
+  ]) {
+    if (options[key] !== undefined) argv.push(flag, durationArg(options[key], `options.${key}`));
+  }
+  if (options.killSignal !== undefined) argv.push("--signal", signalArg(options.killSignal, "options.killSignal"));
+  if (options.finalSignal !== undefined) {
+    argv.push("--final-signal", signalArg(options.finalSignal, "options.finalSignal"));
+  }
+  if (options.shared) argv.push("--shared");
+  if (options.sessionKey !== undefined) argv.push("--session-key", stringOption(options, "sessionKey"));
+  if (options.config !== undefined) argv.push("--config", stringOption(options, "config"));
+  // A flag of newer binaries: passed only when asked for.
+  if (options.dieWithParent) argv.push("--die-with-parent");
+  if (options.verbose) argv.push("--verbose");
+  argv.push("--attempt-id", attemptId, "--events", eventsPath, "--", command, ...args);
+  return { argv, lockFile };
+}
+
+/**
+ * The typed result of an attempt, from its events first (they say why it
+ * ended) and its exit status second (for what happened before any event).
+ */
+function resultOf(events, exit, cancelRequested, error) {
+  const find = (name) => events.find((e) => e.event === name);
+  const acquired = find("acquired");
+  const started = find("started");
+  const exited = find("exited");
+  const conflict = find("conflict");
+  const escalation = events.find((e) => e.event === "signal" && e.reason !== "cleanup");
+  const { code, signal: ownSignal } = exit;
+
+  let outcome;
+  if (error) outcome = "failed";
+  else if (conflict) {
+    outcome = conflict.reason === "busy" ? "busy" : conflict.reason === "wait-expired" ? "wait-expired" : "failed";
+  } else if (escalation) {
+    outcome =
+      {
+        timeout: "timeout",
+        "ready-timeout": "timeout",
+        watchdog: "watchdog",
+        "supervisor-signal": "cancelled",
+        "lease-lost": "lease-lost",
+      }[escalation.reason] ?? "failed";
+  } else if (ownSignal) {
+    // locksup itself died of a signal (before it could handle it, or KILL).
+    outcome = cancelRequested ? "cancelled" : "killed";
+  } else if (exited) {
+    outcome = exited.signal ? "killed" : "exited";
+  } else if (!started && code === 127) {
+    outcome = "not-found";
+  } else if (!acquired && code > 128 && code < 128 + 65) {
+    // A cancel while waiting for the lock exits 128+N with no event.
+    outcome = "cancelled";
+  } else {
+    outcome = "failed";
+  }
+
+  let waitedMs = null;
+  if (acquired && typeof acquired.wait_ms === "number") waitedMs = acquired.wait_ms;
+  else if (conflict && conflict.reason === "busy") waitedMs = 0;
+  else {
+    const waiting = find("waiting");
+    const end = conflict ?? events.at(-1);
+    if (waiting && end) waitedMs = Math.max(0, Date.parse(end.ts) - Date.parse(waiting.ts));
+  }
+
+  return {
+    outcome,
+    code: code ?? null,
+    signal: exited?.signal ?? ownSignal ?? null,
+    waitedMs,
+    heldMs: typeof exited?.held_ms === "number" ? exited.held_ms : null,
+    fence: acquired?.fence ?? null,
+    previousOutcome: acquired?.previous_outcome ?? null,
+    error: error ?? null,
+  };
+}
+
+/** One attempt under `locksup run`. Create it with {@link run}. */
+export class Attempt extends EventEmitter {
+  #child;
+  #events = [];
+  #waiters = [];
+  #finished = false;
+  #exited = false;
+  #cancelRequested = false;
+  #eventsPath;
+  #dir;
+  #fd;
+  #offset = 0;
+  #partial = Buffer.alloc(0);
+  #reading = null;
+  #again = false;
+  #watcher = null;
+  #abort = null;
+  #result;
+
+  /** @internal */
+  constructor({ bin, argv, spawnOptions, attemptId, lockFile, dir, eventsPath, signal }) {
+    super();
+    this.attemptId = attemptId;
+    this.lockFile = lockFile;
+    this.#dir = dir;
+    this.#eventsPath = eventsPath;
+    this.#fd = openSync(eventsPath, "r");
+    let resolveResult;
+    this.#result = new Promise((r) => (resolveResult = r));
+    try {
+      this.#child = spawn(bin, argv, spawnOptions);
+    } catch (e) {
+      closeSync(this.#fd);
+      throw e;
+    }
+    this.pid = this.#child.pid;
+    try {
+      this.#watcher = watch(eventsPath, { persistent: false }, () => this.#pump());
+      this.#watcher.on("error", () => {});
+    } catch {
+      this.#watcher = null; // no inotify: events arrive at the end only
+    }
+    let settled = false;
+    const finish = async (exit, error) => {
+      if (settled) return;
+      settled = true;
+      this.#exited = true;
+      signal?.removeEventListener("abort", this.#abort);
+      let readError = null;
+      try {
+        await this.#pump();
+      } catch (e) {
+        readError = e;
+      }
+      this.#watcher?.close();
+      try {
+        closeSync(this.#fd);
+      } catch {}
+      this.#fd = null;
+      rmSync(this.#dir, { recursive: true, force: true });
+      const result = resultOf(this.#events, exit, this.#cancelRequested, error ?? readError);
+      this.#finished = true;
+      for (const w of this.#waiters.splice(0)) w();
+      resolveResult(result);
+      this.emit("end", result);
+    };
+    this.#child.once("exit", (code, sig) => finish({ code, signal: sig }));
+    this.#child.on("error", (err) => {
+      // Only a failure to spawn comes without an exit.
+      if (this.#child.pid === undefined) finish({ code: null, signal: null }, err);
+    });
+    if (signal) {
+      this.#abort = () => this.cancel();
+      if (signal.aborted) this.cancel();
+      else signal.addEventListener("abort", this.#abort, { once: true });
+    }
+    this.#pump();
+  }
+
+  /** The `locksup run` child process (the supervisor). */
+  get child() {
+    return this.#child;
+  }
+  get stdin() {
+    return this.#child.stdin;
+  }
+  get stdout() {
+    return this.#child.stdout;
+  }
+  get stderr() {
+    return this.#child.stderr;
+  }
+  /** The events received so far, in order. */
+  get events() {
+    return this.#events.slice();
+  }
+  /** Resolves once locksup has exited and every event has been read. */
+  get result() {
+    return this.#result;
+  }
+
+  /**
+   * Cancel the attempt: send `signal` (TERM, INT, HUP or QUIT) to the
+   * supervisor, which forwards it to the whole attempt and sends the final
+   * signal after the grace period; a second call escalates at once.
+   * Returns false when locksup has already exited.
+   */
+  cancel(signal = "SIGTERM") {
+    const sig = signalArg(signal, "cancel()");
+    if (!CANCEL_SIGNALS.has(sig)) {
+      throw new RangeError(`cancel(): ${sig} does not cancel an attempt; use SIGTERM, SIGINT, SIGHUP or SIGQUIT`);
+    }
+    if (this.#exited || this.#child.pid === undefined || this.#child.exitCode !== null || this.#child.signalCode !== null) {
+      return false;
+    }
+    this.#cancelRequested = true;
+    return this.#child.kill(sig);
+  }
+
+  [Symbol.asyncIterator]() {
+    let i = 0;
+    const self = this;
+    return {
+      async next() {
+        for (;;) {
+          if (i < self.#events.length) return { value: self.#events[i++], done: false };
+          if (self.#finished) return { value: undefined, done: true };
+          await new Promise((r) => self.#waiters.push(r));
+        }
+      },
+      async return() {
+        i = Infinity;
+        return { value: undefined, done: true };
+      },
+      [Symbol.asyncIterator]() {
+        return this;
+      },
+    };
+  }
+
+  /** Read whatever was appended to the events file; one reader at a time. */
+  #pump() {
+    if (this.#fd === null) return Promise.resolve();
+    if (this.#reading) {
+      this.#again = true;
+      return this.#reading;
+    }
+    this.#reading = (async () => {
+      try {
+        do {
+          this.#again = false;
+          await this.#drain();
+        } while (this.#again);
+      } finally {
+        this.#reading = null;
+      }
+    })();
+    this.#reading.catch(() => {});
+    return this.#reading;
+  }
+
+  async #drain() {
+    const buf = Buffer.alloc(64 * 1024);
+    for (;;) {
+      const n = await new Promise((res, rej) =>
+        read(this.#fd, buf, 0, buf.length, this.#offset, (err, bytes) => (err ? rej(err) : res(bytes))),
+      );
+      if (n === 0) return;
+      this.#offset += n;
+      let data = Buffer.concat([this.#partial, buf.subarray(0, n)]);
+      let nl;
+      while ((nl = data.indexOf(0x0a)) !== -1) {
+        const line = data.subarray(0, nl).toString("utf8");
+        data = data.subarray(nl + 1);
+        this.#deliver(line);
+      }
+      this.#partial = Buffer.from(data);
+    }
+  }
+
+  #deliver(line) {
+    if (line.trim() === "") return;
+    let ev;
+    try {
+      ev = JSON.parse(line);
+    } catch {
+      return; // not an event line: locksup writes whole lines, so this is not ours
+    }
+    if (ev === null || typeof ev !== "object" || typeof ev.event !== "string") return;
+    this.#events.push(ev);
+    for (const w of this.#waiters.splice(0)) w();
+    // A listener that throws must not cost the events after this one: its
+    // exception surfaces as an uncaught one, as from any emitter.
+    for (const name of ["event", ev.event]) {
+      try {
+        this.emit(name, ev);
+      } catch (e) {
+        process.nextTick(() => {
+          throw e;
+        });
+      }
+    }
+  }
+}
+
+/**
+ * Run `command args` as an attempt under `locksup run`.
+ * @param {import("../index.js").RunOptions} options
+ * @param {string} command
+ * @param {string[]} [args]
+ * @returns {Attempt}
+ */
+export function run(options, command, args = []) {
+  if (options === null || typeof options !== "object") {
+    throw new TypeError("run(): options must be an object with session or lock");
+  }
+  const signal = options.signal;
+  if (signal !== undefined && !(signal instanceof AbortSignal)) {
+    throw new TypeError(
+      "options.signal must be an AbortSignal (the kill signal on timeout is options.killSignal)",
+    );
+  }
+  const env = options.env ?? process.env;
+  const cwd = options.cwd === undefined ? undefined : String(options.cwd);
+  const bin = locate(options.locksup, env, cwd ?? process.cwd());
+  const attemptId = stringOption(options, "attemptId") ?? newAttemptId();
+  const dir = mkdtempSync(join(tmpdir(), "locksup-node-"));
+  const eventsPath = join(dir, "events.jsonl");
+  try {
+    writeFileSync(eventsPath, "", { mode: 0o600, flag: "wx" });
+    const { argv, lockFile } = buildArgs(options, attemptId, eventsPath, command, args);
+    return new Attempt({
+      bin,
+      argv,
+      spawnOptions: { env, cwd, stdio: options.stdio ?? "pipe" },
+      attemptId,
+      lockFile,
+      dir,
+      eventsPath,
+      signal,
+    });
+  } catch (e) {
+    rmSync(dir, { recursive: true, force: true });
+    throw e;
+  }
+}
