@@ -45,6 +45,8 @@ pub struct Member {
     pub pgid: i32,
     /// Its start time (clock ticks since boot).
     pub starttime: u64,
+    /// It had begun to exit when it was pinned.
+    pub exiting: bool,
     dir: OwnedFd,
 }
 
@@ -81,12 +83,15 @@ impl Tree {
 
     /// Every live process below this one, each verified to be the child
     /// of its parent in the walk and pinned. Zombies are left out (their
-    /// children have been re-parented already).
-    pub fn walk(&self) -> Vec<Member> {
+    /// children have been re-parented already), and so is a process that
+    /// changed parent during the walk: both are listed in
+    /// [`Walk::skipped`], as a sign that another walk may find more.
+    pub fn walk(&self) -> Walk {
+        let mut walk = Walk::default();
         let Some(me) = self.me else {
-            return Vec::new();
+            return walk;
         };
-        let mut out = Vec::new();
+        let out = &mut walk.members;
         let mut stack: Vec<(i32, i32)> =
             procfs::children(me).into_iter().map(|c| (me, c)).collect();
         while let Some((parent, pid)) = stack.pop() {
@@ -94,13 +99,29 @@ impl Tree {
                 break;
             }
             let Some(member) = pin(parent, pid) else {
+                walk.skipped.push(pid);
                 continue;
             };
+            if member.exiting {
+                // Its children may be moving to us while we walk.
+                walk.skipped.push(pid);
+            }
             stack.extend(procfs::children(pid).into_iter().map(|c| (pid, c)));
             out.push(member);
         }
-        out
+        walk
     }
+}
+
+/// What one walk of the tree found.
+#[derive(Debug, Default)]
+pub struct Walk {
+    /// The live processes, pinned.
+    pub members: Vec<Member>,
+    /// Listed as children but not pinned (ended, gone, or re-parented
+    /// while the walk went on), or pinned while exiting: their children
+    /// may have moved to us after we listed ours.
+    pub skipped: Vec<i32>,
 }
 
 /// A bound on one walk, so a fork bomb cannot make the supervisor hold
@@ -133,6 +154,7 @@ fn pin(parent: i32, pid: i32) -> Option<Member> {
         pid,
         pgid: st.pgid,
         starttime: st.starttime,
+        exiting: st.exiting(),
         dir,
     })
 }
@@ -150,7 +172,7 @@ mod tests {
             .spawn()
             .expect("sleep");
         let pid = child.id() as i32;
-        let members = tree.walk();
+        let members = tree.walk().members;
         let m = members
             .iter()
             .find(|m| m.pid == pid)

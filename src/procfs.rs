@@ -173,8 +173,18 @@ pub struct Stat {
     pub ppid: i32,
     /// Process group.
     pub pgid: i32,
+    /// The kernel's flags for the process (`PF_*`).
+    pub flags: u64,
     /// Start time in clock ticks since boot.
     pub starttime: u64,
+}
+
+impl Stat {
+    /// The process has begun to exit (`PF_EXITING`): its children may
+    /// have been re-parented already.
+    pub fn exiting(&self) -> bool {
+        self.flags & 0x4 != 0
+    }
 }
 
 /// Parse the text of a `/proc/PID/stat` (the comm may hold spaces and
@@ -185,6 +195,7 @@ pub fn parse_stat(text: &str) -> Option<Stat> {
         state: f.first()?.chars().next()?,
         ppid: f.get(1)?.parse().ok()?,
         pgid: f.get(2)?.parse().ok()?,
+        flags: f.get(6)?.parse().ok()?,
         starttime: f.get(19)?.parse().ok()?,
     })
 }

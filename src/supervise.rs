@@ -1108,14 +1108,22 @@ impl Attempt<'_> {
             }
             return sent.into_iter().collect();
         }
+        // A process that ended or changed parent during a walk may have
+        // left children that only the next walk sees (re-parented to us).
+        let mut skipped = BTreeSet::new();
         loop {
-            let fresh: Vec<_> = self
-                .tree
-                .walk()
+            let walk = self.tree.walk();
+            let unsettled = walk
+                .skipped
+                .into_iter()
+                .filter(|p| skipped.insert(*p))
+                .count();
+            let fresh: Vec<_> = walk
+                .members
                 .into_iter()
                 .filter(|m| !sent.contains(&m.pid))
                 .collect();
-            if fresh.is_empty() {
+            if fresh.is_empty() && unsettled == 0 {
                 break;
             }
             for m in fresh {
