@@ -291,14 +291,18 @@ async fn connect_and_send(
     let sent = stream
         .async_io(Interest::WRITABLE, || {
             let cmsg = [ControlMessage::ScmRights(&fds)];
-            sendmsg::<()>(
-                fd,
-                &[IoSlice::new(request)],
-                &cmsg,
-                MsgFlags::MSG_NOSIGNAL,
-                None,
-            )
-            .map_err(io::Error::from)
+            loop {
+                match sendmsg::<()>(
+                    fd,
+                    &[IoSlice::new(request)],
+                    &cmsg,
+                    MsgFlags::MSG_NOSIGNAL,
+                    None,
+                ) {
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    other => return other.map_err(io::Error::from),
+                }
+            }
         })
         .await;
     let sent = match sent {

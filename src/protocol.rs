@@ -421,13 +421,17 @@ fn recv_with_fds(fd: RawFd, chunk: &mut [u8], room: usize) -> io::Result<Receive
     let mut cmsg = (room > 0).then(|| vec![0u8; rights_space(room)]);
     let mut iov = [IoSliceMut::new(chunk)];
     let (bytes, truncated, mut raw) = {
-        let msg = recvmsg::<()>(
-            fd,
-            &mut iov,
-            cmsg.as_deref_mut(),
-            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
-        )
-        .map_err(io::Error::from)?;
+        let msg = loop {
+            match recvmsg::<()>(
+                fd,
+                &mut iov,
+                cmsg.as_deref_mut(),
+                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
+            ) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                other => break other.map_err(io::Error::from)?,
+            }
+        };
         let mut raw = Vec::new();
         // nix refuses to walk truncated control data (below for that).
         if let Ok(cmsgs) = msg.cmsgs() {

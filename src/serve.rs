@@ -183,7 +183,7 @@ pub fn main(args: ServeArgs, config_path: Option<&Path>) -> Result<i32> {
             reloading: false,
             reload_again: false,
             config_busy: Arc::new(AtomicBool::new(false)),
-            reloaded: Rc::new(tokio::sync::Notify::new()),
+            reload_done: Rc::new(tokio::sync::Notify::new()),
         }));
         let code = run(state.clone(), listener).await;
         if let Some((path, ino)) = &bound {
@@ -605,7 +605,7 @@ struct State {
     config_busy: Arc<AtomicBool>,
     /// Told when a reload is over, for the event loop to look at the new
     /// settings.
-    reloaded: Rc<tokio::sync::Notify>,
+    reload_done: Rc<tokio::sync::Notify>,
 }
 
 /// Counts connections that still owe their client a result.
@@ -1126,7 +1126,7 @@ async fn run(state: Shared, listener: UnixListener) -> Result<i32> {
         Some(sig(SignalKind::hangup())?)
     };
     let mut listener = Some(listener);
-    let reloaded = state.borrow().reloaded.clone();
+    let reload_done = state.borrow().reload_done.clone();
     {
         let s = state.borrow();
         s.notify(&format!("READY=1\nSTATUS={}", s.status_line()));
@@ -1181,7 +1181,7 @@ async fn run(state: Shared, listener: UnixListener) -> Result<i32> {
                     None => std::future::pending().await,
                 }
             } => start_reload(&state),
-            _ = reloaded.notified() => {
+            _ = reload_done.notified() => {
                 if !state.borrow().stopping {
                     next_scan = state.borrow().settings.reap().map(|(_, every)| Instant::now() + every);
                 }
@@ -1261,7 +1261,7 @@ fn start_reload(state: &Shared) {
             s.reloading = false;
             std::mem::take(&mut s.reload_again)
         };
-        state.borrow().reloaded.notify_one();
+        state.borrow().reload_done.notify_one();
         if again {
             start_reload(&state);
         }
