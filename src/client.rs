@@ -10,6 +10,14 @@
 //! same signal, as `locksup run` would); USR1, USR2 and WINCH a `signal`
 //! frame. If the client dies, the daemon sees the connection close and
 //! cancels the attempt.
+//!
+//! The client never waits on a daemon that does not answer: the request
+//! must be answered (`started` or `error`) within [`ANSWER_TIMEOUT`] of
+//! connecting, else it exits 125; each cancel must be acknowledged
+//! (`signalled`) within [`CANCEL_ACK_TIMEOUT`], else it exits 128+N for
+//! the signal N it got, and a second cancel signal before that makes it
+//! exit so at once. Its connection closing then cancels the attempt (or
+//! keeps it from starting) once the daemon reads again.
 
 use std::ffi::OsString;
 use std::future::poll_fn;
@@ -23,6 +31,7 @@ use std::time::{Duration, Instant};
 use clap::CommandFactory;
 use nix::sys::signal::Signal;
 use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+use tokio::io::{AsyncWriteExt as _, Interest};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::{CancelArgs, Cli, RunArgs, StatusArgs};
@@ -42,6 +51,15 @@ const CANCEL_SIGNALS: [Signal; 4] = [
 /// Signals the client passes on.
 const PASS_SIGNALS: [Signal; 3] = [Signal::SIGUSR1, Signal::SIGUSR2, Signal::SIGWINCH];
 
+/// How long `run --daemon` waits, from the moment it connects, for the
+/// daemon to answer its request (`started`, or `error`): past it, it exits
+/// 125. Connecting to a full backlog and sending count too.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long `run --daemon` waits for the daemon to acknowledge a cancel
+/// (`signalled`) before it gives up and exits 128+N.
+pub const CANCEL_ACK_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The socket a client connects to.
 fn socket_for(explicit: Option<&Path>, config_path: Option<&Path>) -> Result<PathBuf> {
     if let Some(p) = explicit {
@@ -52,22 +70,24 @@ fn socket_for(explicit: Option<&Path>, config_path: Option<&Path>) -> Result<Pat
 }
 
 fn connect(path: &Path) -> Result<UnixStream> {
-    UnixStream::connect(path).map_err(|e| {
-        let why = match e.kind() {
-            io::ErrorKind::NotFound => "no such socket (is locksup serve running?)".to_owned(),
-            io::ErrorKind::ConnectionRefused => {
-                "connection refused (is locksup serve running?)".to_owned()
-            }
-            io::ErrorKind::PermissionDenied => {
-                "permission denied (the socket's mode and group decide who may connect)".to_owned()
-            }
-            _ => e.to_string(),
-        };
-        Error::usage(format!(
-            "cannot connect to locksup serve at {}: {why}",
-            path.display()
-        ))
-    })
+    UnixStream::connect(path).map_err(|e| connect_error(path, &e))
+}
+
+fn connect_error(path: &Path, e: &io::Error) -> Error {
+    let why = match e.kind() {
+        io::ErrorKind::NotFound => "no such socket (is locksup serve running?)".to_owned(),
+        io::ErrorKind::ConnectionRefused => {
+            "connection refused (is locksup serve running?)".to_owned()
+        }
+        io::ErrorKind::PermissionDenied => {
+            "permission denied (the socket's mode and group decide who may connect)".to_owned()
+        }
+        _ => e.to_string(),
+    };
+    Error::usage(format!(
+        "cannot connect to locksup serve at {}: {why}",
+        path.display()
+    ))
 }
 
 fn utf8(what: &str, s: OsString) -> Result<String> {
@@ -78,33 +98,6 @@ fn utf8(what: &str, s: OsString) -> Result<String> {
             bad.to_string_lossy()
         ))
     })
-}
-
-/// Send `bytes` with descriptors 0, 1 and 2 attached.
-fn send_with_stdio(stream: &mut UnixStream, bytes: &[u8]) -> Result<()> {
-    let fds = [0, 1, 2];
-    let cmsg = [ControlMessage::ScmRights(&fds)];
-    let sent = loop {
-        match sendmsg::<()>(
-            stream.as_raw_fd(),
-            &[IoSlice::new(bytes)],
-            &cmsg,
-            MsgFlags::empty(),
-            None,
-        ) {
-            Ok(n) => break n,
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(nix::errno::Errno::EBADF) => {
-                return Err(Error::usage(
-                    "standard input, output or error is closed; the daemon needs all three",
-                ));
-            }
-            Err(e) => return Err(Error::usage(format!("cannot send the request: {e}"))),
-        }
-    };
-    stream
-        .write_all(&bytes[sent..])
-        .map_err(|e| Error::usage(format!("cannot send the request: {e}")))
 }
 
 /// What follows `run` in `argv`, without `--daemon` and `--socket [PATH]`,
@@ -223,59 +216,191 @@ pub fn run(args: &RunArgs, argv: &[OsString], config_path: Option<&Path>) -> Res
             frame.len() - 4
         )));
     }
-    let mut stream = connect(&socket)?;
-    if let Err(e) = send_with_stdio(&mut stream, &frame) {
-        // The daemon may have refused us (and closed) before reading the
-        // request: its reason is the better message.
-        let deadline = Some(Instant::now() + Duration::from_secs(1));
-        if let Ok(Some(Frame::Error { code, message })) = read_frame(&mut stream, deadline) {
-            return Err(Error::with_code(code, message));
-        }
-        return Err(e);
-    }
-    stream
-        .set_nonblocking(true)
-        .map_err(|e| Error::usage(format!("socket: {e}")))?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::usage(format!("cannot start the runtime: {e}")))?;
-    rt.block_on(wait_for_exit(stream, socket))
+    rt.block_on(session(socket, frame))
 }
 
-async fn wait_for_exit(stream: UnixStream, socket: PathBuf) -> Result<i32> {
-    let stream = tokio::net::UnixStream::from_std(stream)
-        .map_err(|e| Error::usage(format!("socket: {e}")))?;
-    let mut conn = Conn::new(stream, 0);
-    let mut signals = Vec::new();
-    for sig in CANCEL_SIGNALS.iter().chain(PASS_SIGNALS.iter()) {
-        // Ignored when we started (nohup, a shell's `&`): stays ignored.
-        if crate::spawn::signal_is_ignored(*sig) {
-            continue;
+/// The signals the client acts on, installed before it connects.
+struct Signals(Vec<(Signal, tokio::signal::unix::Signal)>);
+
+impl Signals {
+    fn install() -> Result<Signals> {
+        let mut v = Vec::new();
+        for sig in CANCEL_SIGNALS.iter().chain(PASS_SIGNALS.iter()) {
+            // Ignored when we started (nohup, a shell's `&`): stays ignored.
+            if crate::spawn::signal_is_ignored(*sig) {
+                continue;
+            }
+            let stream = signal(SignalKind::from_raw(*sig as i32))
+                .map_err(|e| Error::usage(format!("cannot install signal handlers: {e}")))?;
+            v.push((*sig, stream));
         }
-        let stream = signal(SignalKind::from_raw(*sig as i32))
-            .map_err(|e| Error::usage(format!("cannot install signal handlers: {e}")))?;
-        signals.push((*sig, stream));
+        Ok(Signals(v))
     }
-    let lost = || {
-        Error::usage(format!(
-            "locksup serve at {} closed the connection without the attempt's result",
-            socket.display()
-        ))
-    };
-    loop {
-        let next_signal = poll_fn(|cx| {
-            for (sig, s) in signals.iter_mut() {
+
+    /// The next signal received.
+    async fn next(&mut self) -> Signal {
+        poll_fn(|cx| {
+            for (sig, s) in self.0.iter_mut() {
                 if s.poll_recv(cx).is_ready() {
                     return Poll::Ready(*sig);
                 }
             }
             Poll::Pending
-        });
+        })
+        .await
+    }
+
+    /// The next cancel signal; pass-through ones are dropped meanwhile.
+    async fn next_cancel(&mut self) -> Signal {
+        loop {
+            let sig = self.next().await;
+            if CANCEL_SIGNALS.contains(&sig) {
+                return sig;
+            }
+        }
+    }
+}
+
+fn signal_name(sig: Signal) -> &'static str {
+    sig.as_str().trim_start_matches("SIG")
+}
+
+/// Connect to `path` and send `request` with descriptors 0, 1 and 2 on its
+/// first bytes. A full backlog (the daemon is not accepting) is tried
+/// again; the caller bounds the whole. `Err` with a stream: the daemon
+/// closed before taking the request, and may have said why.
+async fn connect_and_send(
+    path: &Path,
+    request: &[u8],
+) -> std::result::Result<tokio::net::UnixStream, (Error, Option<tokio::net::UnixStream>)> {
+    let mut stream = loop {
+        match tokio::net::UnixStream::connect(path).await {
+            Ok(s) => break s,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => return Err((connect_error(path, &e), None)),
+        }
+    };
+    let fd = stream.as_raw_fd();
+    let fds = [0, 1, 2];
+    let sent = stream
+        .async_io(Interest::WRITABLE, || {
+            let cmsg = [ControlMessage::ScmRights(&fds)];
+            loop {
+                match sendmsg::<()>(
+                    fd,
+                    &[IoSlice::new(request)],
+                    &cmsg,
+                    MsgFlags::MSG_NOSIGNAL,
+                    None,
+                ) {
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    other => return other.map_err(io::Error::from),
+                }
+            }
+        })
+        .await;
+    let sent = match sent {
+        Ok(n) => n,
+        Err(e) if e.raw_os_error() == Some(libc::EBADF) => {
+            return Err((
+                Error::usage(
+                    "standard input, output or error is closed; the daemon needs all three",
+                ),
+                None,
+            ));
+        }
+        Err(e) => {
+            let err = Error::usage(format!("cannot send the request: {e}"));
+            return Err((err, Some(stream)));
+        }
+    };
+    if let Err(e) = stream.write_all(&request[sent..]).await {
+        let err = Error::usage(format!("cannot send the request: {e}"));
+        return Err((err, Some(stream)));
+    }
+    Ok(stream)
+}
+
+/// `run --daemon` once its request is built: connect, send, wait for the
+/// attempt's result, pass signals on; give up on a daemon that does not
+/// answer (see the module documentation).
+async fn session(socket: PathBuf, request: Vec<u8>) -> Result<i32> {
+    use tokio::time::{Instant, sleep_until, timeout};
+    let mut signals = Signals::install()?;
+    let shown = socket.display().to_string();
+    let answer_by = Instant::now() + ANSWER_TIMEOUT;
+    let no_answer = || {
+        Error::usage(format!(
+            "locksup serve at {shown} did not answer within {}",
+            format_duration(ANSWER_TIMEOUT)
+        ))
+    };
+    // Until the request is sent, a cancel signal ends the client at once:
+    // the daemon gets no request, or a cut one, and runs nothing.
+    let sent = tokio::select! {
+        sent = timeout(ANSWER_TIMEOUT, connect_and_send(&socket, &request)) => sent,
+        sig = signals.next_cancel() => {
+            return Err(Error::with_code(
+                exit::from_signal(sig as i32),
+                format!("{sig} before the request reached locksup serve at {shown}; nothing was started"),
+            ));
+        }
+    };
+    let stream = match sent {
+        Err(_) => return Err(no_answer()),
+        Ok(Ok(s)) => s,
+        Ok(Err((e, None))) => return Err(e),
+        Ok(Err((e, Some(stream)))) => {
+            // The daemon may have refused us (and closed) before reading
+            // the request: its reason is the better message.
+            let mut conn = Conn::new(stream, 0);
+            if let Ok(Ok(Some(Frame::Error { code, message }))) =
+                timeout(Duration::from_secs(1), conn.read()).await
+            {
+                return Err(Error::with_code(code, message));
+            }
+            return Err(e);
+        }
+    };
+    let mut conn = Conn::new(stream, 0);
+    let lost = || {
+        Error::usage(format!(
+            "locksup serve at {shown} closed the connection without the attempt's result"
+        ))
+    };
+    let gave_up = |sig: Signal, why: &str| {
+        Error::with_code(
+            exit::from_signal(sig as i32),
+            format!(
+                "locksup serve at {shown} {why}; giving up on {sig} (the daemon cancels the \
+                 attempt, or does not start it, when it sees this connection closed)"
+            ),
+        )
+    };
+    let mut started = false;
+    // A cancel sent and not yet acknowledged: the signal, and by when.
+    let mut unacked: Option<(Signal, Instant)> = None;
+    loop {
+        let deadline = match unacked {
+            Some((_, by)) => Some(by),
+            None if !started => Some(answer_by),
+            None => None,
+        };
         tokio::select! {
             frame = conn.read() => match frame {
                 Ok(Some(Frame::Started { attempt_pid, attempt_id })) => {
+                    started = true;
                     log::info!("attempt {attempt_id} started, supervisor pid {attempt_pid}");
+                }
+                Ok(Some(Frame::Signalled { signal })) => {
+                    log::info!("locksup serve gave the attempt's supervisor {signal}");
+                    unacked = None;
                 }
                 Ok(Some(Frame::Exit { code })) => return Ok(code),
                 Ok(Some(Frame::Error { code, message })) => {
@@ -290,16 +415,54 @@ async fn wait_for_exit(stream: UnixStream, socket: PathBuf) -> Result<i32> {
                 Ok(None) => return Err(lost()),
                 Err(e) => return Err(Error::usage(format!("from the daemon: {e}"))),
             },
-            sig = next_signal => {
-                let name = sig.as_str().trim_start_matches("SIG").to_owned();
+            sig = signals.next() => {
+                let name = signal_name(sig).to_owned();
+                let by = Instant::now() + CANCEL_ACK_TIMEOUT;
                 let frame = if CANCEL_SIGNALS.contains(&sig) {
+                    if unacked.is_some() {
+                        // Told if the socket takes it now (the daemon then
+                        // escalates, as for a second signal), not waited for.
+                        let _ = timeout(Duration::ZERO, conn.write(&Frame::Cancel { signal: name })).await;
+                        return Err(gave_up(sig, "has not acknowledged the first cancel"));
+                    }
+                    log::info!("{sig}: asking locksup serve to cancel the attempt");
+                    unacked = Some((sig, by));
                     Frame::Cancel { signal: name }
                 } else {
                     Frame::Signal { signal: name }
                 };
-                if conn.write(&frame).await.is_err() {
-                    return Err(lost());
+                // A daemon that does not read gets as long as it would
+                // have to acknowledge; a cut frame is never followed by
+                // another.
+                match timeout(CANCEL_ACK_TIMEOUT, conn.write(&frame)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return Err(lost()),
+                    Err(_) => {
+                        return Err(match unacked {
+                            Some((first, _)) => gave_up(first, "does not read the cancel"),
+                            None => Error::usage(format!(
+                                "locksup serve at {shown} does not read what the client sends"
+                            )),
+                        });
+                    }
                 }
+            }
+            _ = async {
+                match deadline {
+                    Some(t) => sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                return Err(match unacked {
+                    Some((sig, _)) => gave_up(
+                        sig,
+                        &format!(
+                            "did not acknowledge the cancel within {}",
+                            format_duration(CANCEL_ACK_TIMEOUT)
+                        ),
+                    ),
+                    None => no_answer(),
+                });
             }
         }
     }

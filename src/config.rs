@@ -28,6 +28,9 @@ use crate::signal::Sig;
 /// The system-wide configuration file, the last place looked.
 pub const SYSTEM_CONFIG: &str = "/etc/locksup/config.toml";
 
+/// The largest configuration file the daemon reads, in bytes (1 MiB).
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
 /// The largest accepted `file_mode`: permission bits plus setuid, setgid
 /// and sticky.
 pub const MAX_FILE_MODE: u32 = 0o7777;
@@ -177,29 +180,35 @@ impl Config {
         )
     }
 
-    /// [`Config::load`], also returning the text the configuration was
-    /// parsed from (empty when no file was found).
+    /// The daemon's load: [`Config::load`], also returning the text the
+    /// configuration was parsed from (empty when no file was found), and
+    /// reading the file with [`read_regular`]: a FIFO, device or socket at
+    /// the path is an error, never a wait, and so is a file over
+    /// [`MAX_CONFIG_BYTES`].
     pub fn load_text(explicit: Option<&Path>) -> Result<(Config, String)> {
         Config::load_text_with(
             explicit,
             &LookupEnv::from_process(),
             Path::new(SYSTEM_CONFIG),
+            read_regular,
         )
     }
 
     /// [`Config::load`] with the environment and the system path given.
     pub fn load_with(explicit: Option<&Path>, env: &LookupEnv, system: &Path) -> Result<Config> {
-        Config::load_text_with(explicit, env, system).map(|(c, _)| c)
+        Config::load_text_with(explicit, env, system, |p| std::fs::read_to_string(p))
+            .map(|(c, _)| c)
     }
 
     fn load_text_with(
         explicit: Option<&Path>,
         env: &LookupEnv,
         system: &Path,
+        read: impl Fn(&Path) -> io::Result<String>,
     ) -> Result<(Config, String)> {
         match lookup(explicit, env, system) {
             Lookup::Named { path, source } => {
-                let text = std::fs::read_to_string(&path).map_err(|e| {
+                let text = read(&path).map_err(|e| {
                     Error::usage(format!(
                         "cannot read config file {} (named by {source}): {}",
                         path.display(),
@@ -210,7 +219,7 @@ impl Config {
             }
             Lookup::Defaults(paths) => {
                 for path in paths {
-                    match std::fs::read_to_string(&path) {
+                    match read(&path) {
                         Ok(text) => return Ok((Config::parse(&text, &path)?, text)),
                         Err(e) if is_absent(&e) => continue,
                         Err(e) => {
@@ -378,6 +387,62 @@ pub fn lookup(explicit: Option<&Path>, env: &LookupEnv, system: &Path) -> Lookup
     }
     paths.push(system.to_path_buf());
     Lookup::Defaults(paths)
+}
+
+/// Read a configuration file without ever waiting on what the path is:
+/// symbolic links are followed (a linked `/etc` file is normal), anything
+/// but a regular file is refused before it is opened, the open is
+/// non-blocking (a FIFO swapped in meanwhile cannot hang it) and checked
+/// again with `fstat`, and at most [`MAX_CONFIG_BYTES`] are read. The
+/// daemon still reads on a thread of its own, since a regular file on a
+/// hung network or FUSE file system can block too.
+pub fn read_regular(path: &Path) -> io::Result<String> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let regular = |kind: std::fs::FileType| -> io::Result<()> {
+        use std::os::unix::fs::FileTypeExt as _;
+        let what = if kind.is_file() {
+            return Ok(());
+        } else if kind.is_dir() {
+            "a directory"
+        } else if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_socket() {
+            "a socket"
+        } else if kind.is_char_device() {
+            "a character device"
+        } else if kind.is_block_device() {
+            "a block device"
+        } else {
+            "of an unknown kind"
+        };
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("it is {what}, not a regular file"),
+        ))
+    };
+    regular(std::fs::metadata(path)?.file_type())?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let meta = file.metadata()?;
+    regular(meta.file_type())?;
+    let too_big = || {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("it is over the limit of {MAX_CONFIG_BYTES} bytes"),
+        )
+    };
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(too_big());
+    }
+    let mut text = String::new();
+    file.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(too_big());
+    }
+    Ok(text)
 }
 
 /// A default location that is simply not there (or whose parent is not a
@@ -1363,6 +1428,55 @@ wait = 0
         write(&file, "");
         let c = Config::load_with(None, &env(None, file.to_str(), None), &sys).unwrap();
         assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn the_daemons_reader_takes_regular_files_only_and_never_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let fifo = d.join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let real = d.join("real.toml");
+        write(&real, "[run]\nwait = 1\n");
+        let to_real = d.join("link.toml");
+        std::os::unix::fs::symlink(&real, &to_real).unwrap();
+        let to_fifo = d.join("link-fifo.toml");
+        std::os::unix::fs::symlink(&fifo, &to_fifo).unwrap();
+        let big = d.join("big.toml");
+        write(&big, &"#".repeat(MAX_CONFIG_BYTES as usize + 1));
+
+        assert_eq!(read_regular(&to_real).unwrap(), "[run]\nwait = 1\n");
+        let err = |p: &Path| read_regular(p).unwrap_err().to_string();
+        assert_eq!(err(&fifo), "it is a FIFO, not a regular file");
+        assert_eq!(err(&to_fifo), "it is a FIFO, not a regular file");
+        assert_eq!(err(d), "it is a directory, not a regular file");
+        assert_eq!(
+            err(Path::new("/dev/null")),
+            "it is a character device, not a regular file"
+        );
+        assert!(err(&big).contains("over the limit of 1048576 bytes"));
+        assert!(is_absent(&read_regular(&d.join("none")).unwrap_err()));
+
+        // Through the lookup: named, and at a default location (not
+        // skipped: it is there, and wrong).
+        let strict = |explicit: Option<&Path>, e: &LookupEnv| {
+            Config::load_text_with(explicit, e, &d.join("no-system.toml"), read_regular)
+        };
+        let e = strict(Some(&fifo), &LookupEnv::default()).unwrap_err();
+        assert_eq!(
+            e.message,
+            format!(
+                "cannot read config file {} (named by --config): it is a FIFO, not a regular file",
+                fifo.display()
+            )
+        );
+        let xdg = d.join("xdg");
+        std::fs::create_dir_all(xdg.join("locksup")).unwrap();
+        std::os::unix::fs::symlink(&fifo, xdg.join("locksup/config.toml")).unwrap();
+        let e = strict(None, &env(None, xdg.to_str(), None)).unwrap_err();
+        assert!(e.message.contains("not a regular file"), "{}", e.message);
+        let (c, text) = strict(Some(&to_real), &LookupEnv::default()).unwrap();
+        assert_eq!((c.run.wait, text.as_str()), (secs(1), "[run]\nwait = 1\n"));
     }
 
     /// Section and key names a struct accepts, read back from serde's

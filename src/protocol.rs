@@ -10,14 +10,19 @@
 //!
 //! A `run` frame carries the client's descriptors 0, 1 and 2 as
 //! `SCM_RIGHTS` ancillary data, as s6-sudo does; they become the
-//! attempt's standard input, output and error.
+//! attempt's standard input, output and error. A connection takes no
+//! other descriptor, ever: [`Conn`] gives the kernel room for only as many
+//! as the connection may still carry (so a message with more is cut off
+//! in the kernel, the rest never installed here), and on any excess,
+//! truncation or error it closes every descriptor it received before it
+//! reports the error.
 //!
 //! Strings are UTF-8 (JSON's): arguments, environment variables and a
 //! working directory that are not valid UTF-8 are refused by the client
 //! with exit status 125.
 
 use std::io::{self, IoSliceMut};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
 use serde::{Deserialize, Serialize};
@@ -97,6 +102,13 @@ pub enum Frame {
         /// The attempt id (given with `--attempt-id`, or generated).
         attempt_id: String,
     },
+    /// Daemon → client, while the attempt runs: the answer to `cancel`,
+    /// once the attempt's supervisor has been given the signal. A client
+    /// that gets no answer within its bound gives up (locksup-serve(8)).
+    Signalled {
+        /// The signal's name, as the client sent it.
+        signal: String,
+    },
     /// Daemon → client: the attempt was signalled (answer to
     /// `cancel_attempt`).
     Cancelled {
@@ -149,6 +161,7 @@ impl Frame {
             Frame::List {} => "list",
             Frame::Attempts { .. } => "attempts",
             Frame::Started { .. } => "started",
+            Frame::Signalled { .. } => "signalled",
             Frame::Cancelled { .. } => "cancelled",
             Frame::Exit { .. } => "exit",
             Frame::Error { .. } => "error",
@@ -260,18 +273,22 @@ pub struct Conn {
     buf: Vec<u8>,
     /// Descriptors received so far, in order, not yet taken.
     fds: Vec<OwnedFd>,
-    /// How many descriptors may arrive in all before it is an error.
+    /// How many descriptors the connection may carry in all.
     max_fds: usize,
+    /// How many it has carried so far (taken or not).
+    received: usize,
 }
 
 impl Conn {
-    /// Wrap a connected stream; at most `max_fds` descriptors may arrive.
+    /// Wrap a connected stream; at most `max_fds` descriptors may arrive
+    /// over the connection's whole life.
     pub fn new(stream: UnixStream, max_fds: usize) -> Conn {
         Conn {
             stream,
             buf: Vec::new(),
             fds: Vec::new(),
             max_fds,
+            received: 0,
         }
     }
 
@@ -285,39 +302,78 @@ impl Conn {
         std::mem::take(&mut self.fds)
     }
 
+    /// Close the descriptors received so far; how many there were.
+    pub fn close_fds(&mut self) -> usize {
+        let n = self.fds.len();
+        self.fds.clear();
+        n
+    }
+
+    /// Whether the peer has closed the connection (data it sent before
+    /// may still be unread): `poll(2)` with no timeout, so it never waits,
+    /// and it asks the kernel, not the reactor (which may not have seen a
+    /// new connection's state yet). A peer that only shut down its writing
+    /// side is not seen here; its end of stream is, when it is read.
+    pub fn peer_closed(&self) -> bool {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        // POLLIN, not POLLRDHUP: nix reads back no flag it has no name for.
+        let mut fds = [PollFd::new(self.stream.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::ZERO) {
+            Ok(n) if n > 0 => fds[0]
+                .revents()
+                .is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR)),
+            _ => false,
+        }
+    }
+
     /// The next frame; `None` when the peer closed the connection between
-    /// frames.
+    /// frames. On an error every descriptor received and not yet taken has
+    /// been closed.
     pub async fn read(&mut self) -> Result<Option<Frame>, ProtoError> {
+        let read = self.read_inner().await;
+        if read.is_err() {
+            self.fds.clear();
+        }
+        read
+    }
+
+    async fn read_inner(&mut self) -> Result<Option<Frame>, ProtoError> {
         loop {
             if let Some(f) = split_frame(&mut self.buf)? {
                 return Ok(Some(f));
             }
             let fd = self.stream.as_raw_fd();
-            // The buffer lives only inside the read, not in this future:
+            let room = self.max_fds.saturating_sub(self.received);
+            // The buffers live only inside the read, not in this future:
             // a daemon keeps one pending read per attempt.
-            let (data, fds, truncated) = self
+            let got = self
                 .stream
                 .async_io(Interest::READABLE, || {
                     let mut chunk = [0u8; 16 * 1024];
-                    let (n, fds, truncated) = recv_with_fds(fd, &mut chunk)?;
-                    Ok((chunk[..n].to_vec(), fds, truncated))
+                    let got = recv_with_fds(fd, &mut chunk, room)?;
+                    Ok((chunk[..got.bytes].to_vec(), got))
                 })
                 .await
                 .map_err(ProtoError::Io)?;
-            let (n, got) = (data.len(), fds.len());
-            self.fds.extend(fds);
-            if truncated || self.fds.len() > self.max_fds {
-                return Err(ProtoError::Descriptors(format!(
-                    "too many descriptors: at most {} may be passed{}",
-                    self.max_fds,
-                    if truncated {
-                        " (some were cut off)"
-                    } else {
-                        ""
-                    }
-                )));
+            let (data, Received { fds, truncated, .. }) = got;
+            let count = fds.len();
+            self.received = self.received.saturating_add(count);
+            if truncated || self.received > self.max_fds {
+                // Closed here and now: `fds` and every earlier one.
+                drop(fds);
+                self.fds.clear();
+                return Err(ProtoError::Descriptors(if self.max_fds == 0 {
+                    "unexpected descriptors: this connection takes none".to_owned()
+                } else {
+                    format!(
+                        "too many descriptors: a connection passes at most {}, with its run \
+                         request",
+                        self.max_fds
+                    )
+                }));
             }
-            if n == 0 && got == 0 {
+            self.fds.extend(fds);
+            if data.is_empty() && count == 0 {
                 return if self.buf.is_empty() {
                     Ok(None)
                 } else {
@@ -335,30 +391,120 @@ impl Conn {
     }
 }
 
-/// One `recvmsg(2)` (non-blocking), with descriptors close-on-exec.
-/// Returns the byte count, the descriptors and whether the control data
-/// was truncated.
-fn recv_with_fds(fd: RawFd, chunk: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>, bool)> {
-    let mut cmsg = nix::cmsg_space!([RawFd; 8]);
+/// What one `recvmsg(2)` brought.
+struct Received {
+    bytes: usize,
+    /// Every descriptor the kernel installed in this process, owned.
+    fds: Vec<OwnedFd>,
+    /// The control data was cut off (`MSG_CTRUNC`): more descriptors were
+    /// sent than there was room for; the kernel discarded the rest.
+    truncated: bool,
+}
+
+/// Bytes of control data with room for `n` descriptors (`CMSG_SPACE`).
+fn rights_space(n: usize) -> usize {
+    cmsg_align(std::mem::size_of::<libc::cmsghdr>()) + cmsg_align(n * std::mem::size_of::<RawFd>())
+}
+
+/// `CMSG_ALIGN` of Linux: to the size of `size_t`.
+fn cmsg_align(len: usize) -> usize {
+    let a = std::mem::size_of::<usize>();
+    (len + a - 1) & !(a - 1)
+}
+
+/// One `recvmsg(2)` (non-blocking), with room for `room` descriptors, made
+/// close-on-exec by the kernel (`MSG_CMSG_CLOEXEC`). Every descriptor the
+/// kernel installed comes back owned, also when the control data was
+/// truncated.
+fn recv_with_fds(fd: RawFd, chunk: &mut [u8], room: usize) -> io::Result<Received> {
+    // No room at all: no control buffer, and the kernel installs nothing.
+    let mut cmsg = (room > 0).then(|| vec![0u8; rights_space(room)]);
     let mut iov = [IoSliceMut::new(chunk)];
-    let msg = recvmsg::<()>(
-        fd,
-        &mut iov,
-        Some(&mut cmsg),
-        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .map_err(io::Error::from)?;
-    let mut fds = Vec::new();
-    if let Ok(cmsgs) = msg.cmsgs() {
-        for c in cmsgs {
-            if let ControlMessageOwned::ScmRights(raw) = c {
-                // Descriptors the kernel just installed in this process.
-                fds.extend(raw.into_iter().map(crate::spawn::own_received_fd));
+    let (bytes, truncated, mut raw) = {
+        let msg = loop {
+            match recvmsg::<()>(
+                fd,
+                &mut iov,
+                cmsg.as_deref_mut(),
+                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
+            ) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                other => break other.map_err(io::Error::from)?,
+            }
+        };
+        let mut raw = Vec::new();
+        // nix refuses to walk truncated control data (below for that).
+        if let Ok(cmsgs) = msg.cmsgs() {
+            for c in cmsgs {
+                if let ControlMessageOwned::ScmRights(fds) = c {
+                    raw.extend(fds);
+                }
             }
         }
+        (msg.bytes, msg.flags.contains(MsgFlags::MSG_CTRUNC), raw)
+    };
+    if truncated {
+        // The kernel still installed as many descriptors as fitted, and
+        // said which in the (zero-filled) buffer.
+        raw = cmsg.as_deref().map(rights_in).unwrap_or_default();
     }
-    let truncated = msg.flags.contains(MsgFlags::MSG_CTRUNC);
-    Ok((msg.bytes, fds, truncated))
+    // Descriptors the kernel just installed in this process.
+    let fds = raw
+        .into_iter()
+        .filter(|&fd| fd >= 0)
+        .map(crate::spawn::own_received_fd)
+        .collect();
+    Ok(Received {
+        bytes,
+        fds,
+        truncated,
+    })
+}
+
+/// The descriptors of the `SCM_RIGHTS` messages in control data `buf` as
+/// the kernel wrote it into a zero-filled buffer (a header of
+/// `cmsghdr` with its `cmsg_len`, level and type, then the descriptors;
+/// each message aligned with `CMSG_ALIGN`). A zero length ends it.
+fn rights_in(buf: &[u8]) -> Vec<RawFd> {
+    fn field_size<F>(_: impl Fn(&libc::cmsghdr) -> &F) -> usize {
+        std::mem::size_of::<F>()
+    }
+    let hdr = std::mem::size_of::<libc::cmsghdr>();
+    let data_at = cmsg_align(hdr);
+    let len_at = std::mem::offset_of!(libc::cmsghdr, cmsg_len);
+    let len_size = field_size(|h| &h.cmsg_len);
+    let level_at = std::mem::offset_of!(libc::cmsghdr, cmsg_level);
+    let type_at = std::mem::offset_of!(libc::cmsghdr, cmsg_type);
+    let int = |b: &[u8], at: usize| -> Option<i32> {
+        Some(i32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
+    };
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let Some(h) = buf.get(at..at + hdr) {
+        let len = match h.get(len_at..len_at + len_size) {
+            Some(b) if len_size == 8 => b
+                .try_into()
+                .map(u64::from_ne_bytes)
+                .map_or(0, |v| v as usize),
+            Some(b) if len_size == 4 => b
+                .try_into()
+                .map(u32::from_ne_bytes)
+                .map_or(0, |v| v as usize),
+            _ => 0,
+        };
+        if len < data_at || len > buf.len() - at {
+            break;
+        }
+        if int(h, level_at) == Some(libc::SOL_SOCKET) && int(h, type_at) == Some(libc::SCM_RIGHTS) {
+            let data = &buf[at + data_at..at + len];
+            out.extend(
+                data.chunks_exact(4)
+                    .filter_map(|c| c.try_into().ok().map(i32::from_ne_bytes)),
+            );
+        }
+        at += cmsg_align(len);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -396,6 +542,9 @@ mod tests {
             Frame::Cancelled {
                 attempt_pid: 5,
                 attempt_id: "a".into(),
+            },
+            Frame::Signalled {
+                signal: "TERM".into(),
             },
             Frame::Exit { code: 3 },
             Frame::error(125, "bad\nthing"),
@@ -493,5 +642,102 @@ mod tests {
             split_frame(&mut zero).unwrap_err(),
             ProtoError::Size(0)
         ));
+    }
+
+    /// Send `n` copies of one descriptor in one message, receive with room
+    /// for `room`: what the kernel installed comes back, owned, whether or
+    /// not the control data was cut off.
+    fn send_and_receive(n: usize, room: usize) -> (Received, std::fs::File) {
+        use nix::sys::socket::{ControlMessage, sendmsg};
+        use std::os::unix::net::UnixStream;
+        let (a, b) = UnixStream::pair().unwrap();
+        let file = std::fs::File::open("/dev/null").unwrap();
+        let fds = vec![file.as_raw_fd(); n];
+        let cmsg = [ControlMessage::ScmRights(&fds)];
+        let iov = [std::io::IoSlice::new(b"x")];
+        sendmsg::<()>(a.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None).unwrap();
+        let mut chunk = [0u8; 16];
+        let got = recv_with_fds(b.as_raw_fd(), &mut chunk, room).unwrap();
+        assert_eq!(got.bytes, 1);
+        (got, file)
+    }
+
+    fn same_file(a: &impl std::os::fd::AsFd, b: &impl std::os::fd::AsFd) -> bool {
+        let (x, y) = (
+            nix::sys::stat::fstat(a).unwrap(),
+            nix::sys::stat::fstat(b).unwrap(),
+        );
+        (x.st_dev, x.st_ino) == (y.st_dev, y.st_ino)
+    }
+
+    fn cloexec(fd: &OwnedFd) -> bool {
+        use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+        FdFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFD).unwrap())
+            .contains(FdFlag::FD_CLOEXEC)
+    }
+
+    #[test]
+    fn truncated_control_data_still_yields_every_installed_descriptor() {
+        // Exactly as many as there is room for: not truncated.
+        let (got, file) = send_and_receive(3, 3);
+        assert!(!got.truncated);
+        assert_eq!(got.fds.len(), 3);
+        assert!(got.fds.iter().all(|fd| same_file(fd, &file) && cloexec(fd)));
+        // 20 in one message with room for 3: the kernel installs what fits
+        // (CMSG_SPACE rounds up to 4), discards the rest and says so.
+        let (got, file) = send_and_receive(20, 3);
+        assert!(got.truncated);
+        assert_eq!(got.fds.len(), 4);
+        assert!(got.fds.iter().all(|fd| same_file(fd, &file) && cloexec(fd)));
+        let (got, _) = send_and_receive(253, 1);
+        assert!(got.truncated);
+        assert_eq!(got.fds.len(), 2);
+        // No room: nothing installed at all.
+        let (got, _) = send_and_receive(5, 0);
+        assert!(got.truncated);
+        assert!(got.fds.is_empty());
+    }
+
+    #[test]
+    #[cfg(all(target_pointer_width = "64", target_env = "gnu"))]
+    fn control_data_parser_never_overreads() {
+        let hdr = std::mem::size_of::<libc::cmsghdr>();
+        // Headers that claim more than the buffer, or less than a header.
+        let mut buf = vec![0u8; rights_space(2)];
+        for claim in [0usize, 1, hdr - 1, buf.len() + 1, usize::MAX] {
+            buf[..8].copy_from_slice(&(claim as u64).to_ne_bytes()[..8]);
+            assert!(rights_in(&buf).is_empty(), "{claim}");
+        }
+        for len in 0..64 {
+            let junk: Vec<u8> = (0..len).map(|i| (i * 37 % 256) as u8).collect();
+            let _ = rights_in(&junk);
+        }
+    }
+
+    #[test]
+    fn a_peer_that_closed_before_it_was_accepted_is_seen_at_once() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("s");
+            let listener = tokio::net::UnixListener::bind(&path).unwrap();
+            // Gone before accept, its request still unread.
+            {
+                use std::io::Write as _;
+                let mut gone = std::os::unix::net::UnixStream::connect(&path).unwrap();
+                gone.write_all(&encode(&Frame::List {})).unwrap();
+            }
+            let (s, _) = listener.accept().await.unwrap();
+            let mut conn = Conn::new(s, 0);
+            assert_eq!(conn.read().await.unwrap(), Some(Frame::List {}));
+            assert!(conn.peer_closed());
+            // Still there, with nothing sent: not closed.
+            let _live = std::os::unix::net::UnixStream::connect(&path).unwrap();
+            let (s, _) = listener.accept().await.unwrap();
+            assert!(!Conn::new(s, 0).peer_closed());
+        });
     }
 }

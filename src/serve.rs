@@ -43,6 +43,8 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::Parser;
@@ -73,8 +75,16 @@ pub const DEFAULT_SOCKET: &str = "/run/locksup/locksup.sock";
 pub const DEFAULT_SOCKET_MODE: u32 = 0o660;
 /// How often orphans are looked for by default (`reap_orphans`).
 pub const DEFAULT_REAP_INTERVAL: Duration = Duration::from_secs(5);
-/// How long a client has to send its request after connecting.
+/// How long a client has to send its whole first frame (its request)
+/// after connecting.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long reading the configuration (at start, on SIGHUP) may take: the
+/// read runs on a thread of its own; past this, a start fails and a reload
+/// is abandoned (the old configuration stays).
+const CONFIG_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long writing one frame to a client may take before the client is
+/// taken as gone (it does not read).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Between TERM and KILL for processes left behind by a supervisor that
 /// died, when they cannot be told apart by attempt (the attempt's own
 /// grace period is used when they can).
@@ -111,8 +121,7 @@ pub fn socket_path(explicit: Option<&Path>, config: &Config) -> PathBuf {
 
 /// `locksup serve`.
 pub fn main(args: ServeArgs, config_path: Option<&Path>) -> Result<i32> {
-    let (config, text) = Config::load_text(config_path)?;
-    let settings = Settings::new(config, &text)?;
+    let settings = Settings::new(Loaded::at_start(config_path)?)?;
     let me = std::process::id() as i32;
     // Still one thread: take the passed socket, then forget the variables
     // so that nothing started from here sees them.
@@ -171,6 +180,10 @@ pub fn main(args: ServeArgs, config_path: Option<&Path>) -> Result<i32> {
             uid: nix::unistd::getuid().as_raw(),
             scanning: false,
             pending: Rc::new(Pending::default()),
+            reloading: false,
+            reload_again: false,
+            config_busy: Arc::new(AtomicBool::new(false)),
+            reload_done: Rc::new(tokio::sync::Notify::new()),
         }));
         let code = run(state.clone(), listener).await;
         if let Some((path, ino)) = &bound {
@@ -318,8 +331,22 @@ struct Settings {
     admin_gids: HashSet<u32>,
 }
 
-impl Settings {
-    fn new(config: Config, text: &str) -> Result<Settings> {
+/// A configuration read and checked off the event loop: its text, and the
+/// user and group names resolved (which may ask NSS, so may block too).
+struct Loaded {
+    config: Config,
+    text: String,
+    allow_uids: HashSet<u32>,
+    allow_gids: HashSet<u32>,
+    admin_gids: HashSet<u32>,
+}
+
+impl Loaded {
+    /// Read, parse and resolve: blocking, for a thread of its own. The file
+    /// is read as [`Config::load_text`] does for the daemon: regular files
+    /// only, never blocking on what the path is.
+    fn load(path: Option<&Path>) -> Result<Loaded> {
+        let (config, text) = Config::load_text(path)?;
         let users = |list: &[PrincipalAt], key: &str| -> Result<HashSet<u32>> {
             list.iter()
                 .map(|p| match &p.who {
@@ -360,14 +387,81 @@ impl Settings {
         let allow_uids = users(&s.allow_users, "allow_users")?;
         let allow_gids = groups(&s.allow_groups, "allow_groups")?;
         let admin_gids = groups(&s.admin_groups, "admin_groups")?;
-        let snapshot = Snapshot::new(text)
-            .map_err(|e| Error::usage(format!("cannot keep the configuration in memory: {e}")))?;
-        Ok(Settings {
+        Ok(Loaded {
             config,
-            snapshot: Rc::new(snapshot),
+            text,
             allow_uids,
             allow_gids,
             admin_gids,
+        })
+    }
+
+    /// [`Loaded::load`] on a thread of its own, so that nothing the file
+    /// system or NSS does can stall the caller: the answer arrives on the
+    /// returned channel. `busy` is true until the thread is done (also
+    /// when its caller stopped waiting).
+    fn spawn(
+        path: Option<PathBuf>,
+        busy: Arc<AtomicBool>,
+    ) -> std::io::Result<oneshot::Receiver<Result<Loaded>>> {
+        let (tx, rx) = oneshot::channel();
+        busy.store(true, Ordering::SeqCst);
+        let spawned = std::thread::Builder::new().name("config".into()).spawn({
+            let busy = busy.clone();
+            move || {
+                let loaded = Loaded::load(path.as_deref());
+                busy.store(false, Ordering::SeqCst);
+                let _ = tx.send(loaded);
+            }
+        });
+        match spawned {
+            Ok(_) => Ok(rx),
+            Err(e) => {
+                busy.store(false, Ordering::SeqCst);
+                Err(e)
+            }
+        }
+    }
+
+    /// The configuration at start: [`Loaded::load`] on a thread, bounded by
+    /// [`CONFIG_READ_TIMEOUT`]. The thread has ended when this returns it,
+    /// so the process is single-threaded again.
+    fn at_start(path: Option<&Path>) -> Result<Loaded> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path_buf = path.map(Path::to_path_buf);
+        let thread = std::thread::Builder::new()
+            .name("config".into())
+            .spawn(move || {
+                let _ = tx.send(Loaded::load(path_buf.as_deref()));
+            })
+            .map_err(|e| Error::usage(format!("cannot read the configuration: {e}")))?;
+        match rx.recv_timeout(CONFIG_READ_TIMEOUT) {
+            Ok(loaded) => {
+                let _ = thread.join();
+                loaded
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(Error::usage(format!(
+                "reading the configuration{} did not finish within {}",
+                path.map_or(String::new(), |p| format!(" {}", p.display())),
+                crate::duration::format_duration(CONFIG_READ_TIMEOUT)
+            ))),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                Err(Error::usage("reading the configuration failed"))
+            }
+        }
+    }
+}
+
+impl Settings {
+    fn new(loaded: Loaded) -> Result<Settings> {
+        let snapshot = Snapshot::new(&loaded.text)
+            .map_err(|e| Error::usage(format!("cannot keep the configuration in memory: {e}")))?;
+        Ok(Settings {
+            config: loaded.config,
+            snapshot: Rc::new(snapshot),
+            allow_uids: loaded.allow_uids,
+            allow_gids: loaded.allow_gids,
+            admin_gids: loaded.admin_gids,
         })
     }
 
@@ -502,6 +596,16 @@ struct State {
     /// Connections with an attempt whose result is not written yet; the
     /// daemon does not exit before they are done.
     pending: Rc<Pending>,
+    /// A reload (SIGHUP) is under way; another HUP meanwhile sets
+    /// `reload_again`, for one more when it is done.
+    reloading: bool,
+    reload_again: bool,
+    /// A thread is reading the configuration (it may outlive a reload that
+    /// gave up waiting for it; no second one starts while it does).
+    config_busy: Arc<AtomicBool>,
+    /// Told when a reload is over, for the event loop to look at the new
+    /// settings.
+    reload_done: Rc<tokio::sync::Notify>,
 }
 
 /// Counts connections that still owe their client a result.
@@ -914,10 +1018,9 @@ impl State {
         }
     }
 
-    fn reload(&mut self) {
-        let loaded = Config::load_text(self.config_path.as_deref())
-            .and_then(|(c, text)| Settings::new(c, &text));
-        match loaded {
+    /// A configuration read for a reload is in: take it, or log why not.
+    fn reloaded(&mut self, loaded: std::result::Result<Loaded, String>) {
+        match loaded.and_then(|l| Settings::new(l).map_err(|e| e.to_string())) {
             Ok(s) => {
                 let where_ = s
                     .config
@@ -1023,6 +1126,7 @@ async fn run(state: Shared, listener: UnixListener) -> Result<i32> {
         Some(sig(SignalKind::hangup())?)
     };
     let mut listener = Some(listener);
+    let reload_done = state.borrow().reload_done.clone();
     {
         let s = state.borrow();
         s.notify(&format!("READY=1\nSTATUS={}", s.status_line()));
@@ -1076,8 +1180,8 @@ async fn run(state: Shared, listener: UnixListener) -> Result<i32> {
                     Some(h) => h.recv().await,
                     None => std::future::pending().await,
                 }
-            } => {
-                state.borrow_mut().reload();
+            } => start_reload(&state),
+            _ = reload_done.notified() => {
                 if !state.borrow().stopping {
                     next_scan = state.borrow().settings.reap().map(|(_, every)| Instant::now() + every);
                 }
@@ -1116,6 +1220,54 @@ async fn run(state: Shared, listener: UnixListener) -> Result<i32> {
     Ok(exit::SUCCESS)
 }
 
+/// SIGHUP: read the configuration again on a thread of its own, so that
+/// the event loop never waits for a file (or NSS); the result is taken in
+/// when it comes, within [`CONFIG_READ_TIMEOUT`], or the reload is given up
+/// with one line and the old configuration stays.
+fn start_reload(state: &Shared) {
+    let (path, busy) = {
+        let mut s = state.borrow_mut();
+        if s.reloading {
+            s.reload_again = true;
+            return;
+        }
+        if s.config_busy.load(Ordering::SeqCst) {
+            log::warn!(
+                "configuration not reloaded, keeping the previous one: an earlier read of it \
+                 has not finished after more than {}",
+                crate::duration::format_duration(CONFIG_READ_TIMEOUT)
+            );
+            return;
+        }
+        s.reloading = true;
+        (s.config_path.clone(), s.config_busy.clone())
+    };
+    let state = state.clone();
+    tokio::task::spawn_local(async move {
+        let result = match Loaded::spawn(path, busy) {
+            Err(e) => Err(format!("cannot start reading it: {e}")),
+            Ok(rx) => match timeout(CONFIG_READ_TIMEOUT, rx).await {
+                Ok(Ok(loaded)) => loaded.map_err(|e| e.to_string()),
+                Ok(Err(_)) => Err("reading it failed".to_owned()),
+                Err(_) => Err(format!(
+                    "reading it did not finish within {}",
+                    crate::duration::format_duration(CONFIG_READ_TIMEOUT)
+                )),
+            },
+        };
+        let again = {
+            let mut s = state.borrow_mut();
+            s.reloaded(result);
+            s.reloading = false;
+            std::mem::take(&mut s.reload_again)
+        };
+        state.borrow().reload_done.notify_one();
+        if again {
+            start_reload(&state);
+        }
+    });
+}
+
 /// Look for orphaned locks under `roots` on a blocking thread (a scan
 /// reads /proc), then end them from the main thread.
 fn scan_for_orphans(state: Shared, roots: Vec<PathBuf>) {
@@ -1148,13 +1300,33 @@ fn scan_for_orphans(state: Shared, roots: Vec<PathBuf>) {
 // Connections
 // ---------------------------------------------------------------------------
 
-async fn reply(conn: &mut Conn, frame: Frame) {
-    if let Err(e) = conn.write(&frame).await {
-        log::debug!("cannot answer a client: {e}");
+/// Write `frame`, within [`WRITE_TIMEOUT`]; false when the client could
+/// not be written to (gone, or not reading).
+async fn send(conn: &mut Conn, frame: &Frame) -> bool {
+    match timeout(WRITE_TIMEOUT, conn.write(frame)).await {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            log::debug!("cannot answer a client: {e}");
+            false
+        }
+        Err(_) => {
+            log::info!(
+                "a client did not read its {} frame within {}; dropping it",
+                frame.kind(),
+                crate::duration::format_duration(WRITE_TIMEOUT)
+            );
+            false
+        }
     }
 }
 
+async fn reply(conn: &mut Conn, frame: Frame) {
+    send(conn, &frame).await;
+}
+
 async fn refuse(conn: &mut Conn, code: i32, message: String) {
+    // Nothing the client sent is kept while it is answered.
+    conn.close_fds();
     log::info!("refused: {message}");
     reply(conn, Frame::error(code, message)).await;
 }
@@ -1214,6 +1386,15 @@ async fn connection(state: Shared, stream: UnixStream) {
             return;
         }
     };
+    // Descriptors come with a run request and nothing else.
+    if !matches!(first, Frame::Run { .. }) && conn.close_fds() > 0 {
+        let msg = format!(
+            "unexpected descriptors with a {} frame: only a run request carries any",
+            first.kind()
+        );
+        refuse(&mut conn, exit::FAILURE, msg).await;
+        return;
+    }
     match first {
         Frame::Run { args, env, cwd } => {
             if !may_submit {
@@ -1368,6 +1549,7 @@ async fn run_attempt(
              it carried {} descriptor(s)",
             fds.len()
         );
+        drop(fds);
         refuse(&mut conn, exit::FAILURE, msg).await;
         return;
     }
@@ -1375,10 +1557,21 @@ async fn run_attempt(
     let req = match validate(args, env, cwd, &config.config) {
         Ok(r) => r,
         Err(msg) => {
+            drop(fds);
             refuse(&mut conn, exit::FAILURE, msg).await;
             return;
         }
     };
+    // A client that has gone (it gave up waiting for a daemon that was
+    // stopped or busy, or it was killed) gets no attempt: nobody would
+    // see its result, and its command must not run unasked.
+    if conn.peer_closed() {
+        log::info!(
+            "{} went away before its attempt started; not starting it",
+            peer.describe()
+        );
+        return;
+    }
     let _owed = PendingGuard::new(&state.borrow().pending);
     let started = state.borrow_mut().start(req, fds, peer.uid);
     let (pid, attempt_id, mut done) = match started {
@@ -1393,13 +1586,14 @@ async fn run_attempt(
             log::info!("attempt {attempt_id}: {why}: sent TERM to its supervisor");
         }
     };
-    if conn
-        .write(&Frame::Started {
+    if !send(
+        &mut conn,
+        &Frame::Started {
             attempt_pid: pid,
             attempt_id: attempt_id.clone(),
-        })
-        .await
-        .is_err()
+        },
+    )
+    .await
     {
         gone("the client went away");
         return;
@@ -1416,6 +1610,12 @@ async fn run_attempt(
                     Ok(sig) => {
                         log::info!("attempt {attempt_id}: the client asks to cancel with {}", sig.as_str());
                         state.borrow().signal_attempt(pid, sig);
+                        // The client gives up on a daemon that does not
+                        // answer this (locksup-serve(8)).
+                        if !send(&mut conn, &Frame::Signalled { signal }).await {
+                            gone("the client went away");
+                            return;
+                        }
                     }
                     Err(msg) => {
                         refuse(&mut conn, exit::FAILURE, msg).await;
@@ -1473,14 +1673,6 @@ async fn cancel_attempt(
         Ok(s) => s,
         Err(msg) => return refuse(&mut conn, exit::FAILURE, msg).await,
     };
-    if !conn.take_fds().is_empty() {
-        return refuse(
-            &mut conn,
-            exit::FAILURE,
-            "a cancel_attempt request carries no descriptors".into(),
-        )
-        .await;
-    }
     let found = {
         let s = state.borrow();
         find_attempt(&s, &target, Path::new(&cwd))
