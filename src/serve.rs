@@ -47,10 +47,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::signal::Sig;
+use crate::sys::{self, Ended, Reaped};
 use clap::Parser;
-use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill};
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{SignalKind, signal};
@@ -824,19 +824,19 @@ impl State {
     /// Reap every child that has ended: supervisors, helpers, strays.
     fn reap(&mut self) {
         loop {
-            let st = match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
-                Err(Errno::EINTR) => continue,
+            // Any signal may end a supervisor, real-time ones included.
+            let (pid, code, signal) = match sys::reap_one() {
+                Ok(Reaped::Running | Reaped::NoChildren) => break,
                 Err(e) => {
                     log::warn!("waitpid: {e}");
                     break;
                 }
-                Ok(st) => st,
-            };
-            let (pid, code, signal) = match st {
-                WaitStatus::Exited(p, c) => (p.as_raw(), c, None),
-                WaitStatus::Signaled(p, s, _) => (p.as_raw(), exit::from_signal(s as i32), Some(s)),
-                _ => continue,
+                Ok(Reaped::Child(p, Ended::Exited(c))) => (p, c, None),
+                Ok(Reaped::Child(p, Ended::Signaled(n))) => (
+                    p,
+                    exit::from_signal(n),
+                    Some(Sig::from_number(n).map_or_else(|| n.to_string(), |s| s.to_string())),
+                ),
             };
             if let Some(a) = self.attempts.remove(&pid) {
                 if signal.is_some() {
@@ -895,12 +895,11 @@ impl State {
         recent.into_iter().flatten().max()
     }
 
-    fn attempt_ended(&mut self, pid: i32, a: Attempt, code: i32, signal: Option<Signal>) {
-        match signal {
+    fn attempt_ended(&mut self, pid: i32, a: Attempt, code: i32, signal: Option<String>) {
+        match &signal {
             Some(sig) => log::warn!(
-                "supervisor pid {pid} of attempt {} was killed by {}; ending what it left behind",
+                "supervisor pid {pid} of attempt {} was killed by {sig}; ending what it left behind",
                 a.attempt_id,
-                sig.as_str()
             ),
             None => log::info!("attempt {} ended with status {code}", a.attempt_id),
         }
