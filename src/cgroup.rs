@@ -14,7 +14,7 @@
 //! With delegation the daemon moves itself into a leaf, `supervisor/`
 //! (cgroup v2 allows processes only in leaves once controllers are
 //! enabled), and each attempt's supervisor joins its own
-//! `attempt-N/` before it execs (see [`crate::spawn::prepare_supervisor`]),
+//! `attempt-N/` before it execs (see [`crate::attempt::spawn::prepare_supervisor`]),
 //! so every process of the attempt, escapees included, is in it. When the
 //! supervisor has ended, `cgroup.kill` ends whatever is left (normally
 //! nothing; after a supervisor was SIGKILLed, its strays) and the group is
@@ -160,7 +160,7 @@ fn is_delegated(dir: Option<&Path>) -> bool {
     let Some(dir) = dir else { return false };
     ["trusted.delegate", "user.delegate"]
         .iter()
-        .any(|name| matches!(crate::spawn::get_xattr(dir, name), Ok(Some(v)) if v == b"1"))
+        .any(|name| matches!(crate::attempt::spawn::get_xattr(dir, name), Ok(Some(v)) if v == b"1"))
 }
 
 fn enter_leaf(dir: &Path) -> io::Result<()> {

@@ -1,5 +1,5 @@
 //! The command-line interface: clap definitions only. Each subcommand's
-//! behaviour lives in its own module ([`crate::run`] for `run`).
+//! behaviour lives in its own module ([`crate::cmd::run`] for `run`).
 
 use std::ffi::OsString;
 use std::path::PathBuf;

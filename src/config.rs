@@ -138,7 +138,7 @@ pub struct PrincipalAt {
 /// socket).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ServeConfig {
-    /// The socket's path (absolute) [default: see `crate::serve`].
+    /// The socket's path (absolute) [default: see `crate::cmd::serve`].
     pub socket: Option<PathBuf>,
     /// Permission bits of the socket file [default 0o660].
     pub socket_mode: Option<u32>,

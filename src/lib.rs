@@ -2,29 +2,21 @@
 //! holds an `flock(2)` lock on its session's lock file; the supervisor
 //! bounds the attempt's life so the kernel frees the lock on time.
 
-pub mod cancel;
+pub mod attempt;
 pub mod cgroup;
 pub mod cli;
-pub mod client;
+pub mod cmd;
 pub mod config;
 pub mod duration;
 pub mod error;
 pub mod events;
 pub mod exit;
-pub mod liveness;
-pub mod lockfile;
+pub mod lock;
 pub mod manpage;
-pub mod notify;
 pub mod paths;
 pub mod process;
 pub mod procfs;
 pub mod protocol;
-pub mod run;
 pub mod sdnotify;
-pub mod serve;
 pub mod signal;
-pub mod spawn;
-pub mod status;
-pub mod supervise;
 pub mod sys;
-pub mod watch;

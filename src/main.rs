@@ -34,12 +34,14 @@ fn main() -> ExitCode {
         Err(e) => return usage_error(&e),
     };
     let result = match cli.command {
-        Command::Run(run) if run.daemon => locksup::client::run(&run, &args, cli.config.as_deref()),
-        Command::Run(run) => locksup::run::main(run, cli.config.as_deref()),
-        Command::Serve(serve) => locksup::serve::main(serve, cli.config.as_deref()),
-        Command::Status(args) => locksup::status::main(args, cli.config.as_deref()),
-        Command::Watch(args) => locksup::watch::main(args, cli.config.as_deref()),
-        Command::Cancel(args) => locksup::cancel::main(args, cli.config.as_deref()),
+        Command::Run(run) if run.daemon => {
+            locksup::cmd::client::run(&run, &args, cli.config.as_deref())
+        }
+        Command::Run(run) => locksup::cmd::run::main(run, cli.config.as_deref()),
+        Command::Serve(serve) => locksup::cmd::serve::main(serve, cli.config.as_deref()),
+        Command::Status(args) => locksup::lock::status::main(args, cli.config.as_deref()),
+        Command::Watch(args) => locksup::cmd::watch::main(args, cli.config.as_deref()),
+        Command::Cancel(args) => locksup::cmd::cancel::main(args, cli.config.as_deref()),
         Command::Completions { shell } => {
             let script = locksup::cli::completion_script(shell);
             match std::io::stdout().write_all(&script) {

@@ -452,7 +452,7 @@ fn recv_with_fds(fd: RawFd, chunk: &mut [u8], room: usize) -> io::Result<Receive
     let fds = raw
         .into_iter()
         .filter(|&fd| fd >= 0)
-        .map(crate::spawn::own_received_fd)
+        .map(crate::attempt::spawn::own_received_fd)
         .collect();
     Ok(Received {
         bytes,

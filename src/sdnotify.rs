@@ -2,7 +2,7 @@
 //! `STATUS=...`, `STOPPING=1`. The datagram goes to `$NOTIFY_SOCKET` (a
 //! path, or an abstract name written with a leading `@`); without it,
 //! nothing is sent. (Attempts get their own notify socket from
-//! [`crate::notify`], never this one.)
+//! [`crate::attempt::notify`], never this one.)
 
 use std::io;
 use std::os::linux::net::SocketAddrExt;

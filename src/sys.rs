@@ -1,6 +1,6 @@
 //! Small system-call helpers that need `unsafe`, each block with its
 //! `// SAFETY:` reasoning. The fork/exec boundary itself lives in
-//! [`crate::spawn`].
+//! [`crate::attempt::spawn`].
 //!
 //! # The process state locksup inherits
 //!

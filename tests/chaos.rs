@@ -51,7 +51,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use common::*;
-use locksup::lockfile::file_id;
+use locksup::lock::lockfile::file_id;
 use locksup::procfs;
 
 // ---------------------------------------------------------------------------

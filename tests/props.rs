@@ -10,12 +10,12 @@
 use std::path::Path;
 use std::time::Duration;
 
+use locksup::attempt::spawn::{RECORD_LEN, Record, Stage};
 use locksup::config::{Config, MAX_FILE_MODE};
 use locksup::duration::{self, Dur, format_duration};
-use locksup::lockfile::{METADATA_VERSION, Metadata};
+use locksup::lock::lockfile::{METADATA_VERSION, Metadata};
 use locksup::procfs::{self, LockEntry, LockKind};
 use locksup::signal;
-use locksup::spawn::{RECORD_LEN, Record, Stage};
 use nix::sys::signal::Signal;
 use proptest::prelude::*;
 
@@ -997,9 +997,9 @@ proptest! {
     /// The go-ahead is `g` plus a fixed-size deadline, whatever the text.
     #[test]
     fn go_ahead_is_fixed_size(deadline in prop::option::of(any_text(40))) {
-        let msg = locksup::spawn::go_ahead(deadline.as_deref());
+        let msg = locksup::attempt::spawn::go_ahead(deadline.as_deref());
         prop_assert_eq!(msg[0], b'g');
-        let want = if deadline.is_some() { 1 + locksup::spawn::DEADLINE_LEN } else { 1 };
+        let want = if deadline.is_some() { 1 + locksup::attempt::spawn::DEADLINE_LEN } else { 1 };
         prop_assert_eq!(msg.len(), want);
     }
 }
@@ -1026,7 +1026,7 @@ proptest! {
     #[test]
     fn session_lock_is_a_sidecar(dir in "(/[a-zA-Z0-9._ -]{1,12}){0,4}", name in "[a-zA-Z0-9_-][a-zA-Z0-9._-]{0,19}") {
         let session = std::path::PathBuf::from(format!("{dir}/{name}"));
-        let lock = locksup::lockfile::lock_path_for_session(&session);
+        let lock = locksup::lock::lockfile::lock_path_for_session(&session);
         prop_assert_eq!(lock.parent(), session.parent());
         prop_assert_eq!(lock.file_name().unwrap().to_str().unwrap(), format!("{name}.lock"));
     }

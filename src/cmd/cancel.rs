@@ -24,7 +24,7 @@
 //! With `--only-orphan` it acts only on an orphan (`locksup serve` reaps
 //! orphans with it) and leaves any other lock alone (exit 2). With
 //! `--daemon` the request goes to `locksup serve` instead
-//! ([`crate::client`]), which checks who may cancel what.
+//! ([`crate::cmd::client`]), which checks who may cancel what.
 //!
 //! With `--wait DUR` cancel returns once no process of the attempt holds
 //! the lock any more (a waiter that takes it next does not count) and says
@@ -40,17 +40,17 @@ use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::signal::Signal;
 
+use crate::attempt::spawn::PidFd;
 use crate::cli::CancelArgs;
 use crate::config::Config;
 use crate::duration::{Dur, format_duration};
 use crate::error::{Error, Result};
 use crate::exit;
-use crate::lockfile::{self, Metadata};
+use crate::lock::lockfile::{self, Metadata};
+use crate::lock::status::{self, Evaluator, Kernel, LockFile, LockStatus, State};
 use crate::paths::absolute;
 use crate::procfs::{self, FileId};
 use crate::signal::Sig;
-use crate::spawn::PidFd;
-use crate::status::{self, Evaluator, Kernel, LockFile, LockStatus, State};
 
 /// Signals that make a `locksup run` supervisor cancel its attempt.
 pub const SUPERVISOR_SIGNALS: [Signal; 4] = [
@@ -74,7 +74,7 @@ const KILL_PASSES: usize = 50;
 /// `locksup cancel`.
 pub fn main(args: CancelArgs, config_path: Option<&Path>) -> Result<i32> {
     if args.daemon {
-        return crate::client::cancel(&args, config_path);
+        return crate::cmd::client::cancel(&args, config_path);
     }
     let config = Config::load(config_path)?;
     let roots: Vec<PathBuf> = if args.root.is_empty() {

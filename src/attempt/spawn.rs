@@ -121,7 +121,7 @@ impl Record {
 /// Everything the child needs, built before the fork.
 pub struct Prepared {
     /// The directory that holds the lock file, resolved by
-    /// [`crate::lockfile::open_parent`], and the file's name in it.
+    /// [`crate::lock::lockfile::open_parent`], and the file's name in it.
     lock_dir: OwnedFd,
     lock_name: CString,
     mode: libc::mode_t,
@@ -155,7 +155,7 @@ pub struct Prepared {
 /// What the caller gives [`Prepared::new`].
 pub struct Request<'a> {
     /// The directory that holds the lock file (see
-    /// [`crate::lockfile::open_parent`]).
+    /// [`crate::lock::lockfile::open_parent`]).
     pub lock_dir: OwnedFd,
     /// The lock file's name in `lock_dir`.
     pub lock_name: &'a OsStr,

@@ -9,8 +9,8 @@
 //!                          released (verified) or leak
 //! ```
 //!
-//! The supervisor forks the attempt's first process ([`crate::spawn`]),
-//! which takes the lock itself and execs the command ([`crate::child`]).
+//! The supervisor forks the attempt's first process ([`crate::attempt::spawn`]),
+//! which takes the lock itself and execs the command.
 //! The supervisor never holds the lock: it watches the attempt through a
 //! status pipe, SIGCHLD and timers, on one thread. It is a child subreaper,
 //! so every process the attempt leaves behind (double forks, `setsid`
@@ -40,17 +40,17 @@ use tokio::net::unix::pipe;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::time::{Instant, sleep_until};
 
+use crate::attempt::liveness::{Due, Liveness};
+use crate::attempt::notify::{self, Notice, NotifySocket};
+use crate::attempt::spawn::{self, Record, Stage};
 use crate::duration::format_duration;
 use crate::error::{Error, Result};
 use crate::events::{Reporter, rfc3339};
 use crate::exit;
-use crate::liveness::{Due, Liveness};
-use crate::lockfile::{self, Metadata};
-use crate::notify::{self, Notice, NotifySocket};
+use crate::lock::lockfile::{self, Metadata};
 use crate::process::Tree;
 use crate::procfs::{self, FileId};
 use crate::signal::Sig;
-use crate::spawn::{self, Record, Stage};
 use crate::sys::{self, Ended, Reaped};
 
 /// How long to wait for a busy lock.

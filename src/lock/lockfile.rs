@@ -4,7 +4,7 @@
 //! This is the flock(2) backend. Taking ([`open_for_attempt`], [`take`]),
 //! probing ([`held_by`]) and naming holders ([`holders`]) are the whole
 //! interface supervision uses, so another backend (an etcd lease) can sit
-//! beside it later without touching [`crate::supervise`].
+//! beside it later without touching [`crate::attempt::supervise`].
 
 use std::collections::VecDeque;
 use std::ffi::OsString;

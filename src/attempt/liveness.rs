@@ -3,7 +3,7 @@
 //! `WATCHDOG=1` or by touching the lock file), its readiness
 //! (`READY=1` within `--ready-timeout`) and its own status line.
 //!
-//! Pure bookkeeping on monotonic instants; [`crate::supervise`] feeds it
+//! Pure bookkeeping on monotonic instants; [`crate::attempt::supervise`] feeds it
 //! and asks what is due next.
 
 use std::time::Duration;

@@ -5,15 +5,15 @@ use std::hash::{BuildHasher, RandomState};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::attempt::supervise::{self, Spec, Wait};
 use crate::cli::RunArgs;
 use crate::config::Config;
 use crate::duration::Dur;
 use crate::error::{Error, Result};
 use crate::events::Reporter;
-use crate::lockfile;
+use crate::lock::lockfile;
 use crate::paths::absolute_in;
 use crate::signal::Sig;
-use crate::supervise::{self, Spec, Wait};
 
 /// Built-in defaults (DESIGN §4).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);

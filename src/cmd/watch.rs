@@ -51,9 +51,11 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::events::rfc3339;
 use crate::exit;
-use crate::lockfile::Metadata;
+use crate::lock::lockfile::Metadata;
+use crate::lock::status::{
+    self, Evaluator, Holder, Kernel, LockFile, LockStatus, State, is_lock_name,
+};
 use crate::procfs::FileId;
-use crate::status::{self, Evaluator, Holder, Kernel, LockFile, LockStatus, State, is_lock_name};
 
 /// The shortest time between two rounds.
 pub const MIN_GAP: Duration = Duration::from_millis(10);
@@ -216,7 +218,7 @@ pub fn main(args: WatchArgs, config_path: Option<&Path>) -> Result<i32> {
     let roots: Vec<(PathBuf, bool)> = roots
         .into_iter()
         .map(|(p, named)| {
-            let sidecar = crate::lockfile::lock_path_for_session(&p);
+            let sidecar = crate::lock::lockfile::lock_path_for_session(&p);
             if named
                 && !is_lock_name(p.as_os_str())
                 && !p.is_dir()

@@ -66,7 +66,7 @@ fn socket_for(explicit: Option<&Path>, config_path: Option<&Path>) -> Result<Pat
         return Ok(p.to_path_buf());
     }
     let config = Config::load(config_path)?;
-    Ok(crate::serve::socket_path(None, &config))
+    Ok(crate::cmd::serve::socket_path(None, &config))
 }
 
 fn connect(path: &Path) -> Result<UnixStream> {
@@ -231,7 +231,7 @@ impl Signals {
         let mut v = Vec::new();
         for sig in CANCEL_SIGNALS.iter().chain(PASS_SIGNALS.iter()) {
             // Ignored when we started (nohup, a shell's `&`): stays ignored.
-            if crate::spawn::signal_is_ignored(*sig) {
+            if crate::attempt::spawn::signal_is_ignored(*sig) {
                 continue;
             }
             let stream = signal(SignalKind::from_raw(*sig as i32))
@@ -640,7 +640,7 @@ pub fn status(args: &StatusArgs, config_path: Option<&Path>) -> Result<i32> {
                 a.attempt_id.clone(),
                 a.attempt_pid.to_string(),
                 user,
-                crate::status::short_duration(Duration::from_millis(a.running_ms)),
+                crate::lock::status::short_duration(Duration::from_millis(a.running_ms)),
                 a.lock.clone(),
             ]);
         }

@@ -57,16 +57,16 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::oneshot;
 use tokio::time::{Instant, sleep_until, timeout};
 
+use crate::attempt::spawn::{self, SupervisorSetup};
 use crate::cgroup::{self, Containment};
 use crate::cli::{Cli, Command as CliCommand, ServeArgs};
 use crate::config::{Config, Principal, PrincipalAt};
 use crate::error::{Error, Result};
 use crate::exit;
-use crate::lockfile;
+use crate::lock::lockfile;
 use crate::procfs;
 use crate::protocol::{Conn, Frame, ProtoError, RUN_FDS};
 use crate::sdnotify::Notifier;
-use crate::spawn::{self, SupervisorSetup};
 
 /// The socket when neither `--socket`, `[serve] socket` nor
 /// `$RUNTIME_DIRECTORY` says otherwise.
@@ -1276,10 +1276,10 @@ fn scan_for_orphans(state: Shared, roots: Vec<PathBuf>) {
     tokio::task::spawn_local(async move {
         let found = tokio::task::spawn_blocking(move || {
             let paths: Vec<(PathBuf, bool)> = roots.into_iter().map(|r| (r, false)).collect();
-            crate::status::snapshot(&paths).map(|locks| {
+            crate::lock::status::snapshot(&paths).map(|locks| {
                 locks
                     .into_iter()
-                    .filter(|l| l.state == crate::status::State::Orphan)
+                    .filter(|l| l.state == crate::lock::status::State::Orphan)
                     .map(|l| l.file.path)
                     .collect::<Vec<_>>()
             })
@@ -1516,11 +1516,11 @@ fn validate(
     let grace = run
         .grace
         .or(config.defaults_for(&subject).grace)
-        .unwrap_or(crate::duration::Dur::Finite(crate::run::DEFAULT_GRACE))
+        .unwrap_or(crate::duration::Dur::Finite(crate::cmd::run::DEFAULT_GRACE))
         .finite();
     let (attempt_id, add_id) = match run.attempt_id {
         Some(id) => (id, false),
-        None => (crate::run::new_attempt_id(), true),
+        None => (crate::cmd::run::new_attempt_id(), true),
     };
     Ok(RunRequest {
         args,
@@ -1756,7 +1756,7 @@ fn find_attempt(s: &State, target: &str, cwd: &Path) -> std::result::Result<i32,
             let holder = [&p, &as_session].into_iter().find_map(|lock| {
                 let m = std::fs::metadata(lock).ok()?;
                 let id = procfs::FileId::new(m.dev(), m.ino());
-                let meta = crate::status::read_metadata(lock, id)?;
+                let meta = crate::lock::status::read_metadata(lock, id)?;
                 many.contains(&meta.supervisor_pid)
                     .then_some(meta.supervisor_pid)
             });
@@ -1793,7 +1793,7 @@ mod tests {
         let r = v(&["--lock", "/l", "--attempt-id", "x", "--", "true"]).unwrap();
         assert_eq!(r.lock, PathBuf::from("/l"));
         assert_eq!((r.attempt_id.as_str(), r.add_id), ("x", false));
-        assert_eq!(r.grace, Some(crate::run::DEFAULT_GRACE));
+        assert_eq!(r.grace, Some(crate::cmd::run::DEFAULT_GRACE));
         let r = v(&["--lock", "/l", "-g", "infinity", "--", "true"]).unwrap();
         assert_eq!(r.grace, None);
         assert!(v(&["--events", "-", "--lock", "/l", "--", "true"]).is_ok());

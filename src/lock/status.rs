@@ -1,7 +1,7 @@
 //! `locksup status`: every lock file under some paths, and what the kernel
 //! says about each (DESIGN §7).
 //!
-//! The model, shared with [`crate::watch`] and [`crate::cancel`]:
+//! The model, shared with [`crate::cmd::watch`] and [`crate::cmd::cancel`]:
 //!
 //! 1. [`scan`] walks the given files and directories (recursively, never
 //!    following symbolic links) for regular files whose name ends in
@@ -39,7 +39,7 @@ use crate::duration::format_duration;
 use crate::error::{Error, Result};
 use crate::events::rfc3339;
 use crate::exit;
-use crate::lockfile::{self, Metadata};
+use crate::lock::lockfile::{self, Metadata};
 use crate::paths;
 use crate::procfs::{self, FileId, LockEntry, LockKind};
 
@@ -526,7 +526,7 @@ impl Evaluator {
         Evaluator::default()
     }
 
-    /// Holders already found by an earlier fd pass (by [`crate::watch`],
+    /// Holders already found by an earlier fd pass (by [`crate::cmd::watch`],
     /// which knows no descriptor on those files was closed since): used
     /// instead of a new pass as long as every one of them is alive.
     pub fn with_known_holders(mut self, known: HashMap<FileId, Vec<Holder>>) -> Evaluator {
@@ -887,7 +887,7 @@ pub fn filter(
 /// `locksup status`.
 pub fn main(args: StatusArgs, config_path: Option<&Path>) -> Result<i32> {
     if args.daemon {
-        return crate::client::status(&args, config_path);
+        return crate::cmd::client::status(&args, config_path);
     }
     let config = Config::load(config_path)?;
     let paths = targets(&args.paths, &config)
