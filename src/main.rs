@@ -39,8 +39,14 @@ fn main() -> ExitCode {
         }
         Command::Run(run) => locksup::cmd::run::main(run, cli.config.as_deref()),
         Command::Serve(serve) => locksup::cmd::serve::main(serve, cli.config.as_deref()),
-        Command::Status(args) => locksup::lock::status::main(args, cli.config.as_deref()),
+        Command::Status(args) if args.daemon => {
+            locksup::cmd::client::status(&args, cli.config.as_deref())
+        }
+        Command::Status(args) => locksup::cmd::status::main(args, cli.config.as_deref()),
         Command::Watch(args) => locksup::cmd::watch::main(args, cli.config.as_deref()),
+        Command::Cancel(args) if args.daemon => {
+            locksup::cmd::client::cancel(&args, cli.config.as_deref())
+        }
         Command::Cancel(args) => locksup::cmd::cancel::main(args, cli.config.as_deref()),
         Command::Completions { shell } => {
             let script = locksup::cli::completion_script(shell);

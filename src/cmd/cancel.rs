@@ -73,9 +73,6 @@ const KILL_PASSES: usize = 50;
 
 /// `locksup cancel`.
 pub fn main(args: CancelArgs, config_path: Option<&Path>) -> Result<i32> {
-    if args.daemon {
-        return crate::cmd::client::cancel(&args, config_path);
-    }
     let config = Config::load(config_path)?;
     let roots: Vec<PathBuf> = if args.root.is_empty() {
         config.status.roots.iter().map(|r| absolute(r)).collect()

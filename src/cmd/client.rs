@@ -640,7 +640,7 @@ pub fn status(args: &StatusArgs, config_path: Option<&Path>) -> Result<i32> {
                 a.attempt_id.clone(),
                 a.attempt_pid.to_string(),
                 user,
-                crate::lock::status::short_duration(Duration::from_millis(a.running_ms)),
+                crate::cmd::status::short_duration(Duration::from_millis(a.running_ms)),
                 a.lock.clone(),
             ]);
         }

@@ -5,4 +5,5 @@ pub mod cancel;
 pub mod client;
 pub mod run;
 pub mod serve;
+pub mod status;
 pub mod watch;

@@ -211,7 +211,7 @@ struct Watcher {
 /// `locksup watch`.
 pub fn main(args: WatchArgs, config_path: Option<&Path>) -> Result<i32> {
     let config = Config::load(config_path)?;
-    let roots = status::targets(&args.paths, &config)
+    let roots = crate::cmd::status::targets(&args.paths, &config)
         .ok_or_else(|| Error::usage("no PATH given and no [status] roots in the configuration"))?;
     // A session file named on the command line stands for its lock file,
     // as for status; a named PATH must exist.
@@ -991,7 +991,7 @@ impl Watcher {
         // Time columns tick: recompute them for now.
         let now = SystemTime::now();
         let held: Vec<LockStatus> = held.into_iter().map(|l| retime(l, now)).collect();
-        text.push_str(&status::table(&held));
+        text.push_str(&crate::cmd::status::table(&held));
         text.push_str("\n(Ctrl-C to quit)\n");
         self.out.write_all(text.as_bytes()).map_err(write_error)
     }

@@ -1,7 +1,8 @@
-//! `locksup status`: every lock file under some paths, and what the kernel
-//! says about each (DESIGN §7).
+//! The status model: every lock file under some paths, and what the kernel
+//! says about each. `status`, `watch`, `cancel` and `serve`'s orphan
+//! reaper all read locks through it; [`crate::cmd::status`] renders it.
 //!
-//! The model, shared with [`crate::cmd::watch`] and [`crate::cmd::cancel`]:
+//! The model:
 //!
 //! 1. [`scan`] walks the given files and directories (recursively, never
 //!    following symbolic links) for regular files whose name ends in
@@ -24,7 +25,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -33,14 +34,10 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::cli::{StateFilter, StatusArgs};
-use crate::config::Config;
-use crate::duration::format_duration;
 use crate::error::{Error, Result};
 use crate::events::rfc3339;
 use crate::exit;
 use crate::lock::lockfile::{self, Metadata};
-use crate::paths;
 use crate::procfs::{self, FileId, LockEntry, LockKind};
 
 /// What a lock file's name ends with.
@@ -83,26 +80,6 @@ pub struct Scan {
 /// Whether a file name is a lock file's.
 pub fn is_lock_name(name: &std::ffi::OsStr) -> bool {
     name.as_encoded_bytes().ends_with(LOCK_SUFFIX.as_bytes())
-}
-
-/// Which paths to look at: those given, else the configured roots, made
-/// absolute and normalised ([`crate::paths`]). `None` when there are none
-/// at all.
-pub fn targets(given: &[PathBuf], config: &Config) -> Option<Vec<(PathBuf, bool)>> {
-    if !given.is_empty() {
-        return Some(given.iter().map(|p| (paths::absolute(p), true)).collect());
-    }
-    if config.status.roots.is_empty() {
-        return None;
-    }
-    Some(
-        config
-            .status
-            .roots
-            .iter()
-            .map(|p| (paths::absolute(p), false))
-            .collect(),
-    )
 }
 
 /// Walk `paths` for lock files. A path given by name (`named`) must exist;
@@ -315,17 +292,6 @@ impl State {
     /// Held in any way.
     pub fn is_held(self) -> bool {
         self != State::Free
-    }
-}
-
-impl From<StateFilter> for State {
-    fn from(f: StateFilter) -> State {
-        match f {
-            StateFilter::Free => State::Free,
-            StateFilter::Held => State::Held,
-            StateFilter::Overdue => State::Overdue,
-            StateFilter::Orphan => State::Orphan,
-        }
     }
 }
 
@@ -747,118 +713,6 @@ pub fn snapshot(paths: &[(PathBuf, bool)]) -> Result<Vec<LockStatus>> {
     )
 }
 
-// ---------------------------------------------------------------------------
-// Rendering
-// ---------------------------------------------------------------------------
-
-/// Short time for a table cell: `850ms`, `12s`, `3m12s`, `2h5m`.
-pub fn short_duration(d: Duration) -> String {
-    if d < Duration::from_secs(1) {
-        return format!("{}ms", d.as_millis());
-    }
-    let secs = d.as_secs();
-    let d = if secs >= 3600 {
-        // Hours and minutes are enough.
-        Duration::from_secs(secs - secs % 60)
-    } else {
-        Duration::from_secs(secs)
-    };
-    format_duration(d)
-}
-
-/// Time left for a table cell: `4m12s`, `-12s` once past, `-` without.
-pub fn left_cell(left_ms: Option<i64>) -> String {
-    match left_ms {
-        None => "-".into(),
-        Some(ms) if ms >= 0 => short_duration(Duration::from_millis(ms as u64)),
-        Some(ms) => format!(
-            "-{}",
-            short_duration(Duration::from_millis(ms.unsigned_abs()))
-        ),
-    }
-}
-
-/// The widest a COMMAND cell gets before it is cut.
-const COMMAND_WIDTH: usize = 40;
-
-fn cut(s: &str, width: usize) -> String {
-    if s.chars().count() <= width {
-        return s.to_owned();
-    }
-    let mut out: String = s.chars().take(width.saturating_sub(1)).collect();
-    out.push('…');
-    out
-}
-
-/// The table: a header and one row per lock.
-pub fn table(locks: &[LockStatus]) -> String {
-    let header = [
-        "STATE", "SESSION", "PID", "COMMAND", "HELD", "LEFT", "WAITERS", "ATTEMPT",
-    ];
-    let rows: Vec<[String; 8]> = locks
-        .iter()
-        .map(|l| {
-            let m = l.metadata.as_ref();
-            let mut session = l.display_name();
-            if let Some(k) = m.and_then(|m| m.session_key.as_deref()) {
-                session = format!("{session} [{k}]");
-            }
-            let holders = l.holders.len();
-            let pid = match l.pid() {
-                Some(p) if holders > 1 => format!("{p}+{}", holders - 1),
-                Some(p) => p.to_string(),
-                None if l.state.is_held() => "?".into(),
-                None => "-".into(),
-            };
-            [
-                l.state.as_str().to_owned(),
-                session,
-                pid,
-                l.command_line()
-                    .map_or_else(|| "-".to_owned(), |c| cut(&c, COMMAND_WIDTH)),
-                l.held.map_or_else(|| "-".to_owned(), short_duration),
-                if l.state.is_held() {
-                    left_cell(l.left_ms)
-                } else {
-                    "-".into()
-                },
-                l.waiters.len().to_string(),
-                m.map_or_else(|| "-".to_owned(), |m| m.attempt_id.clone()),
-            ]
-        })
-        .collect();
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for r in &rows {
-        for (w, c) in widths.iter_mut().zip(r.iter()) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let line = |out: &mut String, cells: &[&str]| {
-        let mut s = String::new();
-        for (i, (c, w)) in cells.iter().zip(widths.iter()).enumerate() {
-            if i + 1 == cells.len() {
-                s.push_str(c);
-            } else {
-                // PID and WAITERS are numbers: right-aligned.
-                if i == 2 || i == 6 {
-                    s.push_str(&format!("{c:>w$}  "));
-                } else {
-                    s.push_str(&format!("{c:<w$}  "));
-                }
-            }
-        }
-        out.push_str(s.trim_end());
-        out.push('\n');
-    };
-    line(&mut out, &header);
-    for r in &rows {
-        let cells: Vec<&str> = r.iter().map(String::as_str).collect();
-        line(&mut out, &cells);
-    }
-    out
-}
-
 /// The `--json` document: `{"v": 1, "ts": ..., "locks": [...]}`.
 pub fn json_document(locks: &[LockStatus], now: SystemTime) -> Document<'_> {
     Document {
@@ -884,39 +738,11 @@ pub fn filter(
         .collect()
 }
 
-/// `locksup status`.
-pub fn main(args: StatusArgs, config_path: Option<&Path>) -> Result<i32> {
-    if args.daemon {
-        return crate::cmd::client::status(&args, config_path);
-    }
-    let config = Config::load(config_path)?;
-    let paths = targets(&args.paths, &config)
-        .ok_or_else(|| Error::usage("no PATH given and no [status] roots in the configuration"))?;
-    let now = SystemTime::now();
-    let locks = snapshot(&paths)?;
-    let states: Vec<State> = args.state.iter().map(|s| State::from(*s)).collect();
-    let locks = filter(locks, &states, args.session_key.as_deref());
-    let mut out = io::BufWriter::with_capacity(1 << 16, io::stdout().lock());
-    let written = if args.json {
-        serde_json::to_writer(&mut out, &json_document(&locks, now))
-            .map_err(io::Error::from)
-            .and_then(|()| out.write_all(b"\n"))
-    } else {
-        out.write_all(table(&locks).as_bytes())
-    };
-    match written.and_then(|()| out.flush()) {
-        Ok(()) => Ok(exit::SUCCESS),
-        // A reader that went away (`| head`) is not our failure.
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(exit::SUCCESS),
-        Err(e) => Err(Error::usage(format!("cannot write the status: {e}"))),
-    }
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn meta(pid: i32, sup: i32, sup_start: u64) -> Metadata {
+    pub(crate) fn meta(pid: i32, sup: i32, sup_start: u64) -> Metadata {
         Metadata {
             v: 1,
             pid,
@@ -940,7 +766,7 @@ mod tests {
         }
     }
 
-    fn file(inode: u64) -> LockFile {
+    pub(crate) fn file(inode: u64) -> LockFile {
         LockFile {
             path: PathBuf::from(format!("/r/{inode}.lock")),
             id: FileId {
@@ -952,7 +778,7 @@ mod tests {
         }
     }
 
-    fn at(s: &str) -> SystemTime {
+    pub(crate) fn at(s: &str) -> SystemTime {
         humantime::parse_rfc3339(s).unwrap()
     }
 
@@ -1026,44 +852,6 @@ mod tests {
     }
 
     #[test]
-    fn renders_table_and_json() {
-        let me = std::process::id() as i32;
-        let my_start = procfs::starttime(me).unwrap();
-        let text = format!("1: FLOCK  ADVISORY  WRITE {me} fe:00:1 0 EOF\n");
-        let kernel = Kernel::from_entries(procfs::parse_locks(&text));
-        let mut ev = Evaluator::new();
-        let now = at("2026-01-01T00:05:00.000Z");
-        let got = ev.evaluate(&[file(1), file(2)], &kernel, now, &mut |f| {
-            (f.id.inode == 1).then(|| meta(me, me, my_start))
-        });
-        let t = table(&got);
-        let lines: Vec<&str> = t.lines().collect();
-        assert_eq!(lines.len(), 3);
-        assert!(lines[0].starts_with("STATE"));
-        for col in [
-            "SESSION", "PID", "COMMAND", "HELD", "LEFT", "WAITERS", "ATTEMPT",
-        ] {
-            assert!(lines[0].contains(col), "{col}");
-        }
-        assert!(lines[1].starts_with("held"));
-        assert!(lines[1].contains("abc.jsonl [key]"));
-        assert!(lines[1].contains("sleep 60"));
-        assert!(lines[1].contains("5m"));
-        assert!(lines[1].contains("att-1"));
-        assert!(lines[2].starts_with("free"));
-        let doc = serde_json::to_value(json_document(&got, now)).unwrap();
-        let locks = doc["locks"].as_array().unwrap();
-        assert_eq!(locks.len(), 2);
-        assert_eq!(locks[0]["state"], "held");
-        assert_eq!(locks[0]["pid"], me);
-        assert_eq!(locks[0]["left_ms"], 300_000);
-        assert_eq!(locks[0]["metadata"]["attempt_id"], "att-1");
-        assert_eq!(locks[1]["state"], "free");
-        assert_eq!(locks[1]["pid"], Value::Null);
-        assert_eq!(locks[1]["holders"], serde_json::json!([]));
-    }
-
-    #[test]
     fn filters_by_state_and_key() {
         let me = std::process::id() as i32;
         let my_start = procfs::starttime(me).unwrap();
@@ -1082,16 +870,6 @@ mod tests {
         );
         assert_eq!(filter(got.clone(), &[], Some("key")).len(), 1);
         assert_eq!(filter(got, &[], Some("other")).len(), 0);
-    }
-
-    #[test]
-    fn short_times() {
-        assert_eq!(short_duration(Duration::from_millis(850)), "850ms");
-        assert_eq!(short_duration(Duration::from_millis(12_400)), "12s");
-        assert_eq!(short_duration(Duration::from_secs(192)), "3m12s");
-        assert_eq!(short_duration(Duration::from_secs(7530)), "2h5m");
-        assert_eq!(left_cell(None), "-");
-        assert_eq!(left_cell(Some(-12_000)), "-12s");
     }
 
     #[test]
