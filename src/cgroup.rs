@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 
 /// How attempts are contained.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Containment {
+pub(crate) enum Containment {
     /// Per-attempt cgroups under this delegated cgroup.
     Cgroup(PathBuf),
     /// Process groups and the subreaper only; the reason cgroups are not
@@ -36,7 +36,7 @@ pub enum Containment {
 
 impl Containment {
     /// One line for logs and the service status.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Containment::Cgroup(dir) => {
                 format!("a cgroup per attempt under {} (cgroup.kill)", dir.display())
@@ -48,7 +48,7 @@ impl Containment {
     }
 
     /// The short name: `cgroup` or `process-group`.
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             Containment::Cgroup(_) => "cgroup",
             Containment::ProcessGroup(_) => "process-group",
@@ -57,7 +57,7 @@ impl Containment {
 }
 
 /// The cgroup2 mount point, from `/proc/self/mountinfo` text.
-pub fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
+pub(crate) fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
     mountinfo.lines().find_map(|line| {
         let (left, right) = line.split_once(" - ")?;
         let fstype = right.split_whitespace().next()?;
@@ -92,7 +92,7 @@ fn unescape(s: &str) -> String {
 }
 
 /// Our cgroup v2 path (the `0::` line of `/proc/self/cgroup` text).
-pub fn own_v2_path(proc_cgroup: &str) -> Option<String> {
+pub(crate) fn own_v2_path(proc_cgroup: &str) -> Option<String> {
     proc_cgroup
         .lines()
         .find_map(|l| l.strip_prefix("0::"))
@@ -101,7 +101,7 @@ pub fn own_v2_path(proc_cgroup: &str) -> Option<String> {
 
 /// Decide how attempts are contained, and set up the cgroup side when it
 /// can be used (moves this process into `supervisor/`).
-pub fn detect() -> Containment {
+pub(crate) fn detect() -> Containment {
     match delegated_dir() {
         Ok(dir) => match enter_leaf(&dir) {
             Ok(()) => Containment::Cgroup(dir),
@@ -160,7 +160,7 @@ fn is_delegated(dir: Option<&Path>) -> bool {
     let Some(dir) = dir else { return false };
     ["trusted.delegate", "user.delegate"]
         .iter()
-        .any(|name| matches!(crate::attempt::spawn::get_xattr(dir, name), Ok(Some(v)) if v == b"1"))
+        .any(|name| matches!(crate::sys::get_xattr(dir, name), Ok(Some(v)) if v == b"1"))
 }
 
 fn enter_leaf(dir: &Path) -> io::Result<()> {
@@ -174,7 +174,7 @@ fn enter_leaf(dir: &Path) -> io::Result<()> {
 }
 
 /// Create the cgroup for one attempt.
-pub fn create_attempt(root: &Path, n: u64) -> io::Result<PathBuf> {
+pub(crate) fn create_attempt(root: &Path, n: u64) -> io::Result<PathBuf> {
     let dir = root.join(format!("attempt-{n}"));
     match fs::create_dir(&dir) {
         Ok(()) => Ok(dir),
@@ -185,19 +185,19 @@ pub fn create_attempt(root: &Path, n: u64) -> io::Result<PathBuf> {
 
 /// Whether processes are left in the cgroup (`populated 1` in
 /// `cgroup.events`); `None` when it cannot be read (gone).
-pub fn populated(dir: &Path) -> Option<bool> {
+pub(crate) fn populated(dir: &Path) -> Option<bool> {
     let text = fs::read_to_string(dir.join("cgroup.events")).ok()?;
     Some(text.lines().any(|l| l.trim() == "populated 1"))
 }
 
 /// End every process left in the cgroup (`cgroup.kill`).
-pub fn kill(dir: &Path) -> io::Result<()> {
+pub(crate) fn kill(dir: &Path) -> io::Result<()> {
     fs::write(dir.join("cgroup.kill"), b"1")
 }
 
 /// Remove an attempt's cgroup: `Ok(true)` when gone, `Ok(false)` when it
 /// is still busy (processes not reaped yet).
-pub fn remove(dir: &Path) -> io::Result<bool> {
+pub(crate) fn remove(dir: &Path) -> io::Result<bool> {
     match fs::remove_dir(dir) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),

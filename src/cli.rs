@@ -303,7 +303,7 @@ pub fn completion_script(shell: Shell) -> Vec<u8> {
 /// They are not checked against: anything `signal::parse` takes is
 /// accepted.
 #[derive(Debug, Clone, Copy)]
-pub struct SignalParser;
+pub(crate) struct SignalParser;
 
 impl clap::builder::TypedValueParser for SignalParser {
     type Value = Sig;

@@ -1,5 +1,5 @@
 //! Configuration file (TOML): lookup, `[run]` defaults, `[[policy]]`
-//! overrides, `[status]` roots, `[serve]` daemon settings (DESIGN §6,
+//! overrides, `[status]` roots, `[serve]` daemon settings (locksup.toml(5),
 //! `config.example.toml`).
 //!
 //! The file is looked up in this order and the first one found is the only
@@ -26,10 +26,10 @@ use crate::error::{Error, Result};
 use crate::signal::Sig;
 
 /// The system-wide configuration file, the last place looked.
-pub const SYSTEM_CONFIG: &str = "/etc/locksup/config.toml";
+pub(crate) const SYSTEM_CONFIG: &str = "/etc/locksup/config.toml";
 
 /// The largest configuration file the daemon reads, in bytes (1 MiB).
-pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+pub(crate) const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
 /// The largest accepted `file_mode`: permission bits plus setuid, setgid
 /// and sticky.
@@ -112,7 +112,7 @@ pub struct StatusConfig {
 }
 
 /// The largest accepted `socket_mode`: permission bits only.
-pub const MAX_SOCKET_MODE: u32 = 0o777;
+pub(crate) const MAX_SOCKET_MODE: u32 = 0o777;
 
 /// A user or a group in `[serve]`, as written: a name, or a numeric id
 /// (an integer, or a string of digits).
@@ -182,9 +182,9 @@ impl Config {
 
     /// The daemon's load: [`Config::load`], also returning the text the
     /// configuration was parsed from (empty when no file was found), and
-    /// reading the file with [`read_regular`]: a FIFO, device or socket at
+    /// reading the file with `read_regular`: a FIFO, device or socket at
     /// the path is an error, never a wait, and so is a file over
-    /// [`MAX_CONFIG_BYTES`].
+    /// `MAX_CONFIG_BYTES`.
     pub fn load_text(explicit: Option<&Path>) -> Result<(Config, String)> {
         Config::load_text_with(
             explicit,
@@ -343,7 +343,7 @@ impl LookupEnv {
 
 /// Where to look for the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Lookup {
+pub(crate) enum Lookup {
     /// A file the user named; it must exist. `source` says who named it
     /// (`--config` or `$LOCKSUP_CONFIG`), for error messages.
     Named {
@@ -360,7 +360,7 @@ pub enum Lookup {
 /// Decide where to look: `explicit` (`--config`), else `$LOCKSUP_CONFIG`
 /// when set and non-empty, else the user file (`$XDG_CONFIG_HOME` when
 /// absolute, else `$HOME/.config`) followed by `system`.
-pub fn lookup(explicit: Option<&Path>, env: &LookupEnv, system: &Path) -> Lookup {
+pub(crate) fn lookup(explicit: Option<&Path>, env: &LookupEnv, system: &Path) -> Lookup {
     if let Some(path) = explicit {
         return Lookup::Named {
             path: path.to_path_buf(),
@@ -396,7 +396,7 @@ pub fn lookup(explicit: Option<&Path>, env: &LookupEnv, system: &Path) -> Lookup
 /// again with `fstat`, and at most [`MAX_CONFIG_BYTES`] are read. The
 /// daemon still reads on a thread of its own, since a regular file on a
 /// hung network or FUSE file system can block too.
-pub fn read_regular(path: &Path) -> io::Result<String> {
+pub(crate) fn read_regular(path: &Path) -> io::Result<String> {
     use std::io::Read as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let regular = |kind: std::fs::FileType| -> io::Result<()> {
@@ -1443,7 +1443,10 @@ wait = 0
         let to_fifo = d.join("link-fifo.toml");
         std::os::unix::fs::symlink(&fifo, &to_fifo).unwrap();
         let big = d.join("big.toml");
-        write(&big, &"#".repeat(MAX_CONFIG_BYTES as usize + 1));
+        write(
+            &big,
+            &"#".repeat(usize::try_from(MAX_CONFIG_BYTES).unwrap() + 1),
+        );
 
         assert_eq!(read_regular(&to_real).unwrap(), "[run]\nwait = 1\n");
         let err = |p: &Path| read_regular(p).unwrap_err().to_string();
@@ -1569,7 +1572,7 @@ wait = 0
     #[test]
     fn example_defaults_are_the_built_in_ones() {
         // Uncomment every setting and section: the documented defaults
-        // must parse and be the built-in values (DESIGN §4).
+        // must parse and be the built-in values (README.md, "Using it").
         let text: String = EXAMPLE
             .lines()
             .map(|line| match classify(line) {

@@ -50,6 +50,12 @@ impl fmt::Display for Dur {
     }
 }
 
+/// Whole milliseconds, saturating (a `Duration` holds more than `u64`
+/// milliseconds; locksup's durations never come near).
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// Short human form: `250ms`, `1.5s`, `10m`, `2h30m`.
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
@@ -84,7 +90,7 @@ pub fn format_duration(d: Duration) -> String {
 /// The units of systemd.time(7), with their length in nanoseconds. Case
 /// matters: `m` is a minute, `M` a month. A month is a twelfth of a
 /// year, and a year 365.25 days, as systemd has them.
-pub const UNITS: [(&str, u128); 32] = [
+pub(crate) const UNITS: [(&str, u128); 32] = [
     ("ns", 1),
     ("nsec", 1),
     ("us", 1_000),
@@ -139,7 +145,7 @@ fn is_unit_char(c: char) -> bool {
 
 /// Parse a duration, with the grammar of systemd.time(7): one or more
 /// components, each a decimal number (`5`, `1.5`, `.5`, an optional
-/// leading `+`) and an optional unit from [`UNITS`] (seconds without
+/// leading `+`) and an optional unit from `UNITS` (seconds without
 /// one), whitespace allowed around both; the components add up.
 /// `infinity` alone is no limit. A positive total below one nanosecond is
 /// refused rather than read as zero. Errors are one line and name the

@@ -9,7 +9,7 @@ use crate::exit;
 /// An error that ends the supervisor with a documented exit code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error {
-    /// Exit code (see [`crate::exit`]).
+    /// Exit code (see `crate::exit`).
     pub code: i32,
     /// One line, no trailing newline, no `locksup:` prefix.
     pub message: String,
@@ -142,7 +142,7 @@ pub fn clap_help_command(args: &[OsString]) -> String {
 }
 
 /// Result alias used across the crate.
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[cfg(test)]
 mod tests {

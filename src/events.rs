@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use crate::error::{Error, Result};
 
 /// RFC 3339 UTC with milliseconds: `2026-11-24T08:03:33.123Z`.
-pub fn rfc3339(t: SystemTime) -> String {
+pub(crate) fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
@@ -22,7 +22,7 @@ enum Sink {
 }
 
 /// Where an attempt's lifecycle goes.
-pub struct Reporter {
+pub(crate) struct Reporter {
     sink: Option<Sink>,
     verbose: bool,
     attempt_id: String,
@@ -31,7 +31,7 @@ pub struct Reporter {
 
 impl Reporter {
     /// `events`: a path (appended to, created 0600) or `-` for stderr.
-    pub fn new(
+    pub(crate) fn new(
         events: Option<&Path>,
         verbose: bool,
         attempt_id: &str,
@@ -61,7 +61,7 @@ impl Reporter {
 
     /// Emit one event with its extra fields. Write errors are ignored: the
     /// attempt matters more than its log.
-    pub fn event(&mut self, event: &str, fields: Value) {
+    pub(crate) fn event(&mut self, event: &str, fields: Value) {
         let Some(sink) = &mut self.sink else {
             return;
         };
@@ -82,14 +82,14 @@ impl Reporter {
     }
 
     /// A human-readable line on stderr with `--verbose`.
-    pub fn say(&self, text: impl AsRef<str>) {
+    pub(crate) fn say(&self, text: impl AsRef<str>) {
         if self.verbose {
             let _ = writeln!(io::stderr(), "locksup: {}", text.as_ref());
         }
     }
 
     /// A line on stderr whatever the verbosity: for things that went wrong.
-    pub fn warn(&self, text: impl AsRef<str>) {
+    pub(crate) fn warn(&self, text: impl AsRef<str>) {
         let _ = writeln!(io::stderr(), "locksup: {}", text.as_ref());
     }
 }

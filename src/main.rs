@@ -6,16 +6,15 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use clap::error::ErrorKind;
-use locksup::cli::{Cli, Command};
-use locksup::exit;
+use locksup::entry::{self, Cli, Command};
 
 fn main() -> ExitCode {
     // locksup owns its signal mask: whatever it inherited, its timers,
     // reaping and cancel handling must work (the command gets the
     // inherited mask back).
-    if let Err(e) = locksup::sys::unblock_all_signals() {
+    if let Err(e) = entry::unblock_all_signals() {
         let _ = writeln!(std::io::stderr(), "locksup: cannot unblock signals: {e}");
-        return code(exit::FAILURE);
+        return code(entry::FAILURE);
     }
     let args: Vec<OsString> = std::env::args_os().collect();
     let cli = Cli::try_parse_from(&args);
@@ -34,25 +33,19 @@ fn main() -> ExitCode {
         Err(e) => return usage_error(&e),
     };
     let result = match cli.command {
-        Command::Run(run) if run.daemon => {
-            locksup::cmd::client::run(&run, &args, cli.config.as_deref())
-        }
-        Command::Run(run) => locksup::cmd::run::main(run, cli.config.as_deref()),
-        Command::Serve(serve) => locksup::cmd::serve::main(serve, cli.config.as_deref()),
-        Command::Status(args) if args.daemon => {
-            locksup::cmd::client::status(&args, cli.config.as_deref())
-        }
-        Command::Status(args) => locksup::cmd::status::main(args, cli.config.as_deref()),
-        Command::Watch(args) => locksup::cmd::watch::main(args, cli.config.as_deref()),
-        Command::Cancel(args) if args.daemon => {
-            locksup::cmd::client::cancel(&args, cli.config.as_deref())
-        }
-        Command::Cancel(args) => locksup::cmd::cancel::main(args, cli.config.as_deref()),
+        Command::Run(run) if run.daemon => entry::run_daemon(&run, &args, cli.config.as_deref()),
+        Command::Run(run) => entry::run(run, cli.config.as_deref()),
+        Command::Serve(serve) => entry::serve(serve, cli.config.as_deref()),
+        Command::Status(args) if args.daemon => entry::status_daemon(&args, cli.config.as_deref()),
+        Command::Status(args) => entry::status(args, cli.config.as_deref()),
+        Command::Watch(args) => entry::watch(args, cli.config.as_deref()),
+        Command::Cancel(args) if args.daemon => entry::cancel_daemon(&args, cli.config.as_deref()),
+        Command::Cancel(args) => entry::cancel(args, cli.config.as_deref()),
         Command::Completions { shell } => {
-            let script = locksup::cli::completion_script(shell);
+            let script = entry::completion_script(shell);
             match std::io::stdout().write_all(&script) {
                 Ok(()) => Ok(0),
-                Err(e) => Err(locksup::error::Error::usage(format!("cannot write: {e}"))),
+                Err(e) => Err(entry::Error::usage(format!("cannot write: {e}"))),
             }
         }
     };
@@ -78,18 +71,20 @@ fn usage_error(e: &clap::Error) -> ExitCode {
                 std::io::stderr(),
                 "locksup: a subcommand is required (see 'locksup --help')"
             );
-            code(exit::FAILURE)
+            code(entry::FAILURE)
         }
         _ => {
-            let msg = locksup::error::clap_message(e);
+            let msg = entry::clap_message(e);
             let args: Vec<OsString> = std::env::args_os().collect();
-            let help = locksup::error::clap_help_command(&args);
+            let help = entry::clap_help_command(&args);
             let _ = writeln!(std::io::stderr(), "locksup: {msg} (see '{help} --help')");
-            code(exit::FAILURE)
+            code(entry::FAILURE)
         }
     }
 }
 
 fn code(c: i32) -> ExitCode {
-    ExitCode::from(u8::try_from(c).unwrap_or(exit::FAILURE as u8))
+    u8::try_from(c)
+        .or(u8::try_from(entry::FAILURE))
+        .map_or(ExitCode::FAILURE, ExitCode::from)
 }

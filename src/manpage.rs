@@ -9,7 +9,7 @@ use clap_mangen::Man;
 use crate::cli::Cli;
 
 /// The date printed in the page footer; bump it when the page changes.
-pub const DATE: &str = "2026-11-24";
+pub(crate) const DATE: &str = "2026-11-24";
 
 const HEAD: &str = include_str!("../man/src/locksup.1.head.roff");
 const TAIL: &str = include_str!("../man/src/locksup.1.tail.roff");

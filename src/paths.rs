@@ -16,7 +16,7 @@ use std::path::{Component, Path, PathBuf};
 /// `path` made absolute against the working directory and normalised as
 /// [`absolute_in`] does. When the working directory cannot be read, the
 /// path is only normalised.
-pub fn absolute(path: &Path) -> PathBuf {
+pub(crate) fn absolute(path: &Path) -> PathBuf {
     match std::env::current_dir() {
         Ok(cwd) => absolute_in(&cwd, path),
         Err(_) => absolute_in(Path::new(""), path),
@@ -27,7 +27,7 @@ pub fn absolute(path: &Path) -> PathBuf {
 /// it) and normalised: `.` components and repeated or trailing slashes
 /// dropped, `..` resolved where that is exact (see the module's
 /// documentation) and kept elsewhere.
-pub fn absolute_in(cwd: &Path, path: &Path) -> PathBuf {
+pub(crate) fn absolute_in(cwd: &Path, path: &Path) -> PathBuf {
     let mut out = Normal {
         path: PathBuf::new(),
         exact: true,

@@ -4,7 +4,6 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 
 /// Kind of a lock line in `/proc/locks`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,8 +99,9 @@ impl FileId {
     /// From `st_dev` and `st_ino`.
     pub fn new(dev: u64, inode: u64) -> Self {
         Self {
-            major: nix::sys::stat::major(dev) as u32,
-            minor: nix::sys::stat::minor(dev) as u32,
+            // Linux device numbers are 12 bits of major and 20 of minor.
+            major: u32::try_from(nix::sys::stat::major(dev)).unwrap_or(u32::MAX),
+            minor: u32::try_from(nix::sys::stat::minor(dev)).unwrap_or(u32::MAX),
             inode,
         }
     }
@@ -125,23 +125,23 @@ pub fn locks_on(file: FileId) -> Vec<LockEntry> {
 
 /// Field 22 of `/proc/PID/stat`: the process start time in clock ticks
 /// since boot. With the PID it identifies a process across PID reuse.
-pub fn starttime(pid: i32) -> Option<u64> {
+pub(crate) fn starttime(pid: i32) -> Option<u64> {
     stat_fields(pid).and_then(|f| f.get(19).and_then(|s| s.parse().ok()))
 }
 
 /// The state letter of `/proc/PID/stat` (`R`, `S`, `Z`, ...).
-pub fn state(pid: i32) -> Option<char> {
+pub(crate) fn state(pid: i32) -> Option<char> {
     stat_fields(pid).and_then(|f| f.first().and_then(|s| s.chars().next()))
 }
 
 /// The parent PID (field 4 of `/proc/PID/stat`).
-pub fn ppid(pid: i32) -> Option<i32> {
+pub(crate) fn ppid(pid: i32) -> Option<i32> {
     stat_fields(pid).and_then(|f| f.get(1).and_then(|s| s.parse().ok()))
 }
 
 /// Whether `pid` is `ancestor` or one of its descendants (follows the
 /// parent chain; a process that is gone is nobody's descendant).
-pub fn descends_from(pid: i32, ancestor: i32) -> bool {
+pub(crate) fn descends_from(pid: i32, ancestor: i32) -> bool {
     let mut p = pid;
     for _ in 0..1024 {
         if p == ancestor {
@@ -166,7 +166,7 @@ fn stat_fields(pid: i32) -> Option<Vec<String>> {
 
 /// What [`parse_stat`] reads from a `/proc/PID/stat`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stat {
+pub(crate) struct Stat {
     /// The state letter (`R`, `S`, `Z`, ...).
     pub state: char,
     /// Parent PID.
@@ -182,14 +182,14 @@ pub struct Stat {
 impl Stat {
     /// The process has begun to exit (`PF_EXITING`): its children may
     /// have been re-parented already.
-    pub fn exiting(&self) -> bool {
+    pub(crate) fn exiting(&self) -> bool {
         self.flags & 0x4 != 0
     }
 }
 
 /// Parse the text of a `/proc/PID/stat` (the comm may hold spaces and
 /// parentheses: fields are counted after the last `)`).
-pub fn parse_stat(text: &str) -> Option<Stat> {
+pub(crate) fn parse_stat(text: &str) -> Option<Stat> {
     let f: Vec<&str> = text[text.rfind(')')? + 1..].split_whitespace().collect();
     Some(Stat {
         state: f.first()?.chars().next()?,
@@ -202,7 +202,7 @@ pub fn parse_stat(text: &str) -> Option<Stat> {
 
 /// Now, in the unit of a process's start time (clock ticks since boot,
 /// field 22 of `/proc/PID/stat`, counted on the boot-time clock).
-pub fn boot_ticks() -> Option<u64> {
+pub(crate) fn boot_ticks() -> Option<u64> {
     let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).ok()?;
     let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
         .ok()
@@ -215,7 +215,7 @@ pub fn boot_ticks() -> Option<u64> {
 }
 
 /// Whether `pid` exists and is not a zombie.
-pub fn alive(pid: i32) -> bool {
+pub(crate) fn alive(pid: i32) -> bool {
     matches!(state(pid), Some(s) if s != 'Z' && s != 'X')
 }
 
@@ -265,28 +265,9 @@ pub fn descendants(root: i32) -> BTreeSet<i32> {
     seen
 }
 
-/// Every process whose process group is `pgid`.
-pub fn group_members(pgid: i32) -> BTreeSet<i32> {
-    let mut out = BTreeSet::new();
-    let Ok(dir) = fs::read_dir("/proc") else {
-        return out;
-    };
-    for ent in dir.flatten() {
-        let Some(pid) = ent.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        // Field 5 (pgrp) is index 2 after the comm.
-        if stat_fields(pid).and_then(|f| f.get(2).and_then(|s| s.parse::<i32>().ok())) == Some(pgid)
-        {
-            out.insert(pid);
-        }
-    }
-    out
-}
-
 /// Processes that have an open descriptor on `file` (scans every process
 /// this user may inspect; used only to name the holders of a leaked lock).
-pub fn holders_of(file: FileId) -> BTreeSet<i32> {
+pub(crate) fn holders_of(file: FileId) -> BTreeSet<i32> {
     let mut out = BTreeSet::new();
     let Ok(dir) = fs::read_dir("/proc") else {
         return out;
@@ -314,18 +295,13 @@ pub fn holders_of(file: FileId) -> BTreeSet<i32> {
 }
 
 /// The boot-relative start time of this process, for metadata.
-pub fn self_starttime() -> Option<u64> {
+pub(crate) fn self_starttime() -> Option<u64> {
     starttime(std::process::id() as i32)
-}
-
-/// Whether a path names a process directory that exists.
-pub fn exists(pid: i32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// Every line of `/proc/locks`, read once. An unreadable file (no procfs)
 /// reads as no locks at all.
-pub fn all_locks() -> Vec<LockEntry> {
+pub(crate) fn all_locks() -> Vec<LockEntry> {
     fs::read_to_string("/proc/locks")
         .map(|t| parse_locks(&t))
         .unwrap_or_default()
@@ -380,7 +356,7 @@ pub fn parse_fdinfo(text: &str) -> FdInfo {
 }
 
 /// `/proc/PID/fdinfo/FD`, if it can be read.
-pub fn fdinfo(pid: i32, fd: i32) -> Option<FdInfo> {
+pub(crate) fn fdinfo(pid: i32, fd: i32) -> Option<FdInfo> {
     fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
         .ok()
         .map(|t| parse_fdinfo(&t))
@@ -399,7 +375,7 @@ pub fn pids() -> Vec<i32> {
 
 /// A process that holds a lock through one of its descriptors.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FdHolder {
+pub(crate) struct FdHolder {
     /// The holding process.
     pub pid: i32,
     /// The descriptor.
@@ -414,7 +390,7 @@ pub struct FdHolder {
 /// what names the holders of an inherited lock after the process that took
 /// it (the PID `/proc/locks` keeps printing) has died. A descriptor open on
 /// a target without a `lock:` line (a waiter, a reader) is not a holder.
-pub fn fd_lock_holders(targets: &HashSet<FileId>) -> HashMap<FileId, Vec<FdHolder>> {
+pub(crate) fn fd_lock_holders(targets: &HashSet<FileId>) -> HashMap<FileId, Vec<FdHolder>> {
     let mut out: HashMap<FileId, Vec<FdHolder>> = HashMap::new();
     if targets.is_empty() {
         return out;

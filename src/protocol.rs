@@ -31,18 +31,18 @@ use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::UnixStream;
 
 /// The protocol version, `"v"` in every frame.
-pub const VERSION: u64 = 1;
+pub(crate) const VERSION: u64 = 1;
 
 /// The largest frame body accepted, in bytes (1 MiB).
-pub const MAX_FRAME: usize = 1 << 20;
+pub(crate) const MAX_FRAME: usize = 1 << 20;
 
 /// Descriptors a `run` frame carries: stdin, stdout, stderr.
-pub const RUN_FDS: usize = 3;
+pub(crate) const RUN_FDS: usize = 3;
 
 /// One frame, by its `"type"`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Frame {
+pub(crate) enum Frame {
     /// Client → daemon, first frame: run an attempt. `args` is what
     /// follows `run` on the client's command line (without `--daemon` and
     /// `--socket`), `env` the client's environment as `[name, value]`
@@ -137,7 +137,7 @@ pub enum Frame {
 /// One attempt of the daemon, in an `attempts` frame.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AttemptInfo {
+pub(crate) struct AttemptInfo {
     /// Its attempt id.
     pub attempt_id: String,
     /// PID of its supervisor.
@@ -152,7 +152,7 @@ pub struct AttemptInfo {
 
 impl Frame {
     /// The `"type"` of the frame.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Frame::Run { .. } => "run",
             Frame::Cancel { .. } => "cancel",
@@ -169,7 +169,7 @@ impl Frame {
     }
 
     /// An `error` frame.
-    pub fn error(code: i32, message: impl Into<String>) -> Frame {
+    pub(crate) fn error(code: i32, message: impl Into<String>) -> Frame {
         let message: String = message.into();
         Frame::Error {
             code,
@@ -180,7 +180,7 @@ impl Frame {
 
 /// Why a frame could not be read.
 #[derive(Debug)]
-pub enum ProtoError {
+pub(crate) enum ProtoError {
     /// The announced length is over [`MAX_FRAME`] (or zero).
     Size(usize),
     /// Not a JSON object of a known type with the right keys.
@@ -216,7 +216,7 @@ impl std::fmt::Display for ProtoError {
 }
 
 /// The bytes of one frame: length prefix and JSON with `"v"` first.
-pub fn encode(frame: &Frame) -> Vec<u8> {
+pub(crate) fn encode(frame: &Frame) -> Vec<u8> {
     let mut obj = Map::new();
     obj.insert("v".into(), VERSION.into());
     if let Ok(Value::Object(fields)) = serde_json::to_value(frame) {
@@ -224,13 +224,15 @@ pub fn encode(frame: &Frame) -> Vec<u8> {
     }
     let body = Value::Object(obj).to_string().into_bytes();
     let mut out = Vec::with_capacity(4 + body.len());
-    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    // Frames are at most MAX_FRAME bytes, far below u32::MAX.
+    let len = u32::try_from(body.len()).unwrap_or(u32::MAX);
+    out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(&body);
     out
 }
 
 /// Decode one frame body (without its length prefix).
-pub fn decode(body: &[u8]) -> Result<Frame, ProtoError> {
+pub(crate) fn decode(body: &[u8]) -> Result<Frame, ProtoError> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| ProtoError::Malformed(e.to_string()))?;
     let Value::Object(mut obj) = value else {
@@ -250,7 +252,7 @@ pub fn decode(body: &[u8]) -> Result<Frame, ProtoError> {
 }
 
 /// Take one complete frame off the front of `buf`, if there is one.
-pub fn split_frame(buf: &mut Vec<u8>) -> Result<Option<Frame>, ProtoError> {
+pub(crate) fn split_frame(buf: &mut Vec<u8>) -> Result<Option<Frame>, ProtoError> {
     if buf.len() < 4 {
         return Ok(None);
     }
@@ -268,7 +270,7 @@ pub fn split_frame(buf: &mut Vec<u8>) -> Result<Option<Frame>, ProtoError> {
 
 /// One end of a connection, reading frames (and any descriptors that come
 /// with them) and writing frames.
-pub struct Conn {
+pub(crate) struct Conn {
     stream: UnixStream,
     buf: Vec<u8>,
     /// Descriptors received so far, in order, not yet taken.
@@ -282,7 +284,7 @@ pub struct Conn {
 impl Conn {
     /// Wrap a connected stream; at most `max_fds` descriptors may arrive
     /// over the connection's whole life.
-    pub fn new(stream: UnixStream, max_fds: usize) -> Conn {
+    pub(crate) fn new(stream: UnixStream, max_fds: usize) -> Conn {
         Conn {
             stream,
             buf: Vec::new(),
@@ -292,18 +294,13 @@ impl Conn {
         }
     }
 
-    /// The stream.
-    pub fn stream(&self) -> &UnixStream {
-        &self.stream
-    }
-
     /// The descriptors received so far.
-    pub fn take_fds(&mut self) -> Vec<OwnedFd> {
+    pub(crate) fn take_fds(&mut self) -> Vec<OwnedFd> {
         std::mem::take(&mut self.fds)
     }
 
     /// Close the descriptors received so far; how many there were.
-    pub fn close_fds(&mut self) -> usize {
+    pub(crate) fn close_fds(&mut self) -> usize {
         let n = self.fds.len();
         self.fds.clear();
         n
@@ -314,7 +311,7 @@ impl Conn {
     /// and it asks the kernel, not the reactor (which may not have seen a
     /// new connection's state yet). A peer that only shut down its writing
     /// side is not seen here; its end of stream is, when it is read.
-    pub fn peer_closed(&self) -> bool {
+    pub(crate) fn peer_closed(&self) -> bool {
         use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
         // POLLIN, not POLLRDHUP: nix reads back no flag it has no name for.
         let mut fds = [PollFd::new(self.stream.as_fd(), PollFlags::POLLIN)];
@@ -329,7 +326,7 @@ impl Conn {
     /// The next frame; `None` when the peer closed the connection between
     /// frames. On an error every descriptor received and not yet taken has
     /// been closed.
-    pub async fn read(&mut self) -> Result<Option<Frame>, ProtoError> {
+    pub(crate) async fn read(&mut self) -> Result<Option<Frame>, ProtoError> {
         let read = self.read_inner().await;
         if read.is_err() {
             self.fds.clear();
@@ -385,7 +382,7 @@ impl Conn {
     }
 
     /// Send one frame.
-    pub async fn write(&mut self, frame: &Frame) -> io::Result<()> {
+    pub(crate) async fn write(&mut self, frame: &Frame) -> io::Result<()> {
         self.stream.write_all(&encode(frame)).await?;
         self.stream.flush().await
     }
@@ -452,7 +449,7 @@ fn recv_with_fds(fd: RawFd, chunk: &mut [u8], room: usize) -> io::Result<Receive
     let fds = raw
         .into_iter()
         .filter(|&fd| fd >= 0)
-        .map(crate::attempt::spawn::own_received_fd)
+        .map(crate::sys::own_received_fd)
         .collect();
     Ok(Received {
         bytes,
@@ -485,11 +482,11 @@ fn rights_in(buf: &[u8]) -> Vec<RawFd> {
             Some(b) if len_size == 8 => b
                 .try_into()
                 .map(u64::from_ne_bytes)
-                .map_or(0, |v| v as usize),
+                .map_or(0, |v| usize::try_from(v).unwrap_or(usize::MAX)),
             Some(b) if len_size == 4 => b
                 .try_into()
                 .map(u32::from_ne_bytes)
-                .map_or(0, |v| v as usize),
+                .map_or(0, |v| usize::try_from(v).unwrap_or(usize::MAX)),
             _ => 0,
         };
         if len < data_at || len > buf.len() - at {
@@ -633,7 +630,7 @@ mod tests {
             Some(Frame::Exit { code: 0 })
         );
         assert!(buf.is_empty());
-        let mut big = ((MAX_FRAME + 1) as u32).to_be_bytes().to_vec();
+        let mut big = u32::try_from(MAX_FRAME + 1).unwrap().to_be_bytes().to_vec();
         let e = split_frame(&mut big).unwrap_err();
         assert!(matches!(e, ProtoError::Size(n) if n == MAX_FRAME + 1));
         assert!(e.to_string().contains("over the limit"));
@@ -709,7 +706,9 @@ mod tests {
             assert!(rights_in(&buf).is_empty(), "{claim}");
         }
         for len in 0..64 {
-            let junk: Vec<u8> = (0..len).map(|i| (i * 37 % 256) as u8).collect();
+            let junk: Vec<u8> = (0..len)
+                .map(|i| u8::try_from(i * 37 % 256).unwrap())
+                .collect();
             let _ = rights_in(&junk);
         }
     }

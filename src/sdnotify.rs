@@ -10,7 +10,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 
 /// Where notifications go.
-pub struct Notifier {
+pub(crate) struct Notifier {
     sock: UnixDatagram,
     addr: SocketAddr,
 }
@@ -18,7 +18,7 @@ pub struct Notifier {
 impl Notifier {
     /// From `$NOTIFY_SOCKET`; `None` when it is unset, empty or unusable
     /// (logged).
-    pub fn from_env() -> Option<Notifier> {
+    pub(crate) fn from_env() -> Option<Notifier> {
         let value = std::env::var_os("NOTIFY_SOCKET")?;
         match Notifier::new(value.as_encoded_bytes()) {
             Ok(n) => Some(n),
@@ -33,7 +33,7 @@ impl Notifier {
     }
 
     /// For a `NOTIFY_SOCKET` value.
-    pub fn new(value: &[u8]) -> io::Result<Notifier> {
+    pub(crate) fn new(value: &[u8]) -> io::Result<Notifier> {
         let addr = match value {
             [] => return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty")),
             [b'@', name @ ..] => SocketAddr::from_abstract_name(name)?,
@@ -54,7 +54,7 @@ impl Notifier {
 
     /// Send `text` (newline-separated `KEY=VALUE` lines). Failures are
     /// logged at debug level: notifications never stop the daemon.
-    pub fn send(&self, text: &str) {
+    pub(crate) fn send(&self, text: &str) {
         if let Err(e) = self.sock.send_to_addr(text.as_bytes(), &self.addr) {
             log::debug!("sd_notify {text:?}: {e}");
         }

@@ -14,12 +14,16 @@
 //! back exactly what locksup inherited: the same mask, the same ignored
 //! signals, every other signal at its default action.
 
+use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+
+use nix::sys::signal::Signal;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Highest signal number Linux has.
-pub const MAX_SIGNAL: i32 = 64;
+pub(crate) const MAX_SIGNAL: i32 = 64;
 
 static CAPTURED: AtomicBool = AtomicBool::new(false);
 /// Bit `n - 1` set: signal `n` was ignored when the process started.
@@ -75,24 +79,24 @@ static CAPTURE_AT_START: extern "C" fn() = capture_inherited_state;
 
 /// The signal state this process started with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Inherited {
+pub(crate) struct Inherited {
     ignored: u64,
     blocked: u64,
 }
 
 impl Inherited {
     /// Whether `sig` was ignored when locksup started.
-    pub fn ignored(self, sig: i32) -> bool {
+    pub(crate) fn ignored(self, sig: i32) -> bool {
         (1..=MAX_SIGNAL).contains(&sig) && self.ignored & (1u64 << (sig - 1)) != 0
     }
 
     /// Whether `sig` was blocked when locksup started.
-    pub fn blocked(self, sig: i32) -> bool {
+    pub(crate) fn blocked(self, sig: i32) -> bool {
         (1..=MAX_SIGNAL).contains(&sig) && self.blocked & (1u64 << (sig - 1)) != 0
     }
 
     /// The inherited mask as a `sigset_t`, for the command.
-    pub fn mask(self) -> libc::sigset_t {
+    pub(crate) fn mask(self) -> libc::sigset_t {
         // SAFETY: an all-zero sigset_t is valid storage; sigemptyset
         // initialises it and sigaddset only writes bits of it.
         let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
@@ -111,7 +115,7 @@ impl Inherited {
 /// The signal mask and ignored signals locksup started with. Should the
 /// start-up record be missing, the current state is read instead (which
 /// then reports SIGPIPE as ignored, as the runtime set it).
-pub fn inherited() -> Inherited {
+pub(crate) fn inherited() -> Inherited {
     if !CAPTURED.load(Ordering::Acquire) {
         capture_inherited_state();
     }
@@ -140,7 +144,7 @@ pub fn unblock_all_signals() -> io::Result<()> {
 
 /// `kill(2)` with a raw signal number (real-time signals included).
 /// `pid` may be negative (a process group) as kill(2) allows.
-pub fn kill(pid: i32, sig: i32) -> io::Result<()> {
+pub(crate) fn kill(pid: i32, sig: i32) -> io::Result<()> {
     // SAFETY: kill(2) takes two integers and touches no memory of ours.
     if unsafe { libc::kill(pid, sig) } != 0 {
         return Err(io::Error::last_os_error());
@@ -151,7 +155,7 @@ pub fn kill(pid: i32, sig: i32) -> io::Result<()> {
 /// `pidfd_send_signal(2)` through a pidfd or an open `/proc/PID`
 /// directory: the signal reaches that very process or, once it has
 /// exited, nobody, even if its PID has been reused since.
-pub fn pidfd_send_signal(fd: BorrowedFd<'_>, sig: i32) -> io::Result<()> {
+pub(crate) fn pidfd_send_signal(fd: BorrowedFd<'_>, sig: i32) -> io::Result<()> {
     // SAFETY: the descriptor is borrowed, hence open, for the call; the
     // siginfo pointer is null, which the call documents as "like kill(2)";
     // flags are 0. No memory of ours is read or written.
@@ -172,7 +176,7 @@ pub fn pidfd_send_signal(fd: BorrowedFd<'_>, sig: i32) -> io::Result<()> {
 
 /// How a child ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ended {
+pub(crate) enum Ended {
     /// It exited with this status.
     Exited(i32),
     /// A signal (any number, real-time ones included) ended it.
@@ -181,7 +185,7 @@ pub enum Ended {
 
 /// What one non-blocking `waitpid(-1)` found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reaped {
+pub(crate) enum Reaped {
     /// This child ended and is reaped now.
     Child(i32, Ended),
     /// Children are left, none has ended.
@@ -192,7 +196,7 @@ pub enum Reaped {
 
 /// Reap one ended child, if any (`waitpid(-1, WNOHANG)`), whatever
 /// signal ended it. Stops and continues are not asked for.
-pub fn reap_one() -> io::Result<Reaped> {
+pub(crate) fn reap_one() -> io::Result<Reaped> {
     loop {
         let mut status: libc::c_int = 0;
         // SAFETY: `status` is valid, writable storage for the call.
@@ -221,8 +225,176 @@ pub fn reap_one() -> io::Result<Reaped> {
 
 /// The real-time signal range of this C library: `SIGRTMIN()` to
 /// `SIGRTMAX()` (34 to 64 with glibc, which keeps 32 and 33 for itself).
-pub fn realtime_range() -> (i32, i32) {
+pub(crate) fn realtime_range() -> (i32, i32) {
     (libc::SIGRTMIN(), libc::SIGRTMAX())
+}
+
+/// `bytes` as a C string; `what` names it when it holds a NUL byte.
+pub(crate) fn cstring(bytes: &[u8], what: &str) -> io::Result<CString> {
+    CString::new(bytes).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{what} contains a NUL byte"),
+        )
+    })
+}
+
+/// Whether `sig` was set to be ignored when this process started.
+///
+/// A signal ignored by whoever started locksup (`nohup`, `trap '' INT`)
+/// stays ignored for the command (see [`inherited`]), and
+/// locksup does not act on it either.
+pub(crate) fn signal_is_ignored(sig: Signal) -> bool {
+    inherited().ignored(sig as i32)
+}
+
+/// Take ownership of a raw descriptor number this process owns by
+/// construction (kept for callers adopting inherited descriptors).
+pub(crate) fn adopt_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: fcntl(F_GETFD) only queries flags; it fails with EBADF when
+    // `fd` is not open.
+    if fd < 3 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
+    }
+    // SAFETY: `fd` is open (checked above) and nobody else in this process
+    // owns it: it was inherited for the caller alone.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Take ownership of a descriptor received with `SCM_RIGHTS`.
+pub(crate) fn own_received_fd(fd: RawFd) -> OwnedFd {
+    // SAFETY: the kernel installed `fd` in this process while receiving the
+    // message (recvmsg(2) with SCM_RIGHTS); it is open and nothing else in
+    // this process knows its number, so exactly one owner takes it here.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// Remove variables from this process's environment.
+///
+/// Call it only while the process has a single thread (`locksup serve`
+/// does, before it builds its runtime): the environment is not
+/// thread-safe.
+pub(crate) fn unset_env_single_threaded(keys: &[&str]) {
+    for k in keys {
+        // SAFETY: the caller guarantees no other thread exists, so nothing
+        // reads or writes the environment concurrently.
+        unsafe { std::env::remove_var(k) };
+    }
+}
+
+/// The supplementary groups of a Unix socket's peer, as they were when it
+/// connected (`SO_PEERGROUPS`, Linux 4.13).
+pub(crate) fn peer_groups(sock: std::os::fd::BorrowedFd<'_>) -> io::Result<Vec<u32>> {
+    let mut groups: Vec<libc::gid_t> = vec![0; 64];
+    loop {
+        let mut len = libc::socklen_t::try_from(groups.len() * std::mem::size_of::<libc::gid_t>())
+            .unwrap_or(libc::socklen_t::MAX);
+        // SAFETY: `groups` is valid, writable storage of `len` bytes; the
+        // kernel writes at most `len` bytes and sets `len` to what it
+        // wrote, or to the size it needs with ERANGE.
+        let rc = unsafe {
+            libc::getsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let n = len as usize / std::mem::size_of::<libc::gid_t>();
+        if rc == 0 {
+            groups.truncate(n);
+            return Ok(groups);
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ERANGE) && n > groups.len() && n <= 65536 {
+            groups.resize(n, 0);
+            continue;
+        }
+        return Err(e);
+    }
+}
+
+/// The value of extended attribute `name` of `path` (`getxattr(2)`),
+/// `None` when it has none by that name.
+pub(crate) fn get_xattr(path: &std::path::Path, name: &str) -> io::Result<Option<Vec<u8>>> {
+    let path = cstring(path.as_os_str().as_bytes(), "path")?;
+    let name = cstring(name.as_bytes(), "attribute name")?;
+    let mut buf = vec![0u8; 256];
+    // SAFETY: both strings are NUL-terminated and live across the call;
+    // `buf` is writable storage of the size given, and the kernel writes
+    // at most that many bytes.
+    let rc = unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ENODATA) | Some(libc::ENOTSUP) => Ok(None),
+            _ => Err(e),
+        };
+    }
+    buf.truncate(rc as usize);
+    Ok(Some(buf))
+}
+
+/// A process pinned by a pidfd (`pidfd_open(2)`): a signal sent through it
+/// reaches that very process or, once it has exited, nobody, even if its
+/// PID has been reused since. Used by `locksup cancel`.
+#[derive(Debug)]
+pub(crate) struct PidFd {
+    fd: OwnedFd,
+    #[cfg(test)]
+    pid: i32,
+}
+
+impl PidFd {
+    /// Pin the process that has `pid` now.
+    pub(crate) fn open(pid: i32) -> io::Result<PidFd> {
+        if pid <= 0 {
+            return Err(io::Error::from_raw_os_error(libc::ESRCH));
+        }
+        // SAFETY: pidfd_open(2) takes a PID and flags by value and touches no
+        // memory of ours; on success it returns a new descriptor that nobody
+        // else owns.
+        let rc =
+            unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0 as libc::c_uint) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let raw = RawFd::try_from(rc).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
+        // SAFETY: `raw` was just returned by pidfd_open, is open, and is
+        // owned by nothing else; OwnedFd takes it over exactly once.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        Ok(PidFd {
+            fd,
+            #[cfg(test)]
+            pid,
+        })
+    }
+
+    /// The PID it was opened for.
+    #[cfg(test)]
+    pub(crate) fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// `pidfd_send_signal(2)`: ESRCH once the process has exited (never
+    /// another process), EPERM when not permitted.
+    pub(crate) fn send_signal(&self, sig: i32) -> io::Result<()> {
+        pidfd_send_signal(self.fd.as_fd(), sig)
+    }
+}
+
+impl std::os::fd::AsFd for PidFd {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
 }
 
 #[cfg(test)]
@@ -245,5 +417,27 @@ mod tests {
     fn realtime_range_is_linux() {
         let (lo, hi) = realtime_range();
         assert!(lo >= 32 && hi == MAX_SIGNAL && lo < hi);
+    }
+
+    #[test]
+    fn pidfd_signals_only_its_process() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let fd = PidFd::open(pid).unwrap();
+        assert_eq!(fd.pid(), pid);
+        fd.send_signal(libc::SIGKILL).unwrap();
+        let st = child.wait().unwrap();
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&st), Some(9));
+        // Reaped: the pidfd now names nobody.
+        let e = fd.send_signal(libc::SIGTERM).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ESRCH));
+        assert_eq!(
+            PidFd::open(0).unwrap_err().raw_os_error(),
+            Some(libc::ESRCH)
+        );
+        assert!(PidFd::open(i32::MAX).is_err());
     }
 }

@@ -37,6 +37,11 @@
 //! attempt N of the seed, alone), `LOCKSUP_CHAOS_SLACK_MS` (default 1000).
 //! Run with `--nocapture` to see the figures.
 
+// These tests call libc directly to build hostile situations.
+#![allow(unsafe_code)]
+// Test code converts small, known values (PIDs, frame lengths, times).
+#![allow(clippy::cast_possible_truncation)]
+
 #[macro_use]
 mod common;
 
@@ -51,8 +56,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use common::*;
-use locksup::lock::lockfile::file_id;
-use locksup::procfs;
+use locksup::testing::lockfile::file_id;
+use locksup::testing::procfs;
 
 // ---------------------------------------------------------------------------
 // A small seeded PRNG (SplitMix64): every attempt's plan is a function of

@@ -9,6 +9,11 @@
 //! temporary directory of the test's own; the tests synchronise on the
 //! daemon's sd_notify datagrams, its log and the protocol, not on sleeps.
 
+// These tests call libc directly to build hostile situations.
+#![allow(unsafe_code)]
+// Test code converts small, known values (PIDs, frame lengths, times).
+#![allow(clippy::cast_possible_truncation)]
+
 #[macro_use]
 mod common;
 

@@ -16,7 +16,7 @@ fn read(rel: &str) -> String {
 
 #[test]
 fn locksup_1_is_up_to_date() {
-    let want = locksup::manpage::locksup_1();
+    let want = locksup::testing::manpage::locksup_1();
     let path = Path::new(ROOT).join("man/locksup.1");
     if std::env::var_os("LOCKSUP_BLESS").is_some() {
         std::fs::write(&path, &want).expect("write man/locksup.1");

@@ -10,12 +10,12 @@
 use std::path::Path;
 use std::time::Duration;
 
-use locksup::attempt::spawn::{RECORD_LEN, Record, Stage};
-use locksup::config::{Config, MAX_FILE_MODE};
-use locksup::duration::{self, Dur, format_duration};
-use locksup::lock::lockfile::{METADATA_VERSION, Metadata};
-use locksup::procfs::{self, LockEntry, LockKind};
-use locksup::signal;
+use locksup::testing::config::{Config, MAX_FILE_MODE};
+use locksup::testing::duration::{self, Dur, format_duration};
+use locksup::testing::lockfile::{METADATA_VERSION, Metadata};
+use locksup::testing::procfs::{self, LockEntry, LockKind};
+use locksup::testing::signal;
+use locksup::testing::spawn::{RECORD_LEN, Record, Stage};
 use nix::sys::signal::Signal;
 use proptest::prelude::*;
 
@@ -930,7 +930,7 @@ proptest! {
     /// `line_col` accepts any offset, inside the text or not.
     #[test]
     fn config_line_col_never_panics(text in any_text(60), off in any::<usize>()) {
-        let (line, col) = locksup::config::line_col(&text, off);
+        let (line, col) = locksup::testing::config::line_col(&text, off);
         prop_assert!(line >= 1 && line <= text.split('\n').count());
         prop_assert!(col >= 1);
     }
@@ -997,9 +997,9 @@ proptest! {
     /// The go-ahead is `g` plus a fixed-size deadline, whatever the text.
     #[test]
     fn go_ahead_is_fixed_size(deadline in prop::option::of(any_text(40))) {
-        let msg = locksup::attempt::spawn::go_ahead(deadline.as_deref());
+        let msg = locksup::testing::spawn::go_ahead(deadline.as_deref());
         prop_assert_eq!(msg[0], b'g');
-        let want = if deadline.is_some() { 1 + locksup::attempt::spawn::DEADLINE_LEN } else { 1 };
+        let want = if deadline.is_some() { 1 + locksup::testing::spawn::DEADLINE_LEN } else { 1 };
         prop_assert_eq!(msg.len(), want);
     }
 }
@@ -1014,7 +1014,7 @@ proptest! {
     /// Every error locksup prints is one line, whatever its source said.
     #[test]
     fn errors_are_one_line(msg in any_text(80), code in any::<i32>()) {
-        let e = locksup::error::Error::with_code(code, msg.clone());
+        let e = locksup::testing::error::Error::with_code(code, msg.clone());
         prop_assert_eq!(e.code, code);
         prop_assert!(!e.message.contains(['\n', '\r', '\u{b}', '\u{c}', '\u{85}', '\u{2028}', '\u{2029}']),
             "{:?}", e.message);
@@ -1022,11 +1022,11 @@ proptest! {
     }
 
     /// The lock file of a session is its sidecar `SESSION.lock`, in the
-    /// same directory (DESIGN §3.2).
+    /// same directory (README.md, "Using it").
     #[test]
     fn session_lock_is_a_sidecar(dir in "(/[a-zA-Z0-9._ -]{1,12}){0,4}", name in "[a-zA-Z0-9_-][a-zA-Z0-9._-]{0,19}") {
         let session = std::path::PathBuf::from(format!("{dir}/{name}"));
-        let lock = locksup::lock::lockfile::lock_path_for_session(&session);
+        let lock = locksup::testing::lockfile::lock_path_for_session(&session);
         prop_assert_eq!(lock.parent(), session.parent());
         prop_assert_eq!(lock.file_name().unwrap().to_str().unwrap(), format!("{name}.lock"));
     }

@@ -3,6 +3,11 @@
 //! separate `flock(2)` or `flock(1)`), and that no process of the attempt
 //! survives.
 
+// These tests call libc directly to build hostile situations.
+#![allow(unsafe_code)]
+// Test code converts small, known values (PIDs, frame lengths, times).
+#![allow(clippy::cast_possible_truncation)]
+
 #[macro_use]
 mod common;
 

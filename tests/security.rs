@@ -10,6 +10,9 @@
 //! hard-linked lock file written through) are fixed; their tests stay as
 //! regression tests (HARDENING.md).
 
+// These tests call libc directly to build hostile situations.
+#![allow(unsafe_code)]
+
 #[macro_use]
 mod common;
 

@@ -5,6 +5,11 @@
 //! read from the daemon's sd_notify datagrams and its log, never guessed
 //! with sleeps.
 
+// These tests call libc directly to build hostile situations.
+#![allow(unsafe_code)]
+// Test code converts small, known values (PIDs, frame lengths, times).
+#![allow(clippy::cast_possible_truncation)]
+
 #[macro_use]
 mod common;
 

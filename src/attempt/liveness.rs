@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 /// What comes due.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Due {
+pub(crate) enum Due {
     /// The (possibly extended) deadline.
     Deadline,
     /// No heartbeat for the watchdog interval.
@@ -23,7 +23,7 @@ pub enum Due {
 
 /// Liveness of one attempt, from the moment it holds the lock.
 #[derive(Debug, Clone)]
-pub struct Liveness {
+pub(crate) struct Liveness {
     acquired: Instant,
     deadline: Option<Instant>,
     cap: Option<Instant>,
@@ -36,12 +36,12 @@ pub struct Liveness {
 }
 
 /// How often at most a `heartbeat` event is reported.
-pub const HEARTBEAT_EVENT_EVERY: Duration = Duration::from_secs(1);
+pub(crate) const HEARTBEAT_EVENT_EVERY: Duration = Duration::from_secs(1);
 
 impl Liveness {
     /// Start the clocks at `acquired`. `max_timeout` caps extensions,
     /// counted from acquisition.
-    pub fn new(
+    pub(crate) fn new(
         acquired: Instant,
         timeout: Option<Duration>,
         max_timeout: Option<Duration>,
@@ -67,7 +67,7 @@ impl Liveness {
     }
 
     /// The earliest thing due, and when.
-    pub fn next_due(&self) -> Option<(Instant, Due)> {
+    pub(crate) fn next_due(&self) -> Option<(Instant, Due)> {
         [
             self.deadline.map(|t| (t, Due::Deadline)),
             self.watchdog.map(|w| (self.last_beat + w, Due::Watchdog)),
@@ -80,7 +80,7 @@ impl Liveness {
 
     /// A heartbeat. Returns whether it should be reported now (at most
     /// one `heartbeat` event per [`HEARTBEAT_EVENT_EVERY`]).
-    pub fn heartbeat(&mut self, now: Instant) -> bool {
+    pub(crate) fn heartbeat(&mut self, now: Instant) -> bool {
         self.last_beat = now;
         let report = self
             .last_beat_event
@@ -94,7 +94,7 @@ impl Liveness {
     /// `EXTEND_TIMEOUT_USEC`: the deadline becomes `now + by` if that is
     /// later, never past the cap. Without a deadline there is nothing to
     /// extend. Returns the new deadline when it moved.
-    pub fn extend(&mut self, now: Instant, by: Duration) -> Option<Instant> {
+    pub(crate) fn extend(&mut self, now: Instant, by: Duration) -> Option<Instant> {
         let current = self.deadline?;
         let mut wanted = now + by;
         if let Some(cap) = self.cap {
@@ -109,19 +109,19 @@ impl Liveness {
     }
 
     /// `WATCHDOG_USEC`: a new interval, counted from now.
-    pub fn set_watchdog(&mut self, now: Instant, interval: Duration) {
+    pub(crate) fn set_watchdog(&mut self, now: Instant, interval: Duration) {
         self.watchdog = Some(interval);
         self.last_beat = now;
     }
 
     /// `READY=1`. Returns whether this is news.
-    pub fn set_ready(&mut self) -> bool {
+    pub(crate) fn set_ready(&mut self) -> bool {
         self.ready_by = None;
         !std::mem::replace(&mut self.ready, true)
     }
 
     /// `STATUS=`. Returns whether it changed.
-    pub fn set_status(&mut self, text: String) -> bool {
+    pub(crate) fn set_status(&mut self, text: String) -> bool {
         if self.status.as_deref() == Some(text.as_str()) {
             return false;
         }
@@ -130,33 +130,25 @@ impl Liveness {
     }
 
     /// The current deadline.
-    pub fn deadline(&self) -> Option<Instant> {
+    #[cfg(test)]
+    pub(crate) fn deadline(&self) -> Option<Instant> {
         self.deadline
     }
 
     /// When the lock was acquired.
-    pub fn acquired(&self) -> Instant {
+    pub(crate) fn acquired(&self) -> Instant {
         self.acquired
     }
 
     /// The last heartbeat (acquisition if none yet).
-    pub fn last_beat(&self) -> Instant {
+    pub(crate) fn last_beat(&self) -> Instant {
         self.last_beat
     }
 
-    /// The current watchdog interval.
-    pub fn watchdog(&self) -> Option<Duration> {
-        self.watchdog
-    }
-
     /// The attempt's own status line.
-    pub fn status(&self) -> Option<&str> {
+    #[cfg(test)]
+    pub(crate) fn status(&self) -> Option<&str> {
         self.status.as_deref()
-    }
-
-    /// Whether the attempt said it is ready.
-    pub fn is_ready(&self) -> bool {
-        self.ready
     }
 }
 

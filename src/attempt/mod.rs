@@ -2,7 +2,8 @@
 //! side of the fork ([`spawn`], the fork/exec boundary), its liveness
 //! bookkeeping ([`liveness`]) and its sd_notify socket ([`notify`]).
 
-pub mod liveness;
-pub mod notify;
-pub mod spawn;
-pub mod supervise;
+pub(crate) mod liveness;
+pub(crate) mod notify;
+#[allow(unsafe_code)]
+pub(crate) mod spawn;
+pub(crate) mod supervise;

@@ -23,7 +23,7 @@ const MAX_DATAGRAM: usize = 4096;
 
 /// One assignment in a notification.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Notice {
+pub(crate) enum Notice {
     /// `WATCHDOG=1`: a heartbeat.
     Heartbeat,
     /// `WATCHDOG=trigger`: the attempt asks to be treated as hung.
@@ -40,7 +40,7 @@ pub enum Notice {
 
 /// Parse a datagram: newline-separated `KEY=VALUE` assignments. Unknown
 /// keys and malformed values are ignored, as systemd does.
-pub fn parse(datagram: &[u8]) -> Vec<Notice> {
+pub(crate) fn parse(datagram: &[u8]) -> Vec<Notice> {
     let text = String::from_utf8_lossy(datagram);
     let mut out = Vec::new();
     for line in text.split('\n') {
@@ -66,14 +66,14 @@ pub fn parse(datagram: &[u8]) -> Vec<Notice> {
 }
 
 /// The attempt's notification socket.
-pub struct NotifySocket {
+pub(crate) struct NotifySocket {
     socket: UnixDatagram,
     name: String,
 }
 
 impl NotifySocket {
     /// Bind a fresh abstract socket. Must run inside the runtime.
-    pub fn bind() -> io::Result<NotifySocket> {
+    pub(crate) fn bind() -> io::Result<NotifySocket> {
         let tag = RandomState::new().hash_one(std::process::id());
         let name = format!("locksup/{}/{tag:016x}", std::process::id());
         let addr = SocketAddr::from_abstract_name(name.as_bytes())?;
@@ -85,12 +85,12 @@ impl NotifySocket {
     }
 
     /// The value for `NOTIFY_SOCKET` (`@` marks the abstract namespace).
-    pub fn env_value(&self) -> String {
+    pub(crate) fn env_value(&self) -> String {
         format!("@{}", self.name)
     }
 
     /// The next datagram and the PID of its sender, if the kernel told it.
-    pub async fn recv(&self) -> io::Result<(Vec<u8>, Option<i32>)> {
+    pub(crate) async fn recv(&self) -> io::Result<(Vec<u8>, Option<i32>)> {
         let mut buf = vec![0u8; MAX_DATAGRAM];
         let fd = self.socket.as_raw_fd();
         let (len, pid) = self

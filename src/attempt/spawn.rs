@@ -22,10 +22,12 @@
 
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 
 use nix::sys::signal::Signal;
+
+use crate::sys::cstring;
 
 /// Size of one report record: tag, then two little-endian u64.
 pub const RECORD_LEN: usize = 17;
@@ -119,7 +121,7 @@ impl Record {
 }
 
 /// Everything the child needs, built before the fork.
-pub struct Prepared {
+pub(crate) struct Prepared {
     /// The directory that holds the lock file, resolved by
     /// [`crate::lock::lockfile::open_parent`], and the file's name in it.
     lock_dir: OwnedFd,
@@ -129,7 +131,8 @@ pub struct Prepared {
     nonblock: bool,
     /// execve candidates, in `PATH` order.
     candidates: Vec<CString>,
-    argv: Vec<CString>,
+    /// Owns the strings `argv_ptrs` points to.
+    _argv: Vec<CString>,
     argv_ptrs: Vec<*const libc::c_char>,
     /// NUL-terminated `KEY=VALUE` entries; owned mutably so the child can
     /// fill in the deadline slot of its copy.
@@ -153,7 +156,7 @@ pub struct Prepared {
 }
 
 /// What the caller gives [`Prepared::new`].
-pub struct Request<'a> {
+pub(crate) struct Request<'a> {
     /// The directory that holds the lock file (see
     /// [`crate::lock::lockfile::open_parent`]).
     pub lock_dir: OwnedFd,
@@ -180,18 +183,9 @@ pub struct Request<'a> {
     pub foreground: bool,
 }
 
-fn cstring(bytes: &[u8], what: &str) -> io::Result<CString> {
-    CString::new(bytes).map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{what} contains a NUL byte"),
-        )
-    })
-}
-
 impl Prepared {
     /// Build the child's plan.
-    pub fn new(req: Request<'_>) -> io::Result<Prepared> {
+    pub(crate) fn new(req: Request<'_>) -> io::Result<Prepared> {
         let lock_name = cstring(req.lock_name.as_bytes(), "lock file name")?;
         let argv: Vec<CString> = req
             .command
@@ -271,7 +265,7 @@ impl Prepared {
             },
             nonblock: req.nonblock,
             candidates,
-            argv,
+            _argv: argv,
             argv_ptrs,
             envp,
             envp_ptrs,
@@ -328,7 +322,7 @@ fn exec_candidates(name: &OsStr, path: Option<&OsStr>) -> io::Result<Vec<CString
 }
 
 /// The running child: its PID and the supervisor's ends of the pipes.
-pub struct Spawned {
+pub(crate) struct Spawned {
     /// PID (and process group) of the attempt's first process.
     pub pid: i32,
     /// Reports from the child ([`Record`]s), end of file at exec.
@@ -359,7 +353,7 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 /// parent-death signal fires when the *forking thread* exits), in a
 /// process with no other threads: the main thread of a current-thread
 /// runtime.
-pub fn spawn(prep: &mut Prepared) -> io::Result<Spawned> {
+pub(crate) fn spawn(prep: &mut Prepared) -> io::Result<Spawned> {
     let (status_r, status_w) = pipe()?;
     let (control_r, control_w) = pipe()?;
     let parent = nix::unistd::getpid().as_raw();
@@ -440,7 +434,7 @@ unsafe fn child_main(
     deadline: *mut u8,
     pid_digits: *mut u8,
 ) -> ! {
-    // SAFETY (whole body): see the function's contract. Every pointer
+    // SAFETY: (the whole body) see the function's contract. Every pointer
     // passed to the kernel points into `prep` or the stack.
     unsafe {
         for fd in parent_ends {
@@ -619,96 +613,9 @@ unsafe fn child_main(
     }
 }
 
-impl Prepared {
-    /// The descriptor number the command finds the lock on.
-    pub fn lock_fd_number(&self) -> RawFd {
-        self.lock_fd_slot.as_raw_fd()
-    }
-
-    /// The argv, for messages.
-    pub fn argv0(&self) -> &CString {
-        &self.argv[0]
-    }
-}
-
-/// Whether `sig` was set to be ignored when this process started.
-///
-/// A signal ignored by whoever started locksup (`nohup`, `trap '' INT`)
-/// stays ignored for the command (see [`crate::sys::inherited`]), and
-/// locksup does not act on it either.
-pub fn signal_is_ignored(sig: Signal) -> bool {
-    crate::sys::inherited().ignored(sig as i32)
-}
-
-/// Take ownership of a raw descriptor number this process owns by
-/// construction (kept for callers adopting inherited descriptors).
-pub fn adopt_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
-    // SAFETY: fcntl(F_GETFD) only queries flags; it fails with EBADF when
-    // `fd` is not open.
-    if fd < 3 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-        return Err(io::Error::from_raw_os_error(libc::EBADF));
-    }
-    // SAFETY: `fd` is open (checked above) and nobody else in this process
-    // owns it: it was inherited for the caller alone.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// Take ownership of a descriptor received with `SCM_RIGHTS`.
-pub fn own_received_fd(fd: RawFd) -> OwnedFd {
-    // SAFETY: the kernel installed `fd` in this process while receiving the
-    // message (recvmsg(2) with SCM_RIGHTS); it is open and nothing else in
-    // this process knows its number, so exactly one owner takes it here.
-    unsafe { OwnedFd::from_raw_fd(fd) }
-}
-
-/// Remove variables from this process's environment.
-///
-/// Call it only while the process has a single thread (`locksup serve`
-/// does, before it builds its runtime): the environment is not
-/// thread-safe.
-pub fn unset_env_single_threaded(keys: &[&str]) {
-    for k in keys {
-        // SAFETY: the caller guarantees no other thread exists, so nothing
-        // reads or writes the environment concurrently.
-        unsafe { std::env::remove_var(k) };
-    }
-}
-
-/// The supplementary groups of a Unix socket's peer, as they were when it
-/// connected (`SO_PEERGROUPS`, Linux 4.13).
-pub fn peer_groups(sock: std::os::fd::BorrowedFd<'_>) -> io::Result<Vec<u32>> {
-    let mut groups: Vec<libc::gid_t> = vec![0; 64];
-    loop {
-        let mut len = (groups.len() * std::mem::size_of::<libc::gid_t>()) as libc::socklen_t;
-        // SAFETY: `groups` is valid, writable storage of `len` bytes; the
-        // kernel writes at most `len` bytes and sets `len` to what it
-        // wrote, or to the size it needs with ERANGE.
-        let rc = unsafe {
-            libc::getsockopt(
-                sock.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_PEERGROUPS,
-                groups.as_mut_ptr().cast(),
-                &mut len,
-            )
-        };
-        let n = len as usize / std::mem::size_of::<libc::gid_t>();
-        if rc == 0 {
-            groups.truncate(n);
-            return Ok(groups);
-        }
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::ERANGE) && n > groups.len() && n <= 65536 {
-            groups.resize(n, 0);
-            continue;
-        }
-        return Err(e);
-    }
-}
-
 /// What the daemon's per-attempt supervisors do between fork and exec
 /// ([`prepare_supervisor`]).
-pub struct SupervisorSetup {
+pub(crate) struct SupervisorSetup {
     /// The daemon's PID: if the child's parent is not it any more after
     /// `PR_SET_PDEATHSIG`, the daemon died already and the child gives up.
     pub parent: i32,
@@ -724,7 +631,7 @@ pub struct SupervisorSetup {
 /// Make `cmd`'s child set its parent-death signal (checking the parent
 /// did not die first), restore the file descriptor limit, and join a
 /// cgroup, before it execs.
-pub fn prepare_supervisor(cmd: &mut std::process::Command, setup: SupervisorSetup) {
+pub(crate) fn prepare_supervisor(cmd: &mut std::process::Command, setup: SupervisorSetup) {
     use std::os::unix::process::CommandExt;
     let SupervisorSetup {
         parent,
@@ -781,82 +688,6 @@ pub fn prepare_supervisor(cmd: &mut std::process::Command, setup: SupervisorSetu
     }
 }
 
-/// The value of extended attribute `name` of `path` (`getxattr(2)`),
-/// `None` when it has none by that name.
-pub fn get_xattr(path: &std::path::Path, name: &str) -> io::Result<Option<Vec<u8>>> {
-    let path = cstring(path.as_os_str().as_bytes(), "path")?;
-    let name = cstring(name.as_bytes(), "attribute name")?;
-    let mut buf = vec![0u8; 256];
-    // SAFETY: both strings are NUL-terminated and live across the call;
-    // `buf` is writable storage of the size given, and the kernel writes
-    // at most that many bytes.
-    let rc = unsafe {
-        libc::getxattr(
-            path.as_ptr(),
-            name.as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    if rc < 0 {
-        let e = io::Error::last_os_error();
-        return match e.raw_os_error() {
-            Some(libc::ENODATA) | Some(libc::ENOTSUP) => Ok(None),
-            _ => Err(e),
-        };
-    }
-    buf.truncate(rc as usize);
-    Ok(Some(buf))
-}
-
-/// A process pinned by a pidfd/// A process pinned by a pidfd (`pidfd_open(2)`): a signal sent through it
-/// reaches that very process or, once it has exited, nobody, even if its
-/// PID has been reused since. Used by `locksup cancel`.
-#[derive(Debug)]
-pub struct PidFd {
-    fd: OwnedFd,
-    pid: i32,
-}
-
-impl PidFd {
-    /// Pin the process that has `pid` now.
-    pub fn open(pid: i32) -> io::Result<PidFd> {
-        if pid <= 0 {
-            return Err(io::Error::from_raw_os_error(libc::ESRCH));
-        }
-        // SAFETY: pidfd_open(2) takes a PID and flags by value and touches no
-        // memory of ours; on success it returns a new descriptor that nobody
-        // else owns.
-        let rc =
-            unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0 as libc::c_uint) };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let raw = RawFd::try_from(rc).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
-        // SAFETY: `raw` was just returned by pidfd_open, is open, and is
-        // owned by nothing else; OwnedFd takes it over exactly once.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        Ok(PidFd { fd, pid })
-    }
-
-    /// The PID it was opened for.
-    pub fn pid(&self) -> i32 {
-        self.pid
-    }
-
-    /// `pidfd_send_signal(2)`: ESRCH once the process has exited (never
-    /// another process), EPERM when not permitted.
-    pub fn send_signal(&self, sig: i32) -> io::Result<()> {
-        crate::sys::pidfd_send_signal(self.fd.as_fd(), sig)
-    }
-}
-
-impl std::os::fd::AsFd for PidFd {
-    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.fd.as_fd()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -882,28 +713,6 @@ mod tests {
         assert_eq!(c, ["/a/sh", "./sh", "/b/sh"]);
         let c = exec_candidates(OsStr::new("./x"), Some(OsStr::new("/a"))).unwrap();
         assert_eq!(c[0].to_str().unwrap(), "./x");
-    }
-
-    #[test]
-    fn pidfd_signals_only_its_process() {
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
-        let pid = child.id() as i32;
-        let fd = PidFd::open(pid).unwrap();
-        assert_eq!(fd.pid(), pid);
-        fd.send_signal(libc::SIGKILL).unwrap();
-        let st = child.wait().unwrap();
-        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&st), Some(9));
-        // Reaped: the pidfd now names nobody.
-        let e = fd.send_signal(libc::SIGTERM).unwrap_err();
-        assert_eq!(e.raw_os_error(), Some(libc::ESRCH));
-        assert_eq!(
-            PidFd::open(0).unwrap_err().raw_os_error(),
-            Some(libc::ESRCH)
-        );
-        assert!(PidFd::open(i32::MAX).is_err());
     }
 
     #[test]

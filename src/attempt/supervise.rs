@@ -43,7 +43,7 @@ use tokio::time::{Instant, sleep_until};
 use crate::attempt::liveness::{Due, Liveness};
 use crate::attempt::notify::{self, Notice, NotifySocket};
 use crate::attempt::spawn::{self, Record, Stage};
-use crate::duration::format_duration;
+use crate::duration::{format_duration, millis};
 use crate::error::{Error, Result};
 use crate::events::{Reporter, rfc3339};
 use crate::exit;
@@ -55,7 +55,7 @@ use crate::sys::{self, Ended, Reaped};
 
 /// How long to wait for a busy lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Wait {
+pub(crate) enum Wait {
     /// Fail at once (`--no-wait`, `--wait 0`).
     No,
     /// Up to this long.
@@ -66,7 +66,7 @@ pub enum Wait {
 
 /// Everything one attempt needs, fully resolved (config and CLI merged).
 #[derive(Debug, Clone)]
-pub struct Spec {
+pub(crate) struct Spec {
     /// Absolute path of the lock file.
     pub lock: PathBuf,
     /// Absolute path of the session file, if given.
@@ -152,7 +152,7 @@ impl Reason {
 
 /// How an attempt ended, as the final `end` event names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// The command exited on its own.
     Exited,
     /// The command died from a signal locksup did not send.
@@ -179,7 +179,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// The name in events.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Outcome::Exited => "exited",
             Outcome::Killed => "killed",
@@ -326,7 +326,7 @@ impl Signals {
 /// Must run on a current-thread runtime on the main thread (see
 /// [`spawn::spawn`]). The last event of every attempt is `end`, with
 /// that exit code and the [`Outcome`].
-pub async fn supervise(spec: &Spec, report: &mut Reporter) -> Result<i32> {
+pub(crate) async fn supervise(spec: &Spec, report: &mut Reporter) -> Result<i32> {
     let ended = attempt(spec, report).await;
     let (code, outcome, error) = match &ended {
         Ok((code, outcome)) => (*code, *outcome, None),
@@ -639,11 +639,14 @@ impl Attempt<'_> {
     /// The one-line error for a failure the child reported.
     fn failure_of(&self, stage: Stage, value: u64) -> Error {
         let lock = &self.spec.lock;
-        let errno = Errno::from_raw(value as i32);
+        let errno = Errno::from_raw(i32::try_from(value).unwrap_or(0));
         match stage {
             Stage::Setup => Error::usage(format!("cannot set up the attempt: {}", errno.desc())),
             Stage::Open => Error::usage(lockfile::open_error(lock, errno)),
-            Stage::NotRegular => Error::usage(lockfile::describe_mode(lock, value as u32)),
+            Stage::NotRegular => Error::usage(lockfile::describe_mode(
+                lock,
+                u32::try_from(value).unwrap_or(u32::MAX),
+            )),
             Stage::HardLinks => Error::usage(lockfile::hard_links_message(lock, value)),
             Stage::Flock => {
                 Error::usage(format!("cannot lock {}: {}", lock.display(), errno.desc()))
@@ -692,14 +695,14 @@ impl Attempt<'_> {
                 .collect(),
             acquired_at: rfc3339(wall),
             deadline: deadline.clone(),
-            timeout_ms: spec.timeout.map(|t| t.as_millis() as u64),
-            grace_ms: spec.grace.map(|g| g.as_millis() as u64),
+            timeout_ms: spec.timeout.map(millis),
+            grace_ms: spec.grace.map(millis),
             host: nix::unistd::gethostname()
                 .map(|h| h.to_string_lossy().into_owned())
                 .unwrap_or_default(),
             last_heartbeat: None,
             status: None,
-            watchdog_ms: spec.watchdog.map(|w| w.as_millis() as u64),
+            watchdog_ms: spec.watchdog.map(millis),
         };
         let line = serde_json::to_string(&meta).unwrap_or_default();
         self.live = Some(Liveness::new(
@@ -736,7 +739,7 @@ impl Attempt<'_> {
             json!({
                 "wait_ms": wait_ms,
                 "deadline": deadline,
-                "timeout_ms": spec.timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+                "timeout_ms": spec.timeout.map(millis),
             }),
         );
         let limit = match (spec.timeout, &deadline) {
@@ -783,7 +786,7 @@ impl Attempt<'_> {
                         self.meta_dirty = true;
                         self.report.event(
                             "extended",
-                            json!({ "deadline": rfc3339(wall), "by_ms": by.as_millis() as u64 }),
+                            json!({ "deadline": rfc3339(wall), "by_ms": millis(by) }),
                         );
                         self.report
                             .say(format!("deadline extended to {}", rfc3339(wall)));
@@ -808,7 +811,7 @@ impl Attempt<'_> {
                 Notice::WatchdogInterval(d) => {
                     live.set_watchdog(now, d);
                     if let Some(m) = self.meta.as_mut() {
-                        m.watchdog_ms = Some(d.as_millis() as u64);
+                        m.watchdog_ms = Some(millis(d));
                     }
                     self.meta_dirty = true;
                     self.report
@@ -1178,7 +1181,7 @@ impl Attempt<'_> {
         let held = self.acquired.map_or(Duration::ZERO, |(at, _)| {
             self.main_exit_at.duration_since(at)
         });
-        let held_ms = held.as_millis() as u64;
+        let held_ms = millis(held);
         let held_for = format_duration(held);
         match st {
             Ended::Exited(code) => {

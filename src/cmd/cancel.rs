@@ -1,4 +1,5 @@
-//! `locksup cancel TARGET`: end the attempt holding a lock (DESIGN §7).
+//! `locksup cancel TARGET`: end the attempt holding a lock (README.md,
+//! "Status, watch and cancel"; locksup(1)).
 //!
 //! TARGET is a session file (its lock is `TARGET.lock`), a lock file, or an
 //! attempt id looked up under the roots (`--root DIR`, else the
@@ -40,7 +41,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::signal::Signal;
 
-use crate::attempt::spawn::PidFd;
 use crate::cli::CancelArgs;
 use crate::config::Config;
 use crate::duration::{Dur, format_duration};
@@ -51,9 +51,10 @@ use crate::lock::status::{self, Evaluator, Kernel, LockFile, LockStatus, State};
 use crate::paths::absolute;
 use crate::procfs::{self, FileId};
 use crate::signal::Sig;
+use crate::sys::PidFd;
 
 /// Signals that make a `locksup run` supervisor cancel its attempt.
-pub const SUPERVISOR_SIGNALS: [Signal; 4] = [
+pub(crate) const SUPERVISOR_SIGNALS: [Signal; 4] = [
     Signal::SIGTERM,
     Signal::SIGINT,
     Signal::SIGHUP,
@@ -62,7 +63,7 @@ pub const SUPERVISOR_SIGNALS: [Signal; 4] = [
 
 /// The grace period for an orphan when neither `--grace` nor the metadata
 /// gives one.
-pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_GRACE: Duration = Duration::from_secs(10);
 
 /// How often the kernel's view is read while waiting.
 const POLL: Duration = Duration::from_millis(2);

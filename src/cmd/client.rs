@@ -54,11 +54,11 @@ const PASS_SIGNALS: [Signal; 3] = [Signal::SIGUSR1, Signal::SIGUSR2, Signal::SIG
 /// How long `run --daemon` waits, from the moment it connects, for the
 /// daemon to answer its request (`started`, or `error`): past it, it exits
 /// 125. Connecting to a full backlog and sending count too.
-pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long `run --daemon` waits for the daemon to acknowledge a cancel
 /// (`signalled`) before it gives up and exits 128+N.
-pub const CANCEL_ACK_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const CANCEL_ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The socket a client connects to.
 fn socket_for(explicit: Option<&Path>, config_path: Option<&Path>) -> Result<PathBuf> {
@@ -104,7 +104,7 @@ fn utf8(what: &str, s: OsString) -> Result<String> {
 /// which belong to the client. Options are told from their values with the
 /// clap definition of `run`; everything from `--` or the command on is
 /// kept as it is.
-pub fn attempt_args(argv: &[OsString]) -> Vec<OsString> {
+pub(crate) fn attempt_args(argv: &[OsString]) -> Vec<OsString> {
     let mut cmd = Cli::command();
     cmd.build();
     let Some(run) = cmd.find_subcommand("run") else {
@@ -231,7 +231,7 @@ impl Signals {
         let mut v = Vec::new();
         for sig in CANCEL_SIGNALS.iter().chain(PASS_SIGNALS.iter()) {
             // Ignored when we started (nohup, a shell's `&`): stays ignored.
-            if crate::attempt::spawn::signal_is_ignored(*sig) {
+            if crate::sys::signal_is_ignored(*sig) {
                 continue;
             }
             let stream = signal(SignalKind::from_raw(*sig as i32))

@@ -1,9 +1,9 @@
 //! One module per subcommand: what it renders and how it orchestrates the
 //! layers below (the attempt, the lock model, process trees).
 
-pub mod cancel;
-pub mod client;
-pub mod run;
-pub mod serve;
-pub mod status;
-pub mod watch;
+pub(crate) mod cancel;
+pub(crate) mod client;
+pub(crate) mod run;
+pub(crate) mod serve;
+pub(crate) mod status;
+pub(crate) mod watch;

@@ -15,14 +15,14 @@ use crate::lock::lockfile;
 use crate::paths::absolute_in;
 use crate::signal::Sig;
 
-/// Built-in defaults (DESIGN §4).
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+/// Built-in defaults (README.md, "Using it"; locksup(1)).
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 /// Default grace between first and final signal.
-pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_GRACE: Duration = Duration::from_secs(10);
 /// Default wait for a busy lock.
-pub const DEFAULT_WAIT: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_WAIT: Duration = Duration::from_secs(60);
 /// Default mode of a new lock file.
-pub const DEFAULT_FILE_MODE: u32 = 0o600;
+pub(crate) const DEFAULT_FILE_MODE: u32 = 0o600;
 
 /// Run the subcommand; returns the exit code.
 pub fn main(args: RunArgs, config_path: Option<&Path>) -> Result<i32> {
@@ -44,7 +44,7 @@ pub fn main(args: RunArgs, config_path: Option<&Path>) -> Result<i32> {
 
 /// Merge command line, the config's `[run]` and matching `[[policy]]`, and
 /// built-in defaults.
-pub fn resolve(a: &RunArgs, config: &Config) -> Result<Spec> {
+pub(crate) fn resolve(a: &RunArgs, config: &Config) -> Result<Spec> {
     let cwd = std::env::current_dir()
         .map_err(|e| Error::usage(format!("cannot read the working directory: {e}")))?;
     let session = match &a.session {
@@ -125,11 +125,11 @@ fn not_a_directory(option: &str, given: &Path, path: PathBuf) -> Result<PathBuf>
 
 /// A fresh attempt id: time-ordered and unique enough to grep for,
 /// e.g. `19a8c3f2b51-4f2a9c1e`.
-pub fn new_attempt_id() -> String {
+pub(crate) fn new_attempt_id() -> String {
     let ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
     // RandomState is seeded from the OS's random source.
     let r = RandomState::new().hash_one((ms, std::process::id()));
-    format!("{ms:x}-{:08x}", r as u32)
+    format!("{ms:x}-{:08x}", r & 0xffff_ffff)
 }

@@ -1,5 +1,5 @@
 //! `locksup serve`: a daemon that supervises attempts submitted by local
-//! clients (DESIGN §8, locksup-serve(8)).
+//! clients (locksup-serve(8); README.md, "Running as a service").
 //!
 //! Each attempt gets its own supervisor: the daemon starts
 //! `/proc/self/exe --config SNAPSHOT run [--attempt-id ID] ARGS...` with
@@ -70,11 +70,11 @@ use crate::sdnotify::Notifier;
 
 /// The socket when neither `--socket`, `[serve] socket` nor
 /// `$RUNTIME_DIRECTORY` says otherwise.
-pub const DEFAULT_SOCKET: &str = "/run/locksup/locksup.sock";
+pub(crate) const DEFAULT_SOCKET: &str = "/run/locksup/locksup.sock";
 /// Mode of the socket file by default.
-pub const DEFAULT_SOCKET_MODE: u32 = 0o660;
+pub(crate) const DEFAULT_SOCKET_MODE: u32 = 0o660;
 /// How often orphans are looked for by default (`reap_orphans`).
-pub const DEFAULT_REAP_INTERVAL: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_REAP_INTERVAL: Duration = Duration::from_secs(5);
 /// How long a client has to send its whole first frame (its request)
 /// after connecting.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -88,7 +88,7 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Between TERM and KILL for processes left behind by a supervisor that
 /// died, when they cannot be told apart by attempt (the attempt's own
 /// grace period is used when they can).
-pub const STRAY_GRACE: Duration = Duration::from_secs(10);
+pub(crate) const STRAY_GRACE: Duration = Duration::from_secs(10);
 /// Signals a client may send to cancel its attempt.
 const CANCEL_SIGNALS: [Signal; 4] = [
     Signal::SIGTERM,
@@ -102,7 +102,7 @@ const PASS_SIGNALS: [Signal; 3] = [Signal::SIGUSR1, Signal::SIGUSR2, Signal::SIG
 /// The socket path: `explicit` (`--socket`), else `[serve] socket`, else
 /// `$RUNTIME_DIRECTORY/locksup.sock` (its first entry), else
 /// [`DEFAULT_SOCKET`].
-pub fn socket_path(explicit: Option<&Path>, config: &Config) -> PathBuf {
+pub(crate) fn socket_path(explicit: Option<&Path>, config: &Config) -> PathBuf {
     if let Some(p) = explicit {
         return p.to_path_buf();
     }
@@ -126,7 +126,7 @@ pub fn main(args: ServeArgs, config_path: Option<&Path>) -> Result<i32> {
     // Still one thread: take the passed socket, then forget the variables
     // so that nothing started from here sees them.
     let activated = activation(me)?;
-    spawn::unset_env_single_threaded(&["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"]);
+    sys::unset_env_single_threaded(&["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"]);
     let nofile = raise_nofile();
     nix::sys::prctl::set_child_subreaper(true)
         .map_err(|e| Error::usage(format!("cannot become a child subreaper: {e}")))?;
@@ -214,7 +214,7 @@ fn activation(me: i32) -> Result<Option<OwnedFd>> {
         return Ok(None);
     }
     let bad = |what: String| Error::usage(format!("socket activation: descriptor 3 {what}"));
-    let fd = spawn::adopt_inherited_fd(3).map_err(|e| bad(format!("is not open: {e}")))?;
+    let fd = sys::adopt_inherited_fd(3).map_err(|e| bad(format!("is not open: {e}")))?;
     set_cloexec(&fd).map_err(|e| bad(format!("cannot be made close-on-exec: {e}")))?;
     use nix::sys::socket::{AddressFamily, SockType, SockaddrLike, SockaddrStorage, sockopt};
     let ty = nix::sys::socket::getsockopt(&fd, sockopt::SockType)
@@ -232,7 +232,7 @@ fn activation(me: i32) -> Result<Option<OwnedFd>> {
     }
     // Only one socket is used; others systemd passed are closed.
     for extra in 4..3 + n {
-        if let Ok(fd) = spawn::adopt_inherited_fd(extra) {
+        if let Ok(fd) = sys::adopt_inherited_fd(extra) {
             log::warn!("socket activation: ignoring extra descriptor {extra}");
             drop(fd);
         }
@@ -1119,7 +1119,7 @@ async fn run(state: Shared, listener: UnixListener) -> Result<i32> {
     let mut term = sig(SignalKind::terminate())?;
     let mut int = sig(SignalKind::interrupt())?;
     // A HUP ignored by whoever started us (nohup) stays ignored.
-    let mut hup = if spawn::signal_is_ignored(Signal::SIGHUP) {
+    let mut hup = if sys::signal_is_ignored(Signal::SIGHUP) {
         None
     } else {
         Some(sig(SignalKind::hangup())?)
@@ -1339,7 +1339,7 @@ async fn connection(state: Shared, stream: UnixStream) {
         Ok(c) => Peer {
             uid: c.uid(),
             gid: c.gid(),
-            groups: spawn::peer_groups(stream.as_fd()).unwrap_or_default(),
+            groups: sys::peer_groups(stream.as_fd()).unwrap_or_default(),
             pid: c.pid(),
         },
         Err(e) => {

@@ -17,7 +17,7 @@ use crate::paths;
 /// Which paths to look at: those given, else the configured roots, made
 /// absolute and normalised ([`crate::paths`]). `None` when there are none
 /// at all.
-pub fn targets(given: &[PathBuf], config: &Config) -> Option<Vec<(PathBuf, bool)>> {
+pub(crate) fn targets(given: &[PathBuf], config: &Config) -> Option<Vec<(PathBuf, bool)>> {
     if !given.is_empty() {
         return Some(given.iter().map(|p| (paths::absolute(p), true)).collect());
     }
@@ -46,7 +46,7 @@ impl From<StateFilter> for State {
 }
 
 /// Short time for a table cell: `850ms`, `12s`, `3m12s`, `2h5m`.
-pub fn short_duration(d: Duration) -> String {
+pub(crate) fn short_duration(d: Duration) -> String {
     if d < Duration::from_secs(1) {
         return format!("{}ms", d.as_millis());
     }
@@ -61,7 +61,7 @@ pub fn short_duration(d: Duration) -> String {
 }
 
 /// Time left for a table cell: `4m12s`, `-12s` once past, `-` without.
-pub fn left_cell(left_ms: Option<i64>) -> String {
+pub(crate) fn left_cell(left_ms: Option<i64>) -> String {
     match left_ms {
         None => "-".into(),
         Some(ms) if ms >= 0 => short_duration(Duration::from_millis(ms as u64)),
@@ -85,7 +85,7 @@ fn cut(s: &str, width: usize) -> String {
 }
 
 /// The table: a header and one row per lock.
-pub fn table(locks: &[LockStatus]) -> String {
+pub(crate) fn table(locks: &[LockStatus]) -> String {
     let header = [
         "STATE", "SESSION", "PID", "COMMAND", "HELD", "LEFT", "WAITERS", "ATTEMPT",
     ];

@@ -1,4 +1,5 @@
-//! `locksup watch`: the status view, kept current by inotify (DESIGN §7).
+//! `locksup watch`: the status view, kept current by inotify (README.md,
+//! "Status, watch and cancel").
 //!
 //! Every directory under the roots is watched (new subdirectories as they
 //! appear, deleted ones dropped) for what happens to lock files in it:
@@ -58,9 +59,9 @@ use crate::lock::status::{
 use crate::procfs::FileId;
 
 /// The shortest time between two rounds.
-pub const MIN_GAP: Duration = Duration::from_millis(10);
+pub(crate) const MIN_GAP: Duration = Duration::from_millis(10);
 /// The clock round.
-pub const TICK: Duration = Duration::from_secs(1);
+pub(crate) const TICK: Duration = Duration::from_secs(1);
 /// The least time between two rounds when a lock may just have been taken.
 const URGENT_GAP: Duration = Duration::from_millis(1);
 /// After a lock file is opened, when to look again (from the open).
@@ -92,7 +93,7 @@ fn mask() -> WatchMask {
 
 /// The message for a failed `inotify_add_watch`, naming the limit when
 /// that is what failed.
-pub fn add_watch_error(dir: &Path, e: &io::Error) -> String {
+pub(crate) fn add_watch_error(dir: &Path, e: &io::Error) -> String {
     match e.raw_os_error() {
         Some(libc::ENOSPC) => format!(
             "cannot watch {}: the inotify watch limit is reached \
@@ -106,7 +107,7 @@ pub fn add_watch_error(dir: &Path, e: &io::Error) -> String {
 }
 
 /// The message for a failed `inotify_init`.
-pub fn init_error(e: &io::Error) -> String {
+pub(crate) fn init_error(e: &io::Error) -> String {
     match e.raw_os_error() {
         Some(libc::EMFILE) => format!(
             "cannot start inotify: the inotify instance limit is reached \
@@ -1029,10 +1030,7 @@ fn retime(mut l: LockStatus, now: SystemTime) -> LockStatus {
             .as_deref()
             .and_then(|d| humantime::parse_rfc3339(d).ok())
         {
-            l.left_ms = Some(match d.duration_since(now) {
-                Ok(x) => x.as_millis() as i64,
-                Err(e) => -(e.duration().as_millis() as i64),
-            });
+            l.left_ms = Some(status::signed_ms(d, now));
         }
     }
     l

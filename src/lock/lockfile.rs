@@ -1,8 +1,8 @@
 //! The lock file: how an attempt opens and takes it, the metadata line it
 //! carries while held, and how the supervisor checks the kernel's view.
 //!
-//! This is the flock(2) backend. Taking ([`open_for_attempt`], [`take`]),
-//! probing ([`held_by`]) and naming holders ([`holders`]) are the whole
+//! This is the flock(2) backend. Taking ([`open_parent`], then `flock(2)`
+//! in the attempt's first process, [`crate::attempt::spawn`]), probing ([`held_by`]) and naming holders ([`holders`]) are the whole
 //! interface supervision uses, so another backend (an etcd lease) can sit
 //! beside it later without touching [`crate::attempt::supervise`].
 
@@ -35,7 +35,7 @@ pub fn lock_path_for_session(session: &Path) -> PathBuf {
 /// regular file or not exist yet, and its directory must exist. The
 /// attempt re-checks when it opens the file (`O_NOFOLLOW`, `fstat`), so
 /// this is for messages, not for safety.
-pub fn preflight(path: &Path) -> Result<(), String> {
+pub(crate) fn preflight(path: &Path) -> Result<(), String> {
     match fs::symlink_metadata(path) {
         Ok(meta) => describe_unusable(path, &meta).map_or(Ok(()), Err),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -74,7 +74,7 @@ const MAX_SYMLINKS: u32 = 40;
 /// lock file into a directory of their choosing, and the check holds even
 /// where that sysctl is off. Resolving step by step, on descriptors,
 /// leaves no window to swap a checked directory for a link.
-pub fn open_parent(path: &Path) -> Result<(OwnedFd, OsString), String> {
+pub(crate) fn open_parent(path: &Path) -> Result<(OwnedFd, OsString), String> {
     let name = path
         .file_name()
         .ok_or_else(|| format!("lock path {} does not name a file", path.display()))?
@@ -185,7 +185,7 @@ fn describe_unusable(path: &Path, meta: &fs::Metadata) -> Option<String> {
 }
 
 /// The message for an `open(2)` of the lock file that failed with `errno`.
-pub fn open_error(path: &Path, errno: Errno) -> String {
+pub(crate) fn open_error(path: &Path, errno: Errno) -> String {
     match errno {
         Errno::ELOOP => format!(
             "lock file {} is a symbolic link; refusing to follow it",
@@ -206,7 +206,7 @@ pub fn open_error(path: &Path, errno: Errno) -> String {
 /// The message for a lock file with more than one hard link: another name
 /// for some other file (planted where `fs.protected_hardlinks` is off), which
 /// the metadata line would overwrite. A lock file never needs two names.
-pub fn hard_links_message(path: &Path, links: u64) -> String {
+pub(crate) fn hard_links_message(path: &Path, links: u64) -> String {
     format!(
         "lock file {} has {links} hard links; refusing it (a lock file needs only one name)",
         path.display()
@@ -214,7 +214,7 @@ pub fn hard_links_message(path: &Path, links: u64) -> String {
 }
 
 /// The message for a lock path whose file type (from `st_mode`) is wrong.
-pub fn describe_mode(path: &Path, mode: u32) -> String {
+pub(crate) fn describe_mode(path: &Path, mode: u32) -> String {
     let what = match mode & libc::S_IFMT {
         libc::S_IFDIR => "is a directory",
         libc::S_IFIFO => "is a FIFO, not a regular file",
@@ -230,7 +230,7 @@ pub fn describe_mode(path: &Path, mode: u32) -> String {
 /// separate, short-lived open file description (the attempt's own
 /// description is never touched by the supervisor). `expect` guards
 /// against a path that was replaced meanwhile.
-pub fn write_metadata(path: &Path, expect: FileId, line: &str) -> Result<(), String> {
+pub(crate) fn write_metadata(path: &Path, expect: FileId, line: &str) -> Result<(), String> {
     let file = OpenOptions::new()
         .write(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
@@ -270,7 +270,7 @@ pub fn file_id(file: &File) -> io::Result<FileId> {
 /// Whether the lock that `acquirer` took on `file` is still held: some
 /// holder line in `/proc/locks` names that process. A lock taken since by
 /// another process (the next attempt) does not count.
-pub fn held_by(file: FileId, acquirer: i32) -> bool {
+pub(crate) fn held_by(file: FileId, acquirer: i32) -> bool {
     procfs::locks_on(file)
         .iter()
         .any(|e| !e.waiter && e.pid == acquirer)
@@ -278,7 +278,7 @@ pub fn held_by(file: FileId, acquirer: i32) -> bool {
 
 /// What a probe on a fresh open file description found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Probe {
+pub(crate) enum Probe {
     /// Nobody holds the lock (the probe took it and let go at once).
     Free,
     /// Somebody holds it.
@@ -292,7 +292,7 @@ pub enum Probe {
 /// non-blocking, and let go at once. Microseconds, unlike a read of
 /// `/proc/locks`, whose first read in a process waits for an RCU grace
 /// period (several milliseconds).
-pub fn probe(path: &Path, expect: FileId) -> Probe {
+pub(crate) fn probe(path: &Path, expect: FileId) -> Probe {
     let Ok(file) = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
@@ -315,7 +315,7 @@ pub fn probe(path: &Path, expect: FileId) -> Probe {
 }
 
 /// PIDs named as holders of any lock on `file` in `/proc/locks`.
-pub fn kernel_holders(file: FileId) -> Vec<i32> {
+pub(crate) fn kernel_holders(file: FileId) -> Vec<i32> {
     procfs::locks_on(file)
         .iter()
         .filter(|e| !e.waiter)
@@ -324,7 +324,7 @@ pub fn kernel_holders(file: FileId) -> Vec<i32> {
 }
 
 /// Processes that still have `file` open, with their command lines.
-pub fn holders(file: FileId) -> Vec<(i32, String)> {
+pub(crate) fn holders(file: FileId) -> Vec<(i32, String)> {
     procfs::holders_of(file)
         .into_iter()
         .map(|pid| (pid, procfs::cmdline(pid).unwrap_or_default()))

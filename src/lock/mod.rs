@@ -2,5 +2,5 @@
 //! flock(2) backend) and what the kernel says about every lock file
 //! ([`status`]: scan, `/proc/locks`, states).
 
-pub mod lockfile;
-pub mod status;
+pub(crate) mod lockfile;
+pub(crate) mod status;

@@ -34,6 +34,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::duration::millis;
 use crate::error::{Error, Result};
 use crate::events::rfc3339;
 use crate::exit;
@@ -41,14 +42,14 @@ use crate::lock::lockfile::{self, Metadata};
 use crate::procfs::{self, FileId, LockEntry, LockKind};
 
 /// What a lock file's name ends with.
-pub const LOCK_SUFFIX: &str = ".lock";
+pub(crate) const LOCK_SUFFIX: &str = ".lock";
 
 /// Version of the `--json` schema (the top-level `v`).
-pub const SCHEMA_VERSION: u32 = 1;
+pub(crate) const SCHEMA_VERSION: u32 = 1;
 
 /// How far past deadline + grace a held lock must be to count as overdue:
 /// the supervisor needs a moment to deliver the final signal and reap.
-pub const OVERDUE_SLACK: Duration = Duration::from_secs(1);
+pub(crate) const OVERDUE_SLACK: Duration = Duration::from_secs(1);
 
 /// The most of a lock file read for its metadata line.
 const METADATA_MAX: u64 = 64 * 1024;
@@ -59,7 +60,7 @@ const METADATA_MAX: u64 = 64 * 1024;
 
 /// A lock file found on disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LockFile {
+pub(crate) struct LockFile {
     /// Its path (absolute when the scanned path was).
     pub path: PathBuf,
     /// Device and inode, as `/proc/locks` prints them.
@@ -70,7 +71,7 @@ pub struct LockFile {
 
 /// What a scan found: lock files and the directories walked.
 #[derive(Debug, Default)]
-pub struct Scan {
+pub(crate) struct Scan {
     /// Lock files, in path order.
     pub files: Vec<LockFile>,
     /// Every directory walked, roots included, in walk order.
@@ -78,7 +79,7 @@ pub struct Scan {
 }
 
 /// Whether a file name is a lock file's.
-pub fn is_lock_name(name: &std::ffi::OsStr) -> bool {
+pub(crate) fn is_lock_name(name: &std::ffi::OsStr) -> bool {
     name.as_encoded_bytes().ends_with(LOCK_SUFFIX.as_bytes())
 }
 
@@ -89,7 +90,7 @@ pub fn is_lock_name(name: &std::ffi::OsStr) -> bool {
 /// without following symbolic links below it, and every regular file in
 /// it whose name ends in `.lock` is a lock file. Unreadable subdirectories
 /// are skipped.
-pub fn scan(paths: &[(PathBuf, bool)]) -> Result<Scan> {
+pub(crate) fn scan(paths: &[(PathBuf, bool)]) -> Result<Scan> {
     let mut scan = Scan::default();
     let mut seen_dirs: HashSet<(u64, u64)> = HashSet::new();
     let mut seen_files: HashSet<FileId> = HashSet::new();
@@ -202,7 +203,7 @@ fn walk(
 
 /// Read the metadata line of a lock file, without following a symbolic
 /// link or blocking on a FIFO, and only if it is still the file `id`.
-pub fn read_metadata(path: &Path, id: FileId) -> Option<Metadata> {
+pub(crate) fn read_metadata(path: &Path, id: FileId) -> Option<Metadata> {
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
@@ -228,18 +229,18 @@ fn read_metadata_from(file: File) -> Option<Metadata> {
 
 /// `/proc/locks`, indexed by file.
 #[derive(Debug, Default, Clone)]
-pub struct Kernel {
+pub(crate) struct Kernel {
     by_file: HashMap<FileId, Vec<LockEntry>>,
 }
 
 impl Kernel {
     /// Read `/proc/locks` once.
-    pub fn read() -> Kernel {
+    pub(crate) fn read() -> Kernel {
         Kernel::from_entries(procfs::all_locks())
     }
 
     /// Index parsed entries.
-    pub fn from_entries(entries: Vec<LockEntry>) -> Kernel {
+    pub(crate) fn from_entries(entries: Vec<LockEntry>) -> Kernel {
         let mut by_file: HashMap<FileId, Vec<LockEntry>> = HashMap::new();
         for e in entries {
             let id = FileId {
@@ -253,7 +254,7 @@ impl Kernel {
     }
 
     /// The entries for one file (holders and waiters).
-    pub fn on(&self, id: FileId) -> &[LockEntry] {
+    pub(crate) fn on(&self, id: FileId) -> &[LockEntry] {
         self.by_file.get(&id).map_or(&[], Vec::as_slice)
     }
 }
@@ -265,7 +266,7 @@ impl Kernel {
 /// A lock's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
-pub enum State {
+pub(crate) enum State {
     /// Nobody holds it.
     Free,
     /// Held, within its deadline or without one (or by another tool).
@@ -280,7 +281,7 @@ pub enum State {
 
 impl State {
     /// The lowercase name.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             State::Free => "free",
             State::Held => "held",
@@ -290,14 +291,14 @@ impl State {
     }
 
     /// Held in any way.
-    pub fn is_held(self) -> bool {
+    pub(crate) fn is_held(self) -> bool {
         self != State::Free
     }
 }
 
 /// A process holding a lock.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Holder {
+pub(crate) struct Holder {
     /// Its PID.
     pub pid: i32,
     /// Its command line, if it could be read.
@@ -319,7 +320,7 @@ fn serialize_shared_str<S: serde::Serializer>(
 
 /// Everything known about one lock file.
 #[derive(Debug, Clone, PartialEq)]
-pub struct LockStatus {
+pub(crate) struct LockStatus {
     /// The lock file.
     pub file: LockFile,
     /// Its state.
@@ -348,13 +349,13 @@ pub struct LockStatus {
 
 impl LockStatus {
     /// The PID to show: the first real holder.
-    pub fn pid(&self) -> Option<i32> {
+    pub(crate) fn pid(&self) -> Option<i32> {
         self.holders.first().map(|h| h.pid)
     }
 
     /// What identifies the lock to a person: the session file, else the
     /// lock file, relative to the scanned root when under it.
-    pub fn display_name(&self) -> String {
+    pub(crate) fn display_name(&self) -> String {
         let full = self
             .metadata
             .as_ref()
@@ -368,7 +369,7 @@ impl LockStatus {
     }
 
     /// The command to show: the recorded argv, else the holder's.
-    pub fn command_line(&self) -> Option<String> {
+    pub(crate) fn command_line(&self) -> Option<String> {
         match &self.metadata {
             Some(m) if !m.command.is_empty() => Some(m.command.join(" ")),
             _ => self
@@ -380,7 +381,7 @@ impl LockStatus {
 
     /// The JSON form of one lock (the schema in README.md, "Status,
     /// watch and cancel"), ready to serialize without building a tree.
-    pub fn json(&self) -> LockJson<'_> {
+    pub(crate) fn json(&self) -> LockJson<'_> {
         let m = self.metadata.as_ref();
         LockJson {
             path: self.file.path.to_string_lossy(),
@@ -402,7 +403,7 @@ impl LockStatus {
             supervisor_alive: self.supervisor_alive,
             acquired_at: m.map(|m| m.acquired_at.as_str()),
             deadline: m.and_then(|m| m.deadline.as_deref()),
-            held_ms: self.held.map(|d| d.as_millis() as u64),
+            held_ms: self.held.map(millis),
             left_ms: self.left_ms,
             status_text: m.and_then(|m| m.status.as_deref()),
             last_heartbeat: m.and_then(|m| m.last_heartbeat.as_deref()),
@@ -412,14 +413,14 @@ impl LockStatus {
     }
 
     /// [`LockStatus::json`] as a value (for events that add fields).
-    pub fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         serde_json::to_value(self.json()).unwrap_or(Value::Null)
     }
 }
 
 /// One lock in `--json` output. Field order is the documented order.
 #[derive(Debug, Serialize)]
-pub struct LockJson<'a> {
+pub(crate) struct LockJson<'a> {
     path: std::borrow::Cow<'a, str>,
     state: &'static str,
     mode: Option<&'static str>,
@@ -447,7 +448,7 @@ pub struct LockJson<'a> {
 
 /// The `--json` document of `status`.
 #[derive(Debug, Serialize)]
-pub struct Document<'a> {
+pub(crate) struct Document<'a> {
     v: u32,
     ts: String,
     locks: Vec<LockJson<'a>>,
@@ -472,7 +473,7 @@ struct ProcSnap {
 /// Joins lock files with the kernel's view. Caches what it learns about
 /// processes for the length of one evaluation.
 #[derive(Default)]
-pub struct Evaluator {
+pub(crate) struct Evaluator {
     procs: HashMap<i32, ProcSnap>,
     cmdlines: HashMap<i32, Option<Arc<str>>>,
     /// Holders found by an earlier fd pass, trusted while all are alive.
@@ -488,14 +489,14 @@ struct Pending {
 
 impl Evaluator {
     /// A fresh evaluator (empty caches).
-    pub fn new() -> Evaluator {
+    pub(crate) fn new() -> Evaluator {
         Evaluator::default()
     }
 
     /// Holders already found by an earlier fd pass (by [`crate::cmd::watch`],
     /// which knows no descriptor on those files was closed since): used
     /// instead of a new pass as long as every one of them is alive.
-    pub fn with_known_holders(mut self, known: HashMap<FileId, Vec<Holder>>) -> Evaluator {
+    pub(crate) fn with_known_holders(mut self, known: HashMap<FileId, Vec<Holder>>) -> Evaluator {
         self.known = known;
         self
     }
@@ -521,14 +522,14 @@ impl Evaluator {
     }
 
     /// Whether `pid` is alive and started at `starttime`.
-    pub fn is_same_process(&mut self, pid: i32, starttime: u64) -> bool {
+    pub(crate) fn is_same_process(&mut self, pid: i32, starttime: u64) -> bool {
         let p = self.proc(pid);
         p.alive && p.starttime == Some(starttime)
     }
 
     /// Evaluate `files` against `kernel` at `now`. `metadata` reads a held
     /// lock file's metadata line (status reads the file; watch caches).
-    pub fn evaluate(
+    pub(crate) fn evaluate(
         &mut self,
         files: &[LockFile],
         kernel: &Kernel,
@@ -694,7 +695,8 @@ fn parse_time(s: &str) -> Option<SystemTime> {
 }
 
 /// `to - from` in milliseconds, negative when `to` is earlier.
-fn signed_ms(to: SystemTime, from: SystemTime) -> i64 {
+/// Milliseconds from `from` to `to`, negative when `to` is earlier.
+pub(crate) fn signed_ms(to: SystemTime, from: SystemTime) -> i64 {
     match to.duration_since(from) {
         Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
         Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
@@ -702,7 +704,7 @@ fn signed_ms(to: SystemTime, from: SystemTime) -> i64 {
 }
 
 /// Scan and evaluate in one go, reading metadata from disk.
-pub fn snapshot(paths: &[(PathBuf, bool)]) -> Result<Vec<LockStatus>> {
+pub(crate) fn snapshot(paths: &[(PathBuf, bool)]) -> Result<Vec<LockStatus>> {
     let scan = scan(paths)?;
     let kernel = Kernel::read();
     let mut ev = Evaluator::new();
@@ -714,7 +716,7 @@ pub fn snapshot(paths: &[(PathBuf, bool)]) -> Result<Vec<LockStatus>> {
 }
 
 /// The `--json` document: `{"v": 1, "ts": ..., "locks": [...]}`.
-pub fn json_document(locks: &[LockStatus], now: SystemTime) -> Document<'_> {
+pub(crate) fn json_document(locks: &[LockStatus], now: SystemTime) -> Document<'_> {
     Document {
         v: SCHEMA_VERSION,
         ts: rfc3339(now),
@@ -723,7 +725,7 @@ pub fn json_document(locks: &[LockStatus], now: SystemTime) -> Document<'_> {
 }
 
 /// Keep the locks that pass the filters.
-pub fn filter(
+pub(crate) fn filter(
     locks: Vec<LockStatus>,
     states: &[State],
     session_key: Option<&str>,

@@ -28,7 +28,7 @@ use crate::sys;
 
 /// How this process sees its descendants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Tree {
+pub(crate) struct Tree {
     /// Our PID as the mounted `/proc` numbers it; `None` without a
     /// usable `/proc`.
     me: Option<i32>,
@@ -38,7 +38,7 @@ pub struct Tree {
 
 /// A process of the tree, pinned by its open `/proc/PID` directory.
 #[derive(Debug)]
-pub struct Member {
+pub(crate) struct Member {
     /// Its PID in the view of the mounted `/proc`.
     pub pid: i32,
     /// Its process group, in the same view.
@@ -53,14 +53,14 @@ pub struct Member {
 impl Member {
     /// Send `sig` to this very process. `false` if it is gone (or the
     /// signal was refused).
-    pub fn signal(&self, sig: i32) -> bool {
+    pub(crate) fn signal(&self, sig: i32) -> bool {
         sys::pidfd_send_signal(self.dir.as_fd(), sig).is_ok()
     }
 }
 
 impl Tree {
     /// The tree below the calling process.
-    pub fn of_self() -> Tree {
+    pub(crate) fn of_self() -> Tree {
         let me = std::fs::read_link("/proc/self")
             .ok()
             .and_then(|p| p.to_str().and_then(|s| s.parse::<i32>().ok()))
@@ -72,12 +72,12 @@ impl Tree {
     }
 
     /// Whether descendants can be found and verified through `/proc`.
-    pub fn visible(&self) -> bool {
+    pub(crate) fn visible(&self) -> bool {
         self.me.is_some()
     }
 
     /// Whether this process is the init of its PID namespace.
-    pub fn is_pid1(&self) -> bool {
+    pub(crate) fn is_pid1(&self) -> bool {
         self.pid1
     }
 
@@ -86,7 +86,7 @@ impl Tree {
     /// children have been re-parented already), and so is a process that
     /// changed parent during the walk: both are listed in
     /// [`Walk::skipped`], as a sign that another walk may find more.
-    pub fn walk(&self) -> Walk {
+    pub(crate) fn walk(&self) -> Walk {
         let mut walk = Walk::default();
         let Some(me) = self.me else {
             return walk;
@@ -115,7 +115,7 @@ impl Tree {
 
 /// What one walk of the tree found.
 #[derive(Debug, Default)]
-pub struct Walk {
+pub(crate) struct Walk {
     /// The live processes, pinned.
     pub members: Vec<Member>,
     /// Listed as children but not pinned (ended, gone, or re-parented

@@ -2,7 +2,13 @@
 //! test, a guard that kills what a test started, lock and process probes,
 //! and line readers with timeouts so tests synchronise on output.
 
+// Helpers for several test binaries: each uses some of them.
+#![allow(unreachable_pub)]
+// They call libc directly to build hostile situations.
+#![allow(unsafe_code)]
 #![allow(dead_code)]
+// Test code converts small, known values (PIDs, frame lengths, times).
+#![allow(clippy::cast_possible_truncation)]
 
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};

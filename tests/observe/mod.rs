@@ -3,7 +3,11 @@
 //! `flock(1)` and `locksup run`, metadata written by hand, and `status
 //! --json` as a value.
 
+// Helpers for several test binaries: each uses some of them.
+#![allow(unreachable_pub)]
 #![allow(dead_code)]
+// Test code converts small, known values (PIDs, frame lengths, times).
+#![allow(clippy::cast_possible_truncation)]
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
