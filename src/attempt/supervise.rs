@@ -17,7 +17,6 @@
 //! escapees) is re-parented to it and found by walking its own process
 //! tree; it reaps every child itself, by `waitpid(-1)`, in one place.
 
-use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::Write;
@@ -48,7 +47,8 @@ use crate::error::{Error, Result};
 use crate::events::{Reporter, rfc3339};
 use crate::exit;
 use crate::lock::lockfile::{self, Metadata};
-use crate::process::Tree;
+use crate::process::signals::{CANCEL as CANCEL_SIGNALS, PASS as PASS_SIGNALS};
+use crate::process::{self, Tree};
 use crate::procfs::{self, FileId};
 use crate::signal::Sig;
 use crate::sys::{self, Ended, Reaped};
@@ -217,9 +217,8 @@ enum Phase {
 
 struct Escalation {
     reason: Reason,
-    /// When the final signal is due; `None` once sent or with infinite grace.
-    final_at: Option<Instant>,
-    final_sent: bool,
+    /// When the final signal is due, and whether it is out.
+    timing: process::Escalation<Instant>,
 }
 
 /// A one-shot timer with the kernel's precision (a POSIX timer delivering
@@ -277,14 +276,6 @@ struct Signals {
     /// (signal, stream): TERM, INT, HUP, QUIT cancel; USR1, USR2, WINCH pass.
     others: Vec<(Signal, tokio::signal::unix::Signal)>,
 }
-
-const CANCEL_SIGNALS: [Signal; 4] = [
-    Signal::SIGTERM,
-    Signal::SIGINT,
-    Signal::SIGHUP,
-    Signal::SIGQUIT,
-];
-const PASS_SIGNALS: [Signal; 3] = [Signal::SIGUSR1, Signal::SIGUSR2, Signal::SIGWINCH];
 
 impl Signals {
     fn install() -> Result<Self> {
@@ -584,8 +575,8 @@ impl Attempt<'_> {
     /// The earliest time something is due.
     fn next_timer(&self) -> Option<Instant> {
         match &self.escalation {
-            Some(e) if e.final_sent => Some(Instant::now() + KILL_SWEEP),
-            Some(e) => e.final_at,
+            Some(e) if e.timing.final_sent() => Some(Instant::now() + KILL_SWEEP),
+            Some(e) => e.timing.final_at(),
             None => match self.phase {
                 Phase::Locking => match self.spec.wait {
                     Wait::For(d) if self.conflict.is_none() && self.cancelled_waiting.is_none() => {
@@ -932,7 +923,7 @@ impl Attempt<'_> {
                     .say(format!("{} received: ending the attempt", sig.as_str()));
                 self.escalate(Reason::SupervisorSignal, Sig::from(sig), Instant::now());
             }
-            Some(e) if !e.final_sent => {
+            Some(e) if !e.timing.final_sent() => {
                 self.report.say(format!(
                     "{} received again: escalating at once",
                     sig.as_str()
@@ -946,9 +937,9 @@ impl Attempt<'_> {
     fn on_timer(&mut self) {
         let now = Instant::now();
         if let Some(e) = &self.escalation {
-            if e.final_sent {
+            if e.timing.final_sent() {
                 self.sweep();
-            } else if e.final_at.is_some_and(|t| now >= t) {
+            } else if e.timing.final_due(now) {
                 self.send_final();
             }
             return;
@@ -1020,8 +1011,7 @@ impl Attempt<'_> {
         if grace == Some(Duration::ZERO) {
             self.escalation = Some(Escalation {
                 reason,
-                final_at: Some(due),
-                final_sent: false,
+                timing: process::Escalation::new(due, grace),
             });
             self.send_final();
             return;
@@ -1029,8 +1019,7 @@ impl Attempt<'_> {
         let targets = self.signal_all(sig);
         self.escalation = Some(Escalation {
             reason,
-            final_at: grace.map(|g| due + g),
-            final_sent: false,
+            timing: process::Escalation::new(due, grace),
         });
         self.report.event(
             "signal",
@@ -1053,8 +1042,7 @@ impl Attempt<'_> {
         let targets = self.signal_all(sig);
         let reason = match &mut self.escalation {
             Some(e) => {
-                e.final_sent = true;
-                e.final_at = None;
+                e.timing.mark_final_sent();
                 e.reason
             }
             None => return,
@@ -1083,65 +1071,10 @@ impl Attempt<'_> {
     }
 
     /// Signal every live process of the attempt: its process group at
-    /// once, then every other process below the supervisor, walking the
-    /// tree again until a pass finds nobody new (a process may fork, or be
-    /// re-parented to us, while we walk). Returns the PIDs signalled.
+    /// once, then every other process below the supervisor
+    /// ([`process::signal_attempt`]). Returns the PIDs signalled.
     fn signal_all(&mut self, sig: Sig) -> Vec<i32> {
-        let n = sig.number();
-        let cont = n != libc::SIGKILL && n != libc::SIGCONT;
-        let mut sent = BTreeSet::new();
-        // Before any walk, which costs time with the size of the tree.
-        let group_at = if !self.spec.foreground && sys::kill(-self.pid, n).is_ok() {
-            if cont {
-                let _ = sys::kill(-self.pid, libc::SIGCONT);
-            }
-            sent.insert(self.pid);
-            procfs::boot_ticks()
-        } else {
-            None
-        };
-        if !self.tree.visible() {
-            // Nothing can be verified: the group, and, as the init of the
-            // PID namespace, everybody in it (all ours by construction).
-            if self.tree.is_pid1() && sys::kill(-1, n).is_ok() && cont {
-                let _ = sys::kill(-1, libc::SIGCONT);
-            }
-            if self.spec.foreground && sys::kill(self.pid, n).is_ok() {
-                sent.insert(self.pid);
-            }
-            return sent.into_iter().collect();
-        }
-        // A process that ended or changed parent during a walk may have
-        // left children that only the next walk sees (re-parented to us).
-        let mut skipped = BTreeSet::new();
-        loop {
-            let walk = self.tree.walk();
-            let unsettled = walk
-                .skipped
-                .into_iter()
-                .filter(|p| skipped.insert(*p))
-                .count();
-            let fresh: Vec<_> = walk
-                .members
-                .into_iter()
-                .filter(|m| !sent.contains(&m.pid))
-                .collect();
-            if fresh.is_empty() && unsettled == 0 {
-                break;
-            }
-            for m in fresh {
-                sent.insert(m.pid);
-                // Members of the group from before it was signalled have
-                // the signal already (real-time signals would queue twice).
-                if m.pgid == self.pid && group_at.is_some_and(|t| m.starttime < t) {
-                    continue;
-                }
-                if m.signal(n) && cont {
-                    let _ = m.signal(libc::SIGCONT);
-                }
-            }
-        }
-        sent.into_iter().collect()
+        process::signal_attempt(&self.tree, self.pid, self.spec.foreground, sig.number())
     }
 
     /// Reap every child that has ended, ours or adopted, and note whether

@@ -39,8 +39,6 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use nix::sys::signal::Signal;
-
 use crate::cli::CancelArgs;
 use crate::config::Config;
 use crate::duration::{Dur, format_duration};
@@ -49,17 +47,10 @@ use crate::exit;
 use crate::lock::lockfile::{self, Metadata};
 use crate::lock::status::{self, Evaluator, Kernel, LockFile, LockStatus, State};
 use crate::paths::absolute;
+use crate::process::{self, signals::CANCEL as SUPERVISOR_SIGNALS};
 use crate::procfs::{self, FileId};
 use crate::signal::Sig;
 use crate::sys::PidFd;
-
-/// Signals that make a `locksup run` supervisor cancel its attempt.
-pub(crate) const SUPERVISOR_SIGNALS: [Signal; 4] = [
-    Signal::SIGTERM,
-    Signal::SIGINT,
-    Signal::SIGHUP,
-    Signal::SIGQUIT,
-];
 
 /// The grace period for an orphan when neither `--grace` nor the metadata
 /// gives one.
@@ -374,9 +365,9 @@ impl Cancel {
                     .map_or(DEFAULT_GRACE, Duration::from_millis),
             ),
         };
-        if let Some(grace) = grace {
-            let until = Instant::now() + grace;
-            while Instant::now() < until && !self.released(&attempt) {
+        let timing = process::Escalation::new(Instant::now(), grace);
+        if let (Some(grace), Some(until)) = (grace, timing.final_at()) {
+            while !timing.final_due(Instant::now()) && !self.released(&attempt) {
                 std::thread::sleep(POLL.min(until.saturating_duration_since(Instant::now())));
             }
             let mut killed = BTreeSet::new();
@@ -415,34 +406,18 @@ impl Cancel {
     }
 
     /// Signal each holder through a pidfd, after checking it is still the
-    /// process that was found. Returns the PIDs signalled.
+    /// process that was found ([`process::signal_pinned`]). Returns the
+    /// PIDs signalled.
     fn signal_all(&self, holders: &BTreeMap<i32, u64>, sig: i32, cont: bool) -> Result<Vec<i32>> {
-        let mut sent = Vec::new();
-        for (&pid, &start) in holders {
-            let Ok(fd) = PidFd::open(pid) else { continue };
-            if procfs::starttime(pid) != Some(start) {
-                continue; // gone, and the PID reused since
-            }
-            match fd.send_signal(sig) {
-                Ok(()) => {
-                    if cont && sig != libc::SIGKILL {
-                        let _ = fd.send_signal(libc::SIGCONT);
-                    }
-                    sent.push(pid);
-                }
-                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
-                Err(e) => {
-                    return Err(os_error(
-                        e,
-                        &format!(
-                            "cannot signal pid {pid} holding {}",
-                            self.file.path.display()
-                        ),
-                    ));
-                }
-            }
-        }
-        Ok(sent)
+        process::signal_pinned(holders, sig, cont).map_err(|(pid, e)| {
+            os_error(
+                e,
+                &format!(
+                    "cannot signal pid {pid} holding {}",
+                    self.file.path.display()
+                ),
+            )
+        })
     }
 
     /// No process of the attempt holds the lock: the kernel names none of

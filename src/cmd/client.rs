@@ -39,17 +39,8 @@ use crate::config::Config;
 use crate::duration::{Dur, format_duration};
 use crate::error::{Error, Result};
 use crate::exit;
+use crate::process::signals::{CANCEL as CANCEL_SIGNALS, PASS as PASS_SIGNALS};
 use crate::protocol::{self, Conn, Frame, MAX_FRAME};
-
-/// Signals that make the client ask for a cancel.
-const CANCEL_SIGNALS: [Signal; 4] = [
-    Signal::SIGTERM,
-    Signal::SIGINT,
-    Signal::SIGHUP,
-    Signal::SIGQUIT,
-];
-/// Signals the client passes on.
-const PASS_SIGNALS: [Signal; 3] = [Signal::SIGUSR1, Signal::SIGUSR2, Signal::SIGWINCH];
 
 /// How long `run --daemon` waits, from the moment it connects, for the
 /// daemon to answer its request (`started`, or `error`): past it, it exits

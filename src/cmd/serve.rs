@@ -64,6 +64,8 @@ use crate::config::{Config, Principal, PrincipalAt};
 use crate::error::{Error, Result};
 use crate::exit;
 use crate::lock::lockfile;
+use crate::process::signals::{CANCEL as CANCEL_SIGNALS, PASS as PASS_SIGNALS};
+use crate::process::{self, Tree};
 use crate::procfs;
 use crate::protocol::{Conn, Frame, ProtoError, RUN_FDS};
 use crate::sdnotify::Notifier;
@@ -89,15 +91,6 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// died, when they cannot be told apart by attempt (the attempt's own
 /// grace period is used when they can).
 pub(crate) const STRAY_GRACE: Duration = Duration::from_secs(10);
-/// Signals a client may send to cancel its attempt.
-const CANCEL_SIGNALS: [Signal; 4] = [
-    Signal::SIGTERM,
-    Signal::SIGINT,
-    Signal::SIGHUP,
-    Signal::SIGQUIT,
-];
-/// Signals a client may have passed on to its attempt.
-const PASS_SIGNALS: [Signal; 3] = [Signal::SIGUSR1, Signal::SIGUSR2, Signal::SIGWINCH];
 
 /// The socket path: `explicit` (`--socket`), else `[serve] socket`, else
 /// `$RUNTIME_DIRECTORY/locksup.sock` (its first entry), else
@@ -566,8 +559,8 @@ struct Attempt {
 /// A process left behind by a supervisor that died, re-parented to us.
 struct Stray {
     starttime: Option<u64>,
-    /// When it gets KILL; `None` once sent.
-    kill_at: Option<Instant>,
+    /// When it gets KILL (the attempt's grace after TERM).
+    timing: process::Escalation<Instant>,
 }
 
 struct State {
@@ -939,12 +932,12 @@ impl State {
             log::warn!(
                 "pid {pid} ({cmd}) was left behind by a supervisor that died: sending TERM, {then}"
             );
-            signal_tree(pid, Signal::SIGTERM);
+            process::signal_subtree(&Tree::of_self(), pid, libc::SIGTERM);
             self.strays.insert(
                 pid,
                 Stray {
                     starttime: procfs::starttime(pid),
-                    kill_at: grace.map(|g| Instant::now() + g),
+                    timing: process::Escalation::new(Instant::now(), grace),
                 },
             );
         }
@@ -974,7 +967,7 @@ impl State {
 
     /// The next time something is due: a stray's KILL, a cgroup.kill.
     fn next_deadline(&self) -> Option<Instant> {
-        let strays = self.strays.values().filter_map(|s| s.kill_at);
+        let strays = self.strays.values().filter_map(|s| s.timing.final_at());
         let cgroups = self.cgroups_left.iter().filter_map(|(_, t)| *t);
         strays.chain(cgroups).min()
     }
@@ -982,11 +975,11 @@ impl State {
     fn kill_due_strays(&mut self) {
         let now = Instant::now();
         for (&pid, s) in self.strays.iter_mut() {
-            if s.kill_at.is_some_and(|t| t <= now) {
-                s.kill_at = None;
+            if s.timing.final_due(now) {
+                s.timing.mark_final_sent();
                 if procfs::alive(pid) && procfs::starttime(pid) == s.starttime {
                     log::warn!("pid {pid} still there after the grace period: sending KILL");
-                    signal_tree(pid, Signal::SIGKILL);
+                    process::signal_subtree(&Tree::of_self(), pid, libc::SIGKILL);
                 }
             }
         }
@@ -1079,30 +1072,6 @@ impl State {
                 }
                 Err(e) => log::warn!("cannot start locksup cancel for {}: {e}", lock.display()),
             }
-        }
-    }
-}
-
-/// `sig` (then CONT) to `pid` and every descendant, walking again until a
-/// pass finds nobody new.
-fn signal_tree(pid: i32, sig: Signal) {
-    let mut sent = HashSet::new();
-    loop {
-        let mut all = procfs::descendants(pid);
-        all.insert(pid);
-        let fresh: Vec<i32> = all
-            .into_iter()
-            .filter(|p| !sent.contains(p) && procfs::alive(*p))
-            .collect();
-        if fresh.is_empty() {
-            return;
-        }
-        for p in fresh {
-            let _ = kill(Pid::from_raw(p), sig);
-            if sig != Signal::SIGKILL {
-                let _ = kill(Pid::from_raw(p), Signal::SIGCONT);
-            }
-            sent.insert(p);
         }
     }
 }

@@ -16,6 +16,11 @@
 //! every process of the PID namespace when locksup is its init (PID 1):
 //! the kernel itself ends all of them when that process exits.
 
+mod escalate;
+pub(crate) mod signals;
+
+pub(crate) use escalate::{Escalation, signal_attempt, signal_pinned, signal_subtree};
+
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
@@ -87,30 +92,42 @@ impl Tree {
     /// changed parent during the walk: both are listed in
     /// [`Walk::skipped`], as a sign that another walk may find more.
     pub(crate) fn walk(&self) -> Walk {
-        let mut walk = Walk::default();
         let Some(me) = self.me else {
-            return walk;
+            return Walk::default();
         };
-        let out = &mut walk.members;
-        let mut stack: Vec<(i32, i32)> =
-            procfs::children(me).into_iter().map(|c| (me, c)).collect();
-        while let Some((parent, pid)) = stack.pop() {
-            if out.len() >= MAX_MEMBERS {
-                break;
-            }
-            let Some(member) = pin(parent, pid) else {
-                walk.skipped.push(pid);
-                continue;
-            };
-            if member.exiting {
-                // Its children may be moving to us while we walk.
-                walk.skipped.push(pid);
-            }
-            stack.extend(procfs::children(pid).into_iter().map(|c| (pid, c)));
-            out.push(member);
-        }
-        walk
+        walk_from(procfs::children(me).into_iter().map(|c| (me, c)).collect())
     }
+
+    /// [`Tree::walk`] restricted to `pid`, a child of this process, and
+    /// the processes below it.
+    pub(crate) fn walk_below(&self, pid: i32) -> Walk {
+        let Some(me) = self.me else {
+            return Walk::default();
+        };
+        walk_from(vec![(me, pid)])
+    }
+}
+
+/// Walk down from `stack` (parent, child) pairs: see [`Tree::walk`].
+fn walk_from(mut stack: Vec<(i32, i32)>) -> Walk {
+    let mut walk = Walk::default();
+    let out = &mut walk.members;
+    while let Some((parent, pid)) = stack.pop() {
+        if out.len() >= MAX_MEMBERS {
+            break;
+        }
+        let Some(member) = pin(parent, pid) else {
+            walk.skipped.push(pid);
+            continue;
+        };
+        if member.exiting {
+            // Its children may be moving to us while we walk.
+            walk.skipped.push(pid);
+        }
+        stack.extend(procfs::children(pid).into_iter().map(|c| (pid, c)));
+        out.push(member);
+    }
+    walk
 }
 
 /// What one walk of the tree found.
