@@ -193,20 +193,7 @@ fn look(file: &LockFile) -> LockStatus {
         SystemTime::now(),
         &mut |f| status::read_metadata(&f.path, f.id),
     );
-    all.pop().unwrap_or(LockStatus {
-        file: file.clone(),
-        state: State::Free,
-        exclusive: None,
-        kind: None,
-        takers: Vec::new(),
-        holders: Vec::new(),
-        waiters: Vec::new(),
-        metadata: None,
-        supervisor_alive: None,
-        held: None,
-        left_ms: None,
-        heartbeat_age_ms: None,
-    })
+    all.pop().unwrap_or_else(|| LockStatus::free(file))
 }
 
 struct Cancel {

@@ -348,6 +348,24 @@ pub(crate) struct LockStatus {
 }
 
 impl LockStatus {
+    /// A free lock: nobody holds it or waits for it.
+    pub(crate) fn free(file: &LockFile) -> LockStatus {
+        LockStatus {
+            file: file.clone(),
+            state: State::Free,
+            exclusive: None,
+            kind: None,
+            takers: Vec::new(),
+            holders: Vec::new(),
+            waiters: Vec::new(),
+            metadata: None,
+            supervisor_alive: None,
+            held: None,
+            left_ms: None,
+            heartbeat_age_ms: None,
+        }
+    }
+
     /// The PID to show: the first real holder.
     pub(crate) fn pid(&self) -> Option<i32> {
         self.holders.first().map(|h| h.pid)
@@ -595,18 +613,8 @@ impl Evaluator {
         let held: Vec<&LockEntry> = entries.iter().filter(|e| !e.waiter).collect();
         let waiters: Vec<i32> = entries.iter().filter(|e| e.waiter).map(|e| e.pid).collect();
         let mut status = LockStatus {
-            file: file.clone(),
-            state: State::Free,
-            exclusive: None,
-            kind: None,
-            takers: Vec::new(),
-            holders: Vec::new(),
             waiters,
-            metadata: None,
-            supervisor_alive: None,
-            held: None,
-            left_ms: None,
-            heartbeat_age_ms: None,
+            ..LockStatus::free(file)
         };
         if held.is_empty() {
             return Pending {
