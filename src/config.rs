@@ -213,7 +213,7 @@ impl Config {
         match lookup(explicit, env, system) {
             Lookup::Named { path, source } => {
                 let text = read(&path).map_err(|e| {
-                    Error::usage(format!(
+                    Error::config(format!(
                         "cannot read config file {} (named by {source}): {}",
                         path.display(),
                         io_message(&e)
@@ -227,7 +227,7 @@ impl Config {
                         Ok(text) => return Ok((Config::parse(&text, &path)?, text)),
                         Err(e) if is_absent(&e) => continue,
                         Err(e) => {
-                            return Err(Error::usage(format!(
+                            return Err(Error::config(format!(
                                 "cannot read config file {}: {}",
                                 path.display(),
                                 io_message(&e)
@@ -248,9 +248,9 @@ impl Config {
             match span {
                 Some(span) => {
                     let (line, col) = line_col(text, span.start);
-                    Error::usage(format!("{}:{line}:{col}: {msg}", path.display()))
+                    Error::config(format!("{}:{line}:{col}: {msg}", path.display()))
                 }
-                None => Error::usage(format!("{}: {msg}", path.display())),
+                None => Error::config(format!("{}: {msg}", path.display())),
             }
         };
         let raw: RawFile = toml::from_str(text).map_err(|e| at(e.span(), e.message()))?;

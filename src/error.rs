@@ -1,37 +1,106 @@
-//! The one error type of locksup: a one-line message plus the exit code the
-//! process ends with when the error reaches `main`.
+//! The one error type of locksup: what failed (the variant), a one-line
+//! message, and the exit code the process ends with when the error
+//! reaches `main` ([`Error::code`]).
 
 use std::ffi::OsString;
 use std::fmt;
 
 use crate::exit;
 
-/// An error that ends the supervisor with a documented exit code.
+/// An error that ends locksup with a documented exit code. Every message
+/// is one line, without the `locksup:` prefix (the constructors see to
+/// it).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Error {
-    /// Exit code (see `crate::exit`).
-    pub code: i32,
-    /// One line, no trailing newline, no `locksup:` prefix.
-    pub message: String,
+pub enum Error {
+    /// A command line, request or target that cannot work as given.
+    Usage(String),
+    /// The configuration file: unreadable, or wrong.
+    Config(String),
+    /// The lock file, or its directory, is unusable.
+    Lock(String),
+    /// The attempt (or the supervisor's own setup for it) could not be
+    /// started.
+    Spawn(String),
+    /// `locksup serve` and a client did not understand each other, or
+    /// one of them went away.
+    Protocol(String),
+    /// A system call or an input/output failed.
+    Io(String),
+    /// An outcome with an exit status of its own (`cancel`'s 1 to 4,
+    /// 124 after `--wait`, 126 and 127 for a command that cannot run,
+    /// a status the daemon sent, a reader that went away: 0).
+    Exit(i32, String),
 }
 
 impl Error {
-    /// A failure of locksup itself (usage, config, lock file): exit 125.
+    /// A usage error: exit 125.
     pub fn usage(message: impl Into<String>) -> Self {
-        Self::with_code(exit::FAILURE, message)
+        Self::Usage(one_line(message))
+    }
+
+    /// A configuration error: exit 125.
+    pub fn config(message: impl Into<String>) -> Self {
+        Self::Config(one_line(message))
+    }
+
+    /// An unusable lock file: exit 125.
+    pub fn lock(message: impl Into<String>) -> Self {
+        Self::Lock(one_line(message))
+    }
+
+    /// The attempt could not be started: exit 125.
+    pub fn spawn(message: impl Into<String>) -> Self {
+        Self::Spawn(one_line(message))
+    }
+
+    /// A protocol failure between `serve` and a client: exit 125.
+    pub fn protocol(message: impl Into<String>) -> Self {
+        Self::Protocol(one_line(message))
+    }
+
+    /// A failed system call or input/output: exit 125.
+    pub fn io(message: impl Into<String>) -> Self {
+        Self::Io(one_line(message))
     }
 
     /// An error with an explicit exit code.
     pub fn with_code(code: i32, message: impl Into<String>) -> Self {
-        let message: String = message.into();
-        // Keep the "one line" promise even when an OS or parser message
-        // carries newlines.
-        let message = message.split_whitespace().collect::<Vec<_>>().join(" ");
-        Self {
-            code,
-            message: strip_os_error_codes(&message),
+        Self::Exit(code, one_line(message))
+    }
+
+    /// The exit code locksup ends with (see `crate::exit`).
+    pub fn code(&self) -> i32 {
+        match self {
+            Error::Exit(code, _) => *code,
+            Error::Usage(_)
+            | Error::Config(_)
+            | Error::Lock(_)
+            | Error::Spawn(_)
+            | Error::Protocol(_)
+            | Error::Io(_) => exit::FAILURE,
         }
     }
+
+    /// The one-line message.
+    pub fn message(&self) -> &str {
+        match self {
+            Error::Usage(m)
+            | Error::Config(m)
+            | Error::Lock(m)
+            | Error::Spawn(m)
+            | Error::Protocol(m)
+            | Error::Io(m)
+            | Error::Exit(_, m) => m,
+        }
+    }
+}
+
+/// Keep the "one line" promise even when an OS or parser message carries
+/// newlines, and drop OS error numbers.
+fn one_line(message: impl Into<String>) -> String {
+    let message: String = message.into();
+    let message = message.split_whitespace().collect::<Vec<_>>().join(" ");
+    strip_os_error_codes(&message)
 }
 
 /// `File name too long (os error 36)` reads better without its number.
@@ -57,7 +126,7 @@ fn strip_os_error_codes(text: &str) -> String {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
+        f.write_str(self.message())
     }
 }
 
@@ -151,9 +220,9 @@ mod tests {
     #[test]
     fn one_line_without_os_error_numbers() {
         let e = Error::usage("cannot open x: File name too long (os error 36)\nmore");
-        assert_eq!(e.message, "cannot open x: File name too long more");
+        assert_eq!(e.message(), "cannot open x: File name too long more");
         let e = Error::usage("keep (os error x) and (os error )");
-        assert_eq!(e.message, "keep (os error x) and (os error )");
+        assert_eq!(e.message(), "keep (os error x) and (os error )");
     }
 
     fn clap_error(args: &[&str]) -> clap::Error {

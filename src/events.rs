@@ -47,7 +47,7 @@ impl Reporter {
                     .mode(0o600)
                     .open(p)
                     .map_err(|e| {
-                        Error::usage(format!("cannot open events file {}: {e}", p.display()))
+                        Error::io(format!("cannot open events file {}: {e}", p.display()))
                     })?,
             )),
         };

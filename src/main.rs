@@ -45,7 +45,7 @@ fn main() -> ExitCode {
             let script = entry::completion_script(shell);
             match std::io::stdout().write_all(&script) {
                 Ok(()) => Ok(0),
-                Err(e) => Err(entry::Error::usage(format!("cannot write: {e}"))),
+                Err(e) => Err(entry::Error::io(format!("cannot write: {e}"))),
             }
         }
     };
@@ -53,7 +53,7 @@ fn main() -> ExitCode {
         Ok(c) => code(c),
         Err(e) => {
             let _ = writeln!(std::io::stderr(), "locksup: {e}");
-            code(e.code)
+            code(e.code())
         }
     }
 }

@@ -862,8 +862,8 @@ proptest! {
     ) {
         let path = Path::new("/etc/locksup/config.toml");
         if let Err(e) = Config::parse(&text, path) {
-            prop_assert_eq!(e.code, 125);
-            check_config_error(&text, path, &e.message)?;
+            prop_assert_eq!(e.code(), 125);
+            check_config_error(&text, path, e.message())?;
         }
     }
 
@@ -1015,10 +1015,10 @@ proptest! {
     #[test]
     fn errors_are_one_line(msg in any_text(80), code in any::<i32>()) {
         let e = locksup::testing::error::Error::with_code(code, msg.clone());
-        prop_assert_eq!(e.code, code);
-        prop_assert!(!e.message.contains(['\n', '\r', '\u{b}', '\u{c}', '\u{85}', '\u{2028}', '\u{2029}']),
-            "{:?}", e.message);
-        prop_assert_eq!(e.message.trim(), e.message.as_str());
+        prop_assert_eq!(e.code(), code);
+        prop_assert!(!e.message().contains(['\n', '\r', '\u{b}', '\u{c}', '\u{85}', '\u{2028}', '\u{2029}']),
+            "{:?}", e.message());
+        prop_assert_eq!(e.message().trim(), e.message());
     }
 
     /// The lock file of a session is its sidecar `SESSION.lock`, in the

@@ -279,7 +279,7 @@ struct Signals {
 
 impl Signals {
     fn install() -> Result<Self> {
-        let err = |e: std::io::Error| Error::usage(format!("cannot install signal handlers: {e}"));
+        let err = |e: std::io::Error| Error::io(format!("cannot install signal handlers: {e}"));
         let child = signal(SignalKind::child()).map_err(err)?;
         let mut others = Vec::new();
         for sig in CANCEL_SIGNALS.iter().chain(PASS_SIGNALS.iter()) {
@@ -321,7 +321,11 @@ pub(crate) async fn supervise(spec: &Spec, report: &mut Reporter) -> Result<i32>
     let ended = attempt(spec, report).await;
     let (code, outcome, error) = match &ended {
         Ok((code, outcome)) => (*code, *outcome, None),
-        Err(e) => (e.code, Outcome::of_error(e.code), Some(e.message.clone())),
+        Err(e) => (
+            e.code(),
+            Outcome::of_error(e.code()),
+            Some(e.message().to_owned()),
+        ),
     };
     report.event(
         "end",
@@ -333,7 +337,7 @@ pub(crate) async fn supervise(spec: &Spec, report: &mut Reporter) -> Result<i32>
 async fn attempt(spec: &Spec, report: &mut Reporter) -> Result<(i32, Outcome)> {
     // Orphans of the attempt must come back to us, not to init.
     nix::sys::prctl::set_child_subreaper(true)
-        .map_err(|e| Error::usage(format!("cannot become a child subreaper: {e}")))?;
+        .map_err(|e| Error::spawn(format!("cannot become a child subreaper: {e}")))?;
     // Before the fork, so no SIGCHLD is missed.
     let signals = Signals::install()?;
     let alarm = Alarm::new();
@@ -361,7 +365,7 @@ async fn attempt(spec: &Spec, report: &mut Reporter) -> Result<(i32, Outcome)> {
     if let Some(w) = spec.watchdog {
         env.push(("WATCHDOG_USEC".into(), w.as_micros().to_string().into()));
     }
-    let (lock_dir, lock_name) = lockfile::open_parent(&spec.lock).map_err(Error::usage)?;
+    let (lock_dir, lock_name) = lockfile::open_parent(&spec.lock)?;
     let mut prepared = spawn::Prepared::new(spawn::Request {
         lock_dir,
         lock_name: &lock_name,
@@ -375,14 +379,14 @@ async fn attempt(spec: &Spec, report: &mut Reporter) -> Result<(i32, Outcome)> {
         pid_var: spec.watchdog.map(|_| "WATCHDOG_PID"),
         foreground: spec.foreground,
     })
-    .map_err(|e| Error::usage(format!("cannot start the attempt: {e}")))?;
+    .map_err(|e| Error::spawn(format!("cannot start the attempt: {e}")))?;
     let started_at = Instant::now();
     let child = spawn::spawn(&mut prepared)
-        .map_err(|e| Error::usage(format!("cannot start the attempt: {e}")))?;
+        .map_err(|e| Error::spawn(format!("cannot start the attempt: {e}")))?;
     // The reserved descriptor number now lives on in the child only.
     drop(prepared);
     let status = pipe::Receiver::from_owned_fd(child.status)
-        .map_err(|e| Error::usage(format!("status pipe: {e}")))?;
+        .map_err(|e| Error::spawn(format!("status pipe: {e}")))?;
     let mut att = Attempt {
         spec,
         report,
@@ -632,15 +636,15 @@ impl Attempt<'_> {
         let lock = &self.spec.lock;
         let errno = Errno::from_raw(i32::try_from(value).unwrap_or(0));
         match stage {
-            Stage::Setup => Error::usage(format!("cannot set up the attempt: {}", errno.desc())),
-            Stage::Open => Error::usage(lockfile::open_error(lock, errno)),
-            Stage::NotRegular => Error::usage(lockfile::describe_mode(
+            Stage::Setup => Error::spawn(format!("cannot set up the attempt: {}", errno.desc())),
+            Stage::Open => Error::lock(lockfile::open_error(lock, errno)),
+            Stage::NotRegular => Error::lock(lockfile::describe_mode(
                 lock,
                 u32::try_from(value).unwrap_or(u32::MAX),
             )),
-            Stage::HardLinks => Error::usage(lockfile::hard_links_message(lock, value)),
+            Stage::HardLinks => Error::lock(lockfile::hard_links_message(lock, value)),
             Stage::Flock => {
-                Error::usage(format!("cannot lock {}: {}", lock.display(), errno.desc()))
+                Error::lock(format!("cannot lock {}: {}", lock.display(), errno.desc()))
             }
             Stage::Exec => {
                 let name = self.spec.command[0].to_string_lossy();
@@ -709,7 +713,7 @@ impl Attempt<'_> {
             self.touch = touch_watch(&spec.lock);
         }
         if let Err(e) = lockfile::write_metadata(&spec.lock, file, &line) {
-            self.failure = Some(Error::usage(e));
+            self.failure = Some(e);
             let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
             return;
         }
@@ -717,7 +721,7 @@ impl Attempt<'_> {
         if let Some(mut control) = self.control.take()
             && let Err(e) = control.write_all(&go)
         {
-            self.failure = Some(Error::usage(format!("cannot start the attempt: {e}")));
+            self.failure = Some(Error::spawn(format!("cannot start the attempt: {e}")));
             let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
             return;
         }

@@ -486,7 +486,7 @@ fn os_error(e: io::Error, what: &str) -> Error {
         Some(libc::EPERM) | Some(libc::EACCES) => {
             Error::with_code(exit::NOT_PERMITTED, format!("{what}: not permitted"))
         }
-        _ => Error::usage(format!("{what}: {e}")),
+        _ => Error::io(format!("{what}: {e}")),
     }
 }
 
@@ -504,17 +504,17 @@ mod tests {
         let by_lock = resolve(lock.as_os_str(), &[]).unwrap();
         assert_eq!(by_lock.id, by_session.id);
         let e = resolve(dir.path().join("nope.lock").as_os_str(), &[]).unwrap_err();
-        assert_eq!(e.code, exit::TARGET_NOT_FOUND);
+        assert_eq!(e.code(), exit::TARGET_NOT_FOUND);
         let e = resolve(dir.path().join("other.jsonl").as_os_str(), &[]).unwrap_err();
-        assert_eq!(e.code, exit::TARGET_NOT_FOUND);
+        assert_eq!(e.code(), exit::TARGET_NOT_FOUND);
         // An attempt id without roots to look under.
         let e = resolve(OsStr::new("some-attempt-id"), &[]).unwrap_err();
-        assert_eq!(e.code, exit::FAILURE);
+        assert_eq!(e.code(), exit::FAILURE);
         // A file name is not taken for one.
         let e = resolve(OsStr::new("locksup-no-such-session.jsonl"), &[]).unwrap_err();
-        assert_eq!(e.code, exit::TARGET_NOT_FOUND);
+        assert_eq!(e.code(), exit::TARGET_NOT_FOUND);
         let e = resolve(OsStr::new("some-attempt-id"), &[dir.path().to_path_buf()]).unwrap_err();
-        assert_eq!(e.code, exit::TARGET_NOT_FOUND);
+        assert_eq!(e.code(), exit::TARGET_NOT_FOUND);
         assert!(resolve(OsStr::new(""), &[]).is_err());
     }
 

@@ -75,7 +75,7 @@ fn connect_error(path: &Path, e: &io::Error) -> Error {
         }
         _ => e.to_string(),
     };
-    Error::usage(format!(
+    Error::protocol(format!(
         "cannot connect to locksup serve at {}: {why}",
         path.display()
     ))
@@ -193,7 +193,7 @@ pub fn run(args: &RunArgs, argv: &[OsString], config_path: Option<&Path>) -> Res
         env.push((k, v));
     }
     let cwd = std::env::current_dir()
-        .map_err(|e| Error::usage(format!("cannot read the working directory: {e}")))?;
+        .map_err(|e| Error::io(format!("cannot read the working directory: {e}")))?;
     let cwd = utf8("working directory", cwd.into_os_string())?;
     let frame = protocol::encode(&Frame::Run {
         args: run_args,
@@ -201,7 +201,7 @@ pub fn run(args: &RunArgs, argv: &[OsString], config_path: Option<&Path>) -> Res
         cwd,
     });
     if frame.len() - 4 > MAX_FRAME {
-        return Err(Error::usage(format!(
+        return Err(Error::protocol(format!(
             "the request is {} bytes, over the daemon's limit of {MAX_FRAME} (a huge \
              environment or command line?)",
             frame.len() - 4
@@ -210,7 +210,7 @@ pub fn run(args: &RunArgs, argv: &[OsString], config_path: Option<&Path>) -> Res
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| Error::usage(format!("cannot start the runtime: {e}")))?;
+        .map_err(|e| Error::io(format!("cannot start the runtime: {e}")))?;
     rt.block_on(session(socket, frame))
 }
 
@@ -226,7 +226,7 @@ impl Signals {
                 continue;
             }
             let stream = signal(SignalKind::from_raw(*sig as i32))
-                .map_err(|e| Error::usage(format!("cannot install signal handlers: {e}")))?;
+                .map_err(|e| Error::io(format!("cannot install signal handlers: {e}")))?;
             v.push((*sig, stream));
         }
         Ok(Signals(v))
@@ -307,12 +307,12 @@ async fn connect_and_send(
             ));
         }
         Err(e) => {
-            let err = Error::usage(format!("cannot send the request: {e}"));
+            let err = Error::protocol(format!("cannot send the request: {e}"));
             return Err((err, Some(stream)));
         }
     };
     if let Err(e) = stream.write_all(&request[sent..]).await {
-        let err = Error::usage(format!("cannot send the request: {e}"));
+        let err = Error::protocol(format!("cannot send the request: {e}"));
         return Err((err, Some(stream)));
     }
     Ok(stream)
@@ -327,7 +327,7 @@ async fn session(socket: PathBuf, request: Vec<u8>) -> Result<i32> {
     let shown = socket.display().to_string();
     let answer_by = Instant::now() + ANSWER_TIMEOUT;
     let no_answer = || {
-        Error::usage(format!(
+        Error::protocol(format!(
             "locksup serve at {shown} did not answer within {}",
             format_duration(ANSWER_TIMEOUT)
         ))
@@ -361,7 +361,7 @@ async fn session(socket: PathBuf, request: Vec<u8>) -> Result<i32> {
     };
     let mut conn = Conn::new(stream, 0);
     let lost = || {
-        Error::usage(format!(
+        Error::protocol(format!(
             "locksup serve at {shown} closed the connection without the attempt's result"
         ))
     };
@@ -398,13 +398,13 @@ async fn session(socket: PathBuf, request: Vec<u8>) -> Result<i32> {
                     return Err(Error::with_code(code, message));
                 }
                 Ok(Some(other)) => {
-                    return Err(Error::usage(format!(
+                    return Err(Error::protocol(format!(
                         "unexpected {} frame from the daemon",
                         other.kind()
                     )));
                 }
                 Ok(None) => return Err(lost()),
-                Err(e) => return Err(Error::usage(format!("from the daemon: {e}"))),
+                Err(e) => return Err(Error::protocol(format!("from the daemon: {e}"))),
             },
             sig = signals.next() => {
                 let name = signal_name(sig).to_owned();
@@ -431,7 +431,7 @@ async fn session(socket: PathBuf, request: Vec<u8>) -> Result<i32> {
                     Err(_) => {
                         return Err(match unacked {
                             Some((first, _)) => gave_up(first, "does not read the cancel"),
-                            None => Error::usage(format!(
+                            None => Error::protocol(format!(
                                 "locksup serve at {shown} does not read what the client sends"
                             )),
                         });
@@ -472,7 +472,7 @@ fn read_frame(stream: &mut UnixStream, deadline: Option<Instant>) -> Result<Opti
             let _ = stream.set_read_timeout(left);
             match stream.read(&mut buf[got..]) {
                 Ok(0) => {
-                    return Err(Error::usage(
+                    return Err(Error::protocol(
                         "locksup serve closed the connection without an answer",
                     ));
                 }
@@ -486,7 +486,7 @@ fn read_frame(stream: &mut UnixStream, deadline: Option<Instant>) -> Result<Opti
                     return Ok(false);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::usage(format!("from the daemon: {e}"))),
+                Err(e) => return Err(Error::protocol(format!("from the daemon: {e}"))),
             }
         }
         Ok(true)
@@ -497,7 +497,7 @@ fn read_frame(stream: &mut UnixStream, deadline: Option<Instant>) -> Result<Opti
     }
     let len = u32::from_be_bytes(len) as usize;
     if len == 0 || len > MAX_FRAME {
-        return Err(Error::usage(format!(
+        return Err(Error::protocol(format!(
             "from the daemon: {}",
             protocol::ProtoError::Size(len)
         )));
@@ -508,7 +508,7 @@ fn read_frame(stream: &mut UnixStream, deadline: Option<Instant>) -> Result<Opti
     }
     protocol::decode(&body)
         .map(Some)
-        .map_err(|e| Error::usage(format!("from the daemon: {e}")))
+        .map_err(|e| Error::protocol(format!("from the daemon: {e}")))
 }
 
 /// `locksup cancel --daemon`.
@@ -516,7 +516,7 @@ pub fn cancel(args: &CancelArgs, config_path: Option<&Path>) -> Result<i32> {
     let socket = socket_for(args.socket.as_deref(), config_path)?;
     let target = utf8("TARGET", args.target.clone().into_os_string())?;
     let cwd = std::env::current_dir()
-        .map_err(|e| Error::usage(format!("cannot read the working directory: {e}")))?;
+        .map_err(|e| Error::io(format!("cannot read the working directory: {e}")))?;
     let cwd = utf8("working directory", cwd.into_os_string())?;
     let signal = args.signal.map_or_else(|| "TERM".to_owned(), |s| s.name());
     let limit = match args.wait {
@@ -534,10 +534,10 @@ pub fn cancel(args: &CancelArgs, config_path: Option<&Path>) -> Result<i32> {
     });
     stream
         .write_all(&request)
-        .map_err(|e| Error::usage(format!("cannot send the request: {e}")))?;
+        .map_err(|e| Error::protocol(format!("cannot send the request: {e}")))?;
     let sent = Instant::now();
     let answer = read_frame(&mut stream, Some(sent + Duration::from_secs(30)))?
-        .ok_or_else(|| Error::usage("locksup serve did not answer within 30s"))?;
+        .ok_or_else(|| Error::protocol("locksup serve did not answer within 30s"))?;
     let (pid, id) = match answer {
         Frame::Cancelled {
             attempt_pid,
@@ -545,7 +545,7 @@ pub fn cancel(args: &CancelArgs, config_path: Option<&Path>) -> Result<i32> {
         } => (attempt_pid, attempt_id),
         Frame::Error { code, message } => return Err(Error::with_code(code, message)),
         other => {
-            return Err(Error::usage(format!(
+            return Err(Error::protocol(format!(
                 "unexpected {} frame from the daemon",
                 other.kind()
             )));
@@ -570,7 +570,7 @@ pub fn cancel(args: &CancelArgs, config_path: Option<&Path>) -> Result<i32> {
             Ok(exit::SUCCESS)
         }
         Some(Frame::Error { code, message }) => Err(Error::with_code(code, message)),
-        Some(other) => Err(Error::usage(format!(
+        Some(other) => Err(Error::protocol(format!(
             "unexpected {} frame from the daemon",
             other.kind()
         ))),
@@ -590,9 +590,9 @@ pub fn status(args: &StatusArgs, config_path: Option<&Path>) -> Result<i32> {
     let mut stream = connect(&socket)?;
     stream
         .write_all(&protocol::encode(&Frame::List {}))
-        .map_err(|e| Error::usage(format!("cannot send the request: {e}")))?;
+        .map_err(|e| Error::protocol(format!("cannot send the request: {e}")))?;
     let answer = read_frame(&mut stream, Some(Instant::now() + Duration::from_secs(30)))?
-        .ok_or_else(|| Error::usage("locksup serve did not answer within 30s"))?;
+        .ok_or_else(|| Error::protocol("locksup serve did not answer within 30s"))?;
     let (containment, attempts) = match answer {
         Frame::Attempts {
             containment,
@@ -600,7 +600,7 @@ pub fn status(args: &StatusArgs, config_path: Option<&Path>) -> Result<i32> {
         } => (containment, attempts),
         Frame::Error { code, message } => return Err(Error::with_code(code, message)),
         other => {
-            return Err(Error::usage(format!(
+            return Err(Error::protocol(format!(
                 "unexpected {} frame from the daemon",
                 other.kind()
             )));
@@ -667,7 +667,7 @@ pub fn status(args: &StatusArgs, config_path: Option<&Path>) -> Result<i32> {
     match io::stdout().write_all(text.as_bytes()) {
         Ok(()) => Ok(exit::SUCCESS),
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(exit::SUCCESS),
-        Err(e) => Err(Error::usage(format!("cannot write the status: {e}"))),
+        Err(e) => Err(Error::io(format!("cannot write the status: {e}"))),
     }
 }
 

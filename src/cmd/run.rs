@@ -28,7 +28,7 @@ pub(crate) const DEFAULT_FILE_MODE: u32 = 0o600;
 pub fn main(args: RunArgs, config_path: Option<&Path>) -> Result<i32> {
     let config = Config::load(config_path)?;
     let spec = resolve(&args, &config)?;
-    lockfile::preflight(&spec.lock).map_err(Error::usage)?;
+    lockfile::preflight(&spec.lock)?;
     let mut report = Reporter::new(
         args.events.as_deref(),
         args.verbose,
@@ -38,7 +38,7 @@ pub fn main(args: RunArgs, config_path: Option<&Path>) -> Result<i32> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| Error::usage(format!("cannot start the runtime: {e}")))?;
+        .map_err(|e| Error::io(format!("cannot start the runtime: {e}")))?;
     rt.block_on(supervise::supervise(&spec, &mut report))
 }
 
@@ -46,7 +46,7 @@ pub fn main(args: RunArgs, config_path: Option<&Path>) -> Result<i32> {
 /// built-in defaults.
 pub(crate) fn resolve(a: &RunArgs, config: &Config) -> Result<Spec> {
     let cwd = std::env::current_dir()
-        .map_err(|e| Error::usage(format!("cannot read the working directory: {e}")))?;
+        .map_err(|e| Error::io(format!("cannot read the working directory: {e}")))?;
     let session = match &a.session {
         Some(s) => Some(not_a_directory("--session", s, absolute_in(&cwd, s))?),
         None => None,

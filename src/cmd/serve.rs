@@ -128,7 +128,7 @@ pub fn main(args: ServeArgs, config_path: Option<&Path>) -> Result<i32> {
     sys::unset_env_single_threaded(&["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"]);
     let nofile = raise_nofile();
     nix::sys::prctl::set_child_subreaper(true)
-        .map_err(|e| Error::usage(format!("cannot become a child subreaper: {e}")))?;
+        .map_err(|e| Error::io(format!("cannot become a child subreaper: {e}")))?;
     let (listener, bound) = match activated {
         Some(fd) => (std::os::unix::net::UnixListener::from(fd), None),
         None => {
@@ -145,16 +145,16 @@ pub fn main(args: ServeArgs, config_path: Option<&Path>) -> Result<i32> {
     };
     listener
         .set_nonblocking(true)
-        .map_err(|e| Error::usage(format!("socket: {e}")))?;
+        .map_err(|e| Error::io(format!("socket: {e}")))?;
     let containment = cgroup::detect();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| Error::usage(format!("cannot start the runtime: {e}")))?;
+        .map_err(|e| Error::io(format!("cannot start the runtime: {e}")))?;
     let local = tokio::task::LocalSet::new();
     let result = local.block_on(&rt, async move {
         let listener =
-            UnixListener::from_std(listener).map_err(|e| Error::usage(format!("socket: {e}")))?;
+            UnixListener::from_std(listener).map_err(|e| Error::io(format!("socket: {e}")))?;
         let where_ = match &bound {
             Some((p, _)) => p.display().to_string(),
             None => "the socket passed by the service manager (fd 3)".to_owned(),
@@ -208,11 +208,11 @@ fn activation(me: i32) -> Result<Option<OwnedFd>> {
     let n: i32 = fds
         .trim()
         .parse()
-        .map_err(|_| Error::usage(format!("LISTEN_FDS={fds} is not a number")))?;
+        .map_err(|_| Error::io(format!("LISTEN_FDS={fds} is not a number")))?;
     if n < 1 {
         return Ok(None);
     }
-    let bad = |what: String| Error::usage(format!("socket activation: descriptor 3 {what}"));
+    let bad = |what: String| Error::io(format!("socket activation: descriptor 3 {what}"));
     let fd = sys::adopt_inherited_fd(3).map_err(|e| bad(format!("is not open: {e}")))?;
     set_cloexec(&fd).map_err(|e| bad(format!("cannot be made close-on-exec: {e}")))?;
     use nix::sys::socket::{AddressFamily, SockType, SockaddrLike, SockaddrStorage, sockopt};
@@ -256,38 +256,38 @@ fn bind(path: &Path, mode: u32) -> Result<std::os::unix::net::UnixListener> {
             .recursive(true)
             .mode(0o755)
             .create(dir)
-            .map_err(|e| Error::usage(format!("cannot create directory {}: {e}", dir.display())))?;
+            .map_err(|e| Error::io(format!("cannot create directory {}: {e}", dir.display())))?;
     }
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_socket() => match std::os::unix::net::UnixStream::connect(path) {
             Ok(_) => {
-                return Err(Error::usage(format!(
+                return Err(Error::io(format!(
                     "another daemon is already listening on {shown}"
                 )));
             }
             Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
                 log::info!("removing the stale socket {shown}");
                 std::fs::remove_file(path).map_err(|e| {
-                    Error::usage(format!("cannot remove the stale socket {shown}: {e}"))
+                    Error::io(format!("cannot remove the stale socket {shown}: {e}"))
                 })?;
             }
-            Err(e) => return Err(Error::usage(format!("socket {shown}: {e}"))),
+            Err(e) => return Err(Error::io(format!("socket {shown}: {e}"))),
         },
         Ok(_) => {
-            return Err(Error::usage(format!(
+            return Err(Error::io(format!(
                 "{shown} exists and is not a socket; not replacing it"
             )));
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::usage(format!("{shown}: {e}"))),
+        Err(e) => return Err(Error::io(format!("{shown}: {e}"))),
     }
     // The socket is born with its final mode: no moment where it is wider.
     let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(!mode & 0o777));
     let bound = std::os::unix::net::UnixListener::bind(path);
     nix::sys::stat::umask(old);
-    let listener = bound.map_err(|e| Error::usage(format!("cannot listen on {shown}: {e}")))?;
+    let listener = bound.map_err(|e| Error::io(format!("cannot listen on {shown}: {e}")))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| Error::usage(format!("cannot set the mode of {shown}: {e}")))?;
+        .map_err(|e| Error::io(format!("cannot set the mode of {shown}: {e}")))?;
     Ok(listener)
 }
 
@@ -357,11 +357,11 @@ impl Loaded {
                     Principal::Id(id) => Ok(*id),
                     Principal::Name(n) => match find(n) {
                         Ok(Some(id)) => Ok(id),
-                        Ok(None) => Err(Error::usage(format!(
+                        Ok(None) => Err(Error::config(format!(
                             "{}: {key}: there is no {what} named '{n}'",
                             p.at
                         ))),
-                        Err(e) => Err(Error::usage(format!(
+                        Err(e) => Err(Error::config(format!(
                             "{}: {key}: cannot look up {what} '{n}': {e}",
                             p.at
                         ))),
@@ -424,19 +424,19 @@ impl Loaded {
             .spawn(move || {
                 let _ = tx.send(Loaded::load(path_buf.as_deref()));
             })
-            .map_err(|e| Error::usage(format!("cannot read the configuration: {e}")))?;
+            .map_err(|e| Error::config(format!("cannot read the configuration: {e}")))?;
         match rx.recv_timeout(CONFIG_READ_TIMEOUT) {
             Ok(loaded) => {
                 let _ = thread.join();
                 loaded
             }
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(Error::usage(format!(
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(Error::config(format!(
                 "reading the configuration{} did not finish within {}",
                 path.map_or(String::new(), |p| format!(" {}", p.display())),
                 crate::duration::format_duration(CONFIG_READ_TIMEOUT)
             ))),
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                Err(Error::usage("reading the configuration failed"))
+                Err(Error::config("reading the configuration failed"))
             }
         }
     }
@@ -445,7 +445,7 @@ impl Loaded {
 impl Settings {
     fn new(loaded: Loaded) -> Result<Settings> {
         let snapshot = Snapshot::new(&loaded.text)
-            .map_err(|e| Error::usage(format!("cannot keep the configuration in memory: {e}")))?;
+            .map_err(|e| Error::config(format!("cannot keep the configuration in memory: {e}")))?;
         Ok(Settings {
             config: loaded.config,
             snapshot: Rc::new(snapshot),
@@ -512,7 +512,7 @@ impl Snapshot {
 
 async fn run(state: Shared, listener: UnixListener) -> Result<i32> {
     let sig = |k: SignalKind| {
-        signal(k).map_err(|e| Error::usage(format!("cannot install signal handlers: {e}")))
+        signal(k).map_err(|e| Error::io(format!("cannot install signal handlers: {e}")))
     };
     let mut chld = sig(SignalKind::child())?;
     let mut term = sig(SignalKind::terminate())?;

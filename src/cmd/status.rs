@@ -174,7 +174,7 @@ pub fn main(args: StatusArgs, config_path: Option<&Path>) -> Result<i32> {
         Ok(()) => Ok(exit::SUCCESS),
         // A reader that went away (`| head`) is not our failure.
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(exit::SUCCESS),
-        Err(e) => Err(Error::usage(format!("cannot write the status: {e}"))),
+        Err(e) => Err(Error::io(format!("cannot write the status: {e}"))),
     }
 }
 

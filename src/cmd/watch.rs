@@ -251,18 +251,18 @@ pub fn main(args: WatchArgs, config_path: Option<&Path>) -> Result<i32> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| Error::usage(format!("cannot start the runtime: {e}")))?;
+        .map_err(|e| Error::io(format!("cannot start the runtime: {e}")))?;
     rt.block_on(run(roots, mode))
 }
 
 async fn run(roots: Vec<(PathBuf, bool)>, mode: Mode) -> Result<i32> {
-    let inotify = Inotify::init().map_err(|e| Error::usage(init_error(&e)))?;
+    let inotify = Inotify::init().map_err(|e| Error::io(init_error(&e)))?;
     let stream = inotify
         .into_event_stream(vec![0u8; BUFFER])
-        .map_err(|e| Error::usage(init_error(&e)))?;
+        .map_err(|e| Error::io(init_error(&e)))?;
     let watches = stream.watches();
     let sig = |k: SignalKind| {
-        signal(k).map_err(|e| Error::usage(format!("cannot install signal handlers: {e}")))
+        signal(k).map_err(|e| Error::io(format!("cannot install signal handlers: {e}")))
     };
     let mut int = sig(SignalKind::interrupt())?;
     let mut term = sig(SignalKind::terminate())?;
@@ -312,9 +312,9 @@ async fn run(roots: Vec<(PathBuf, bool)>, mode: Mode) -> Result<i32> {
                         // their locks, our own directory reads) cost nothing.
                     }
                     Some(Err(e)) => {
-                        result = Err(Error::usage(format!("reading inotify events: {e}")));
+                        result = Err(Error::io(format!("reading inotify events: {e}")));
                     }
-                    None => result = Err(Error::usage("the inotify stream ended")),
+                    None => result = Err(Error::io("the inotify stream ended")),
                 }
             }
             () = sleep_until(wake) => {
@@ -359,7 +359,7 @@ async fn run(roots: Vec<(PathBuf, bool)>, mode: Mode) -> Result<i32> {
     match result {
         Ok(()) => Ok(exit::SUCCESS),
         // The reader went away: nothing more to say, and not a failure.
-        Err(e) if e.code == exit::SUCCESS => Ok(exit::SUCCESS),
+        Err(e) if e.code() == exit::SUCCESS => Ok(exit::SUCCESS),
         Err(e) => Err(e),
     }
 }
@@ -448,7 +448,7 @@ impl Watcher {
                 Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
                     let msg = add_watch_error(&d, &e);
                     if startup {
-                        return Err(Error::usage(msg));
+                        return Err(Error::io(msg));
                     }
                     if self.warned.insert(d.clone()) {
                         let _ = writeln!(io::stderr(), "locksup: {msg}");
@@ -511,7 +511,7 @@ impl Watcher {
             Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
                 let msg = add_watch_error(parent, &e);
                 if startup {
-                    return Err(Error::usage(msg));
+                    return Err(Error::io(msg));
                 }
                 if self.warned.insert(parent.to_path_buf()) {
                     let _ = writeln!(io::stderr(), "locksup: {msg}");

@@ -15,9 +15,9 @@ fn err(text: &str) -> String {
     match parse(text) {
         Ok(c) => panic!("{text:?} should fail, got {c:?}"),
         Err(e) => {
-            assert_eq!(e.code, crate::exit::FAILURE);
-            assert!(!e.message.contains('\n'), "{}", e.message);
-            e.message
+            assert_eq!(e.code(), crate::exit::FAILURE);
+            assert!(!e.message().contains('\n'), "{}", e.message());
+            e.message().to_owned()
         }
     }
 }
@@ -188,7 +188,7 @@ fn bad_values_are_errors_with_position() {
 fn mode(value: &str) -> std::result::Result<Option<u32>, String> {
     parse(&format!("[run]\nfile_mode = {value}\n"))
         .map(|c| c.run.file_mode)
-        .map_err(|e| e.message)
+        .map_err(|e| e.message().to_owned())
 }
 
 #[test]
@@ -538,17 +538,17 @@ fn named_files_must_exist_defaults_must_be_valid() {
     let ms = missing.to_str().unwrap();
 
     let e = Config::load_with(Some(&missing), &LookupEnv::default(), &sys).unwrap_err();
-    assert_eq!(e.code, crate::exit::FAILURE);
-    assert!(e.message.contains(ms), "{}", e.message);
-    assert!(e.message.contains("--config"), "{}", e.message);
+    assert_eq!(e.code(), crate::exit::FAILURE);
+    assert!(e.message().contains(ms), "{}", e.message());
+    assert!(e.message().contains("--config"), "{}", e.message());
 
     let e = Config::load_with(None, &env(Some(ms), None, None), &sys).unwrap_err();
-    assert!(e.message.contains(ms), "{}", e.message);
-    assert!(e.message.contains("$LOCKSUP_CONFIG"), "{}", e.message);
+    assert!(e.message().contains(ms), "{}", e.message());
+    assert!(e.message().contains("$LOCKSUP_CONFIG"), "{}", e.message());
 
     // A directory named explicitly is unreadable: an error, too.
     let e = Config::load_with(Some(d), &LookupEnv::default(), &sys).unwrap_err();
-    assert!(e.message.contains(d.to_str().unwrap()), "{}", e.message);
+    assert!(e.message().contains(d.to_str().unwrap()), "{}", e.message());
 
     // An existing default file that is invalid is an error naming it.
     let xdg = d.join("xdg");
@@ -557,7 +557,7 @@ fn named_files_must_exist_defaults_must_be_valid() {
     let xenv = env(None, xdg.to_str(), None);
     let e = Config::load_with(None, &xenv, &sys).unwrap_err();
     assert_eq!(
-        e.message,
+        e.message(),
         format!(
             "{}:2:1: unknown field `bogus`, expected one of `timeout`, `grace`, \
              `wait`, `signal`, `final_signal`, `file_mode`, `conflict_exit_code`, \
@@ -570,9 +570,9 @@ fn named_files_must_exist_defaults_must_be_valid() {
     std::fs::create_dir(&xdg_file).unwrap();
     let e = Config::load_with(None, &xenv, &sys).unwrap_err();
     assert!(
-        e.message.contains(xdg_file.to_str().unwrap()),
+        e.message().contains(xdg_file.to_str().unwrap()),
         "{}",
-        e.message
+        e.message()
     );
     // A default path under a regular file is simply absent.
     let file = d.join("plain");
@@ -618,7 +618,7 @@ fn the_daemons_reader_takes_regular_files_only_and_never_waits() {
     };
     let e = strict(Some(&fifo), &LookupEnv::default()).unwrap_err();
     assert_eq!(
-        e.message,
+        e.message(),
         format!(
             "cannot read config file {} (named by --config): it is a FIFO, not a regular file",
             fifo.display()
@@ -628,7 +628,11 @@ fn the_daemons_reader_takes_regular_files_only_and_never_waits() {
     std::fs::create_dir_all(xdg.join("locksup")).unwrap();
     std::os::unix::fs::symlink(&fifo, xdg.join("locksup/config.toml")).unwrap();
     let e = strict(None, &env(None, xdg.to_str(), None)).unwrap_err();
-    assert!(e.message.contains("not a regular file"), "{}", e.message);
+    assert!(
+        e.message().contains("not a regular file"),
+        "{}",
+        e.message()
+    );
     let (c, text) = strict(Some(&to_real), &LookupEnv::default()).unwrap();
     assert_eq!((c.run.wait, text.as_str()), (secs(1), "[run]\nwait = 1\n"));
 }

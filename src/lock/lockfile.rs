@@ -19,6 +19,7 @@ use nix::fcntl::{AT_FDCWD, AtFlags, Flock, FlockArg, OFlag, openat, readlinkat};
 use nix::sys::stat::{Mode, fstat, fstatat};
 use serde::{Deserialize, Serialize};
 
+use crate::error::Error;
 use crate::procfs::{self, FileId};
 
 /// Version of the metadata format.
@@ -35,7 +36,12 @@ pub fn lock_path_for_session(session: &Path) -> PathBuf {
 /// regular file or not exist yet, and its directory must exist. The
 /// attempt re-checks when it opens the file (`O_NOFOLLOW`, `fstat`), so
 /// this is for messages, not for safety.
-pub(crate) fn preflight(path: &Path) -> Result<(), String> {
+pub(crate) fn preflight(path: &Path) -> Result<(), Error> {
+    preflight_text(path).map_err(Error::lock)
+}
+
+/// [`preflight`], its error as text.
+fn preflight_text(path: &Path) -> Result<(), String> {
     match fs::symlink_metadata(path) {
         Ok(meta) => describe_unusable(path, &meta).map_or(Ok(()), Err),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -74,7 +80,12 @@ const MAX_SYMLINKS: u32 = 40;
 /// lock file into a directory of their choosing, and the check holds even
 /// where that sysctl is off. Resolving step by step, on descriptors,
 /// leaves no window to swap a checked directory for a link.
-pub(crate) fn open_parent(path: &Path) -> Result<(OwnedFd, OsString), String> {
+pub(crate) fn open_parent(path: &Path) -> Result<(OwnedFd, OsString), Error> {
+    open_parent_text(path).map_err(Error::lock)
+}
+
+/// [`open_parent`], its error as text.
+fn open_parent_text(path: &Path) -> Result<(OwnedFd, OsString), String> {
     let name = path
         .file_name()
         .ok_or_else(|| format!("lock path {} does not name a file", path.display()))?
@@ -230,7 +241,12 @@ pub(crate) fn describe_mode(path: &Path, mode: u32) -> String {
 /// separate, short-lived open file description (the attempt's own
 /// description is never touched by the supervisor). `expect` guards
 /// against a path that was replaced meanwhile.
-pub(crate) fn write_metadata(path: &Path, expect: FileId, line: &str) -> Result<(), String> {
+pub(crate) fn write_metadata(path: &Path, expect: FileId, line: &str) -> Result<(), Error> {
+    write_metadata_text(path, expect, line).map_err(Error::lock)
+}
+
+/// [`write_metadata`], its error as text.
+fn write_metadata_text(path: &Path, expect: FileId, line: &str) -> Result<(), String> {
     let file = OpenOptions::new()
         .write(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
@@ -436,10 +452,25 @@ mod tests {
         fs::write(&target, "").unwrap();
         let link = dir.path().join("l");
         std::os::unix::fs::symlink(&target, &link).unwrap();
-        assert!(preflight(&link).unwrap_err().contains("symbolic link"));
-        assert!(preflight(dir.path()).unwrap_err().contains("directory"));
+        assert!(
+            preflight(&link)
+                .unwrap_err()
+                .message()
+                .contains("symbolic link")
+        );
+        assert!(
+            preflight(dir.path())
+                .unwrap_err()
+                .message()
+                .contains("directory")
+        );
         let missing = dir.path().join("no/such.lock");
-        assert!(preflight(&missing).unwrap_err().contains("does not exist"));
+        assert!(
+            preflight(&missing)
+                .unwrap_err()
+                .message()
+                .contains("does not exist")
+        );
         assert!(open_error(&link, Errno::ELOOP).contains("symbolic link"));
         assert!(describe_mode(&link, libc::S_IFIFO).contains("FIFO"));
     }
@@ -459,6 +490,7 @@ mod tests {
         assert!(
             write_metadata(&p, other, "{}")
                 .unwrap_err()
+                .message()
                 .contains("replaced")
         );
     }

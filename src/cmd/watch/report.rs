@@ -274,7 +274,7 @@ pub(super) fn write_error(e: io::Error) -> Error {
     if e.kind() == io::ErrorKind::BrokenPipe {
         Error::with_code(exit::SUCCESS, "stdout was closed")
     } else {
-        Error::usage(format!("cannot write: {e}"))
+        Error::io(format!("cannot write: {e}"))
     }
 }
 
