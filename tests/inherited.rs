@@ -350,7 +350,7 @@ fn real_time_signals_are_accepted_and_named() {
     let events = env.join("events.jsonl");
     let (lo, hi) = (libc::SIGRTMIN(), libc::SIGRTMAX());
     for (given, name) in [
-        ("RTMIN+3".to_owned(), format!("SIGRTMIN+3")),
+        ("RTMIN+3".to_owned(), "SIGRTMIN+3".to_owned()),
         ("sigrtmin".to_owned(), "SIGRTMIN".to_owned()),
         ("RTMAX-1".to_owned(), "SIGRTMAX-1".to_owned()),
         ((lo + 2).to_string(), "SIGRTMIN+2".to_owned()),
