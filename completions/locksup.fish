@@ -114,6 +114,7 @@ complete -c locksup -n "__fish_locksup_using_subcommand run" -s n -l no-wait -d 
 complete -c locksup -n "__fish_locksup_using_subcommand run" -l shared -d 'Take a shared lock instead of an exclusive one'
 complete -c locksup -n "__fish_locksup_using_subcommand run" -l preserve-status -d 'On timeout, exit with the command\'s own status instead of 124'
 complete -c locksup -n "__fish_locksup_using_subcommand run" -l foreground -d 'Keep the command in locksup\'s process group, so an interactive command can read from the terminal; the whole tree is still ended on time (found through the process tree, not the group)'
+complete -c locksup -n "__fish_locksup_using_subcommand run" -l die-with-parent -d 'End the attempt (first signal, grace, final signal) when the process that started locksup dies'
 complete -c locksup -n "__fish_locksup_using_subcommand run" -s v -l verbose -d 'Print lifecycle lines on stderr'
 complete -c locksup -n "__fish_locksup_using_subcommand run" -l daemon -d 'Submit the attempt to the daemon (locksup serve) instead of supervising it here: same options, same exit status; this process\'s stdin, stdout and stderr are the attempt\'s'
 complete -c locksup -n "__fish_locksup_using_subcommand run" -s h -l help -d 'Print help'

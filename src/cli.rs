@@ -395,6 +395,11 @@ pub struct RunArgs {
     #[arg(long)]
     pub foreground: bool,
 
+    /// End the attempt (first signal, grace, final signal) when the
+    /// process that started locksup dies.
+    #[arg(long)]
+    pub die_with_parent: bool,
+
     /// Exit code when the lock is not obtained [default: 75].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8))]
     pub conflict_exit_code: Option<u8>,

@@ -60,6 +60,8 @@ pub struct RunDefaults {
     pub max_timeout: Option<Dur>,
     /// End the attempt when it is not ready this long after acquisition.
     pub ready_timeout: Option<Dur>,
+    /// End the attempt when the process that started locksup dies.
+    pub die_with_parent: Option<bool>,
 }
 
 impl RunDefaults {
@@ -76,6 +78,7 @@ impl RunDefaults {
             watchdog: over.watchdog.or(self.watchdog),
             max_timeout: over.max_timeout.or(self.max_timeout),
             ready_timeout: over.ready_timeout.or(self.ready_timeout),
+            die_with_parent: over.die_with_parent.or(self.die_with_parent),
         }
     }
 }
@@ -504,6 +507,7 @@ struct RawRun {
     watchdog: Option<CfgDur>,
     max_timeout: Option<CfgDur>,
     ready_timeout: Option<CfgDur>,
+    die_with_parent: Option<bool>,
 }
 
 /// `[[policy]]`: `match` plus the keys of `[run]`, written out because
@@ -524,6 +528,7 @@ struct RawPolicy {
     watchdog: Option<CfgDur>,
     max_timeout: Option<CfgDur>,
     ready_timeout: Option<CfgDur>,
+    die_with_parent: Option<bool>,
 }
 
 impl RawPolicy {
@@ -540,6 +545,7 @@ impl RawPolicy {
             watchdog: self.watchdog,
             max_timeout: self.max_timeout,
             ready_timeout: self.ready_timeout,
+            die_with_parent: self.die_with_parent,
         };
         (self.pattern, run)
     }
@@ -770,6 +776,7 @@ impl RawRun {
             watchdog: self.watchdog.map(|d| d.0),
             max_timeout: self.max_timeout.map(|d| d.0),
             ready_timeout: self.ready_timeout.map(|d| d.0),
+            die_with_parent: self.die_with_parent,
         })
     }
 }
@@ -934,6 +941,7 @@ roots = ["/srv/a", "/srv/b"]
                 watchdog: secs(30),
                 max_timeout: secs(7200),
                 ready_timeout: secs(5),
+                die_with_parent: None,
             }
         );
         assert_eq!(c.policy.len(), 2);
@@ -1410,7 +1418,7 @@ wait = 0
             format!(
                 "{}:2:1: unknown field `bogus`, expected one of `timeout`, `grace`, \
                  `wait`, `signal`, `final_signal`, `file_mode`, `conflict_exit_code`, \
-                 `watchdog`, `max_timeout`, `ready_timeout`",
+                 `watchdog`, `max_timeout`, `ready_timeout`, `die_with_parent`",
                 xdg_file.display()
             )
         );
@@ -1591,6 +1599,7 @@ wait = 0
                 watchdog: Some(Dur::Infinite),
                 max_timeout: Some(Dur::Infinite),
                 ready_timeout: Some(Dur::Infinite),
+                die_with_parent: Some(false),
             }
         );
         assert!(c.status.roots.is_empty());

@@ -11,6 +11,7 @@ pub mod duration;
 pub mod error;
 pub mod events;
 pub mod exit;
+pub mod guardian;
 pub mod liveness;
 pub mod lockfile;
 pub mod manpage;

@@ -175,6 +175,8 @@ pub struct Stat {
     pub pgid: i32,
     /// The kernel's flags for the process (`PF_*`).
     pub flags: u64,
+    /// Number of threads.
+    pub threads: u64,
     /// Start time in clock ticks since boot.
     pub starttime: u64,
 }
@@ -196,6 +198,7 @@ pub fn parse_stat(text: &str) -> Option<Stat> {
         ppid: f.get(1)?.parse().ok()?,
         pgid: f.get(2)?.parse().ok()?,
         flags: f.get(6)?.parse().ok()?,
+        threads: f.get(17)?.parse().ok()?,
         starttime: f.get(19)?.parse().ok()?,
     })
 }
