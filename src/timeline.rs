@@ -10,8 +10,10 @@
 //! bounded size per attempt, then laid out and written by [`render`].
 //!
 //! Aggregation: a lane is drawn attempt by attempt while it has at most one
-//! attempt per [`AGG_PX`] pixels of plot width and at least half of its
-//! hold bars are 1 px wide or more. Otherwise the lane is aggregated into
+//! attempt per [`AGG_PX`] pixels of plot width, and few of its bars (at
+//! most [`MAX_OVERLAPS`], or a quarter) would be drawn over another one of
+//! the same row once bars under 1 px are widened to 1 px: shared holds, or
+//! attempts too short for the time axis. Otherwise the lane is aggregated into
 //! columns [`AGG_PX`] pixels wide: each column stacks the outcomes of the
 //! attempts whose bar touches it, in proportion to their counts, shaded by
 //! how many there are (relative to the lane's busiest column); a strip
@@ -46,8 +48,9 @@ lease (square). An attempt without an end event (still running, or its
 supervisor died) is grey and open-ended, to the last time seen. Hovering
 over a bar shows its attempt id, command, outcome, exit code, wait and
 hold times. Lanes too crowded to draw each bar (more than one attempt per
-4 pixels, or most bars under 1 pixel) are aggregated: each 4-pixel column
-stacks the outcomes of its attempts, with the counts in its title.
+4 pixels, or more than a quarter of the bars drawn over one another) are
+aggregated: each 4-pixel column stacks the outcomes of its attempts, with
+the counts in its title.
 Malformed lines are skipped and counted on stderr.
 
 Examples:
@@ -890,9 +893,18 @@ impl Step {
             Step::Ms(s) if s < SECOND => c,
             Step::Ms(s) if s < MINUTE => c[..8].to_owned(),
             Step::Ms(s) if s < DAY => c[..5].to_owned(),
-            Step::Ms(_) => date(t)[5..].to_owned(),
-            Step::Months(n) if n < 12 => date(t)[..7].to_owned(),
-            Step::Months(_) => date(t)[..4].to_owned(),
+            Step::Ms(_) => {
+                let (_, m, d) = civil(t.div_euclid(DAY));
+                format!("{m:02}-{d:02}")
+            }
+            Step::Months(n) => {
+                let (y, m, _) = civil(t.div_euclid(DAY));
+                if n < 12 {
+                    format!("{y:04}-{m:02}")
+                } else {
+                    format!("{y:04}")
+                }
+            }
         }
     }
 
@@ -901,7 +913,7 @@ impl Step {
     fn context(self, t: Ms) -> Option<String> {
         match self {
             Step::Ms(s) if s < DAY => Some(date(t)),
-            Step::Ms(_) => Some(date(t)[..4].to_owned()),
+            Step::Ms(_) => Some(format!("{:04}", civil(t.div_euclid(DAY)).0)),
             Step::Months(_) => None,
         }
     }
@@ -1395,11 +1407,19 @@ pub fn render(tl: &Timeline, malformed: u64) -> String {
         let x = scale.x(t);
         let _ = writeln!(
             out,
-            "<line class=\"grid\" x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{:.1}\" y2=\"{lanes_bottom:.1}\"/>\
-             <text class=\"tick\" x=\"{x:.1}\" y=\"{:.1}\">{}</text>",
+            "<line class=\"grid\" x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{:.1}\" y2=\"{lanes_bottom:.1}\"/>",
             TOP - 6.0,
+        );
+        // A label that would stick out of the picture is left out.
+        let label = step.label(t);
+        let half = label.len() as f64 * 3.2;
+        if x + half > WIDTH - 2.0 || x - half < PLOT_X - 40.0 {
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "<text class=\"tick\" x=\"{x:.1}\" y=\"{:.1}\">{label}</text>",
             TOP - 10.0,
-            step.label(t)
         );
         if let Some(c) = step.context(t)
             && last_context.as_ref() != Some(&c)
@@ -1567,7 +1587,7 @@ fn lay_out_lanes(tl: &Timeline, geoms: &[Geom], scale: &Scale) -> Vec<Lane> {
             per_lock[b]
                 .len()
                 .cmp(&per_lock[a].len())
-                .then_with(|| tl.lanes[a].cmp(&tl.lanes[b]))
+                .then_with(|| natural(&tl.lanes[a], &tl.lanes[b]))
         });
         rest = order.split_off(MAX_LANES - 1);
     }
@@ -1598,16 +1618,22 @@ fn lay_out_lanes(tl: &Timeline, geoms: &[Geom], scale: &Scale) -> Vec<Lane> {
     for lane in &mut lanes {
         lane.attempts
             .sort_by_key(|&i| (geoms[i].start, geoms[i].end));
-        let mut widths: Vec<f64> = lane
-            .attempts
-            .iter()
-            .map(|&i| &geoms[i])
-            .filter(|g| g.held)
-            .map(|g| scale.px(g.end - g.start))
-            .collect();
-        widths.sort_by(f64::total_cmp);
-        let thin = widths.get(widths.len() / 2).is_some_and(|&w| w < 1.0);
-        lane.aggregated = lane.attempts.len() > max_detailed || thin;
+        // Bars drawn over an earlier one of the same row (hold or wait),
+        // once widened to their minimum width.
+        let mut ends = [f64::NEG_INFINITY; 2];
+        let mut overlapping = 0;
+        for &i in &lane.attempts {
+            let g = &geoms[i];
+            let row = usize::from(!g.held);
+            let x0 = scale.x(g.start);
+            let x1 = scale.x(g.end).max(x0 + min_width(g.held));
+            if x0 < ends[row] - 0.01 {
+                overlapping += 1;
+            }
+            ends[row] = ends[row].max(x1);
+        }
+        lane.aggregated = lane.attempts.len() > max_detailed
+            || (overlapping > MAX_OVERLAPS && overlapping * 4 > lane.attempts.len());
     }
     lanes
 }
@@ -1649,6 +1675,16 @@ fn natural(a: &str, b: &str) -> std::cmp::Ordering {
             }
         }
     }
+}
+
+/// Overlapping bars a lane drawn bar by bar may have (while they are at
+/// most a quarter of its bars).
+const MAX_OVERLAPS: usize = 8;
+
+/// The narrowest bar: a hold bar, or one in the wait row (a conflict can
+/// take no time at all).
+fn min_width(held: bool) -> f64 {
+    if held { 1.0 } else { 2.0 }
 }
 
 /// What drawing one lane needs.
@@ -1794,7 +1830,16 @@ impl Ctx<'_> {
     /// Every attempt of the lane, with its bar, its wait and its marks.
     fn detailed(&self, out: &mut String, lane: &Lane) {
         let r = &self.rows;
-        for &i in &lane.attempts {
+        // An attempt that never held the lock and took no time (a busy
+        // conflict) is a tick across the lane, drawn after the others so
+        // that no wait hides it.
+        let instant = |i: usize| {
+            let g = &self.geoms[i];
+            !g.held && self.scale.px(g.end - g.start) < min_width(false)
+        };
+        let (ticks, others): (Vec<usize>, Vec<usize>) =
+            lane.attempts.iter().partition(|&&i| instant(i));
+        for i in others.into_iter().chain(ticks) {
             let (a, g) = (&self.tl.attempts[i], &self.geoms[i]);
             let _ = write!(
                 out,
@@ -1822,13 +1867,19 @@ impl Ctx<'_> {
             if outcome == Outcome::Exited && a.end.as_ref().and_then(|e| e.exit_code) != Some(0) {
                 class.push_str(" nonzero");
             }
-            let (y, h, min_w) = if g.held {
-                (r.bar_y, r.bar_h, 1.0)
+            let (y, h) = if g.held {
+                (r.bar_y, r.bar_h)
+            } else if instant(i) {
+                (r.bar_y, r.wait_y + r.wait_h - r.bar_y)
             } else {
                 // Never held: a bar in the wait row, a little taller.
-                (r.wait_y - 1.0, r.wait_h + 2.0, 2.0)
+                (r.wait_y - 1.0, r.wait_h + 2.0)
             };
-            let w = self.scale.px(g.end - g.start).max(min_w);
+            let w = if instant(i) {
+                3.0
+            } else {
+                self.scale.px(g.end - g.start).max(min_width(g.held))
+            };
             let x = self.scale.x(g.start);
             let _ = writeln!(
                 out,
@@ -2120,6 +2171,10 @@ mod tests {
         assert_eq!(ticks.len(), 8);
         assert_eq!(date(ticks[7]), "9000-01-01");
         assert_eq!(Step::Months(12_000).label(ticks[7]), "9000");
+        let y10k = days_from_civil(10_000, 1, 1) * DAY;
+        assert_eq!(Step::Months(12_000).label(y10k), "10000");
+        assert_eq!(Step::Months(1).label(y10k), "10000-01");
+        assert_eq!(Step::Ms(DAY).label(y10k), "01-01");
     }
 
     #[test]
