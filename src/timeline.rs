@@ -37,25 +37,18 @@ use crate::error::{Error, Result};
 
 /// `after_help` of `locksup timeline`.
 pub const HELP: &str = "\
-Reads the JSON lines that locksup run --events appends (several files are
-merged; \"-\" or no file: stdin) and draws one lane per lock and one bar
-per attempt, from acquisition to release, coloured by outcome (a CSS class
-outcome-NAME per bar, and a legend); its wait is the thin bar below.
-Marks: the first signal (hollow triangle), the final one such as KILL
-(cross), the last heartbeat before a watchdog ended the attempt (dot and
-dotted gap), a leak (diamond, dashed while the lock stays held) and a lost
-lease (square). An attempt without an end event (still running, or its
-supervisor died) is grey and open-ended, to the last time seen. Hovering
-over a bar shows its attempt id, command, outcome, exit code, wait and
-hold times. Lanes too crowded to draw each bar (more than one attempt per
-4 pixels, or more than a quarter of the bars drawn over one another) are
-aggregated: each 4-pixel column stacks the outcomes of its attempts, with
-the counts in its title.
-Malformed lines are skipped and counted on stderr.
+One lane per lock; one bar per attempt from acquisition to release, with
+the CSS class outcome-NAME of its end event (outcome-unknown, open-ended,
+without one) and its wait as a thin bar below; marks for the first and
+the final signal, the last heartbeat before a watchdog, a leak, a lost
+lease. A bar's title gives the attempt id, command, outcome, exit code,
+wait and hold times. Crowded lanes are aggregated into 4-pixel columns
+that stack the outcomes (see TIMELINE in locksup(1)). Malformed lines are
+skipped and counted on stderr.
 
 Examples:
   locksup timeline /var/log/locksup/events.jsonl --output incident.svg
-  ssh gw cat /var/log/locksup/events.jsonl | locksup timeline > t.svg
+  locksup timeline a.jsonl b.jsonl | rsvg-convert -o incident.png
 
 Exit status: 0 written; 1 no events in the input; 125 usage, read or write
 error.";
