@@ -370,7 +370,7 @@ impl Outcome {
     fn of(name: &str) -> Outcome {
         Outcome::ALL
             .into_iter()
-            .take(12)
+            .filter(|o| !matches!(o, Outcome::Other | Outcome::Unknown))
             .find(|o| o.name() == name)
             .unwrap_or(Outcome::Other)
     }
@@ -496,6 +496,13 @@ impl Attempt {
 
     fn outcome(&self) -> Outcome {
         self.end.as_ref().map_or(Outcome::Unknown, |e| e.outcome)
+    }
+
+    /// The command exited by itself with a status other than 0.
+    fn failed_exit(&self) -> bool {
+        self.end
+            .as_ref()
+            .is_some_and(|e| e.outcome == Outcome::Exited && e.exit_code.is_some_and(|c| c != 0))
     }
 }
 
@@ -644,6 +651,15 @@ impl Builder {
     }
 }
 
+/// Fold a stream of events, from any source, into a timeline.
+pub fn build(events: impl IntoIterator<Item = Event>) -> Timeline {
+    let mut b = Builder::new();
+    for e in events {
+        b.push(e);
+    }
+    b.finish()
+}
+
 /// Every attempt, by lock.
 pub struct Timeline {
     /// Lock paths, in order of first appearance.
@@ -745,6 +761,9 @@ fn stamp(t: Ms) -> String {
 /// `2 h 5 min`, `3 d 4 h`.
 fn human(ms: f64) -> String {
     let ms = ms.max(0.0);
+    if ms == 0.0 {
+        return "0 ms".to_owned();
+    }
     if ms < 1.0 {
         return format!("{ms:.2} ms");
     }
@@ -1265,7 +1284,7 @@ pub fn render(tl: &Timeline, malformed: u64) -> String {
     let mut nonzero = 0usize;
     for a in &tl.attempts {
         present[a.outcome().index()] += 1;
-        if a.outcome() == Outcome::Exited && a.end.as_ref().and_then(|e| e.exit_code) != Some(0) {
+        if a.failed_exit() {
             nonzero += 1;
         }
     }
@@ -1707,7 +1726,11 @@ impl Ctx<'_> {
         }
         match &a.end {
             Some(e) => {
-                let name = e.other.as_deref().unwrap_or(e.outcome.name());
+                let name = match e.other.as_deref() {
+                    Some("") => "(none)",
+                    Some(other) => other,
+                    None => e.outcome.name(),
+                };
                 let _ = write!(t, "\noutcome: {name}");
                 if let Some(c) = e.exit_code {
                     let _ = write!(t, ", exit code {c}");
@@ -1726,8 +1749,17 @@ impl Ctx<'_> {
             }
             _ => {}
         }
-        if let Some((w0, w1)) = g.wait {
-            let _ = write!(t, "\nwaited {} from {}", human((w1 - w0) as f64), clock(w0));
+        // The supervisor's own measure of the wait first (from its start).
+        let waited = match (a.wait_ms.filter(|_| g.held), g.wait) {
+            (Some(w), _) => Some(w),
+            (None, Some((w0, w1))) => Some((w1 - w0) as f64),
+            (None, None) => None,
+        };
+        if let Some(w) = waited {
+            let _ = write!(t, "\nwaited {}", human(w));
+            if let Some((w0, _)) = g.wait.filter(|_| w >= 1.0) {
+                let _ = write!(t, " from {}", clock(w0));
+            }
         }
         let during = format!(
             "{} to {} UTC",
@@ -1746,8 +1778,11 @@ impl Ctx<'_> {
             (true, true) => {
                 let _ = write!(t, "\nheld at least {length} (no release seen): {during}");
             }
+            (false, false) if g.end == g.start => {
+                let _ = write!(t, "\nnever held the lock: at {} UTC", stamp(g.start));
+            }
             (false, false) => {
-                let _ = write!(t, "\nnever held the lock: {during}");
+                let _ = write!(t, "\nnever held the lock ({length}): {during}");
             }
             (false, true) => {
                 let _ = write!(t, "\nnot holding the lock, at least {length}: {during}");
@@ -1857,7 +1892,7 @@ impl Ctx<'_> {
             if g.open {
                 class.push_str(" open");
             }
-            if outcome == Outcome::Exited && a.end.as_ref().and_then(|e| e.exit_code) != Some(0) {
+            if a.failed_exit() {
                 class.push_str(" nonzero");
             }
             let (y, h) = if g.held {

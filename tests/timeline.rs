@@ -217,6 +217,11 @@ fn an_incident_of_real_attempts_draws_one_bar_per_attempt_by_outcome() {
         "{title}"
     );
     assert!(by_id["normal-1"].1.contains("exit code 0"));
+    assert!(
+        by_id["normal-1"].1.contains("\nwaited "),
+        "{}",
+        by_id["normal-1"].1
+    );
     assert!(by_id["wait-5"].1.contains("never held the lock"));
 
     // Two lanes, drawn bar by bar, labelled by the lock's path.
