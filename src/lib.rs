@@ -28,4 +28,5 @@ pub mod spawn;
 pub mod status;
 pub mod supervise;
 pub mod sys;
+pub mod timeline;
 pub mod watch;

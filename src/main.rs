@@ -40,6 +40,7 @@ fn main() -> ExitCode {
         Command::Status(args) => locksup::status::main(args, cli.config.as_deref()),
         Command::Watch(args) => locksup::watch::main(args, cli.config.as_deref()),
         Command::Cancel(args) => locksup::cancel::main(args, cli.config.as_deref()),
+        Command::Timeline(args) => locksup::timeline::main(args),
         Command::Completions { shell } => {
             let script = locksup::cli::completion_script(shell);
             match std::io::stdout().write_all(&script) {
