@@ -34,6 +34,9 @@ _locksup() {
             locksup,status)
                 cmd="locksup__subcmd__status"
                 ;;
+            locksup,timeline)
+                cmd="locksup__subcmd__timeline"
+                ;;
             locksup,watch)
                 cmd="locksup__subcmd__watch"
                 ;;
@@ -55,6 +58,9 @@ _locksup() {
             locksup__subcmd__help,status)
                 cmd="locksup__subcmd__help__subcmd__status"
                 ;;
+            locksup__subcmd__help,timeline)
+                cmd="locksup__subcmd__help__subcmd__timeline"
+                ;;
             locksup__subcmd__help,watch)
                 cmd="locksup__subcmd__help__subcmd__watch"
                 ;;
@@ -65,7 +71,7 @@ _locksup() {
 
     case "${cmd}" in
         locksup)
-            opts="-h -V --config --help --version run status watch cancel serve completions help"
+            opts="-h -V --config --help --version run status watch cancel serve timeline completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -151,7 +157,7 @@ _locksup() {
             return 0
             ;;
         locksup__subcmd__help)
-            opts="run status watch cancel serve completions help"
+            opts="run status watch cancel serve timeline completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -248,6 +254,20 @@ _locksup() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        locksup__subcmd__help__subcmd__timeline)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         locksup__subcmd__help__subcmd__watch)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -263,7 +283,7 @@ _locksup() {
             return 0
             ;;
         locksup__subcmd__run)
-            opts="-t -g -w -n -s -v -h --session --lock --timeout --grace --wait --no-wait --signal --final-signal --watchdog --max-timeout --ready-timeout --shared --preserve-status --foreground --conflict-exit-code --attempt-id --session-key --events --verbose --daemon --socket --config --help"
+            opts="-t -g -w -n -s -v -h --session --lock --timeout --grace --wait --no-wait --signal --final-signal --watchdog --max-timeout --ready-timeout --shared --preserve-status --foreground --die-with-parent --conflict-exit-code --attempt-id --session-key --events --verbose --daemon --socket --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -394,6 +414,32 @@ _locksup() {
                     return 0
                     ;;
                 --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        locksup__subcmd__timeline)
+            opts="-o -h --output --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -o)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

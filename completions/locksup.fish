@@ -32,6 +32,7 @@ complete -c locksup -n "__fish_locksup_needs_command" -f -a "status" -d 'Show ev
 complete -c locksup -n "__fish_locksup_needs_command" -f -a "watch" -d 'Follow the lock files under PATHs (or the configured roots) live, driven by inotify: a table on a terminal, change events with --json'
 complete -c locksup -n "__fish_locksup_needs_command" -f -a "cancel" -d 'End the attempt holding a lock: signal its supervisor, or, for an orphan, end the processes holding it'
 complete -c locksup -n "__fish_locksup_needs_command" -f -a "serve" -d 'Supervise attempts submitted by local clients (locksup run --daemon) on a Unix socket, each with exactly the semantics of locksup run; a service for systemd (see locksup-serve(8))'
+complete -c locksup -n "__fish_locksup_needs_command" -f -a "timeline" -d 'Draw the attempts of --events files as an SVG timeline: a lane per lock, a bar per attempt coloured by outcome, signals, leaks'
 complete -c locksup -n "__fish_locksup_needs_command" -f -a "completions" -d 'Print a shell completion script (bash, zsh or fish) on stdout'
 complete -c locksup -n "__fish_locksup_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c locksup -n "__fish_locksup_using_subcommand run" -l session -d 'Session file; the lock file is FILE.lock beside it. The session file itself is never opened or created' -r -F
@@ -114,6 +115,7 @@ complete -c locksup -n "__fish_locksup_using_subcommand run" -s n -l no-wait -d 
 complete -c locksup -n "__fish_locksup_using_subcommand run" -l shared -d 'Take a shared lock instead of an exclusive one'
 complete -c locksup -n "__fish_locksup_using_subcommand run" -l preserve-status -d 'On timeout, exit with the command\'s own status instead of 124'
 complete -c locksup -n "__fish_locksup_using_subcommand run" -l foreground -d 'Keep the command in locksup\'s process group, so an interactive command can read from the terminal; the whole tree is still ended on time (found through the process tree, not the group)'
+complete -c locksup -n "__fish_locksup_using_subcommand run" -l die-with-parent -d 'End the attempt (first signal, grace, final signal) when the process that started locksup dies'
 complete -c locksup -n "__fish_locksup_using_subcommand run" -s v -l verbose -d 'Print lifecycle lines on stderr'
 complete -c locksup -n "__fish_locksup_using_subcommand run" -l daemon -d 'Submit the attempt to the daemon (locksup serve) instead of supervising it here: same options, same exit status; this process\'s stdin, stdout and stderr are the attempt\'s'
 complete -c locksup -n "__fish_locksup_using_subcommand run" -s h -l help -d 'Print help'
@@ -173,12 +175,16 @@ complete -c locksup -n "__fish_locksup_using_subcommand cancel" -s h -l help -d 
 complete -c locksup -n "__fish_locksup_using_subcommand serve" -l socket -d 'Listen on PATH [default: [serve] socket, else $RUNTIME_DIRECTORY/locksup.sock, else /run/locksup/locksup.sock]' -r -F
 complete -c locksup -n "__fish_locksup_using_subcommand serve" -l config -d 'Read configuration from FILE instead of the default locations' -r -F
 complete -c locksup -n "__fish_locksup_using_subcommand serve" -s h -l help -d 'Print help'
+complete -c locksup -n "__fish_locksup_using_subcommand timeline" -s o -l output -d 'Write the SVG to FILE instead of stdout' -r -F
+complete -c locksup -n "__fish_locksup_using_subcommand timeline" -l config -d 'Read configuration from FILE instead of the default locations' -r -F
+complete -c locksup -n "__fish_locksup_using_subcommand timeline" -s h -l help -d 'Print help'
 complete -c locksup -n "__fish_locksup_using_subcommand completions" -l config -d 'Read configuration from FILE instead of the default locations' -r -F
 complete -c locksup -n "__fish_locksup_using_subcommand completions" -s h -l help -d 'Print help'
-complete -c locksup -n "__fish_locksup_using_subcommand help; and not __fish_seen_subcommand_from run status watch cancel serve completions help" -f -a "run" -d 'Run COMMAND as a supervised attempt holding the session\'s lock'
-complete -c locksup -n "__fish_locksup_using_subcommand help; and not __fish_seen_subcommand_from run status watch cancel serve completions help" -f -a "status" -d 'Show every lock file under PATHs (or the configured roots): who holds it, since when, until when, and who waits'
-complete -c locksup -n "__fish_locksup_using_subcommand help; and not __fish_seen_subcommand_from run status watch cancel serve completions help" -f -a "watch" -d 'Follow the lock files under PATHs (or the configured roots) live, driven by inotify: a table on a terminal, change events with --json'
-complete -c locksup -n "__fish_locksup_using_subcommand help; and not __fish_seen_subcommand_from run status watch cancel serve completions help" -f -a "cancel" -d 'End the attempt holding a lock: signal its supervisor, or, for an orphan, end the processes holding it'
-complete -c locksup -n "__fish_locksup_using_subcommand help; and not __fish_seen_subcommand_from run status watch cancel serve completions help" -f -a "serve" -d 'Supervise attempts submitted by local clients (locksup run --daemon) on a Unix socket, each with exactly the semantics of locksup run; a service for systemd (see locksup-serve(8))'
-complete -c locksup -n "__fish_locksup_using_subcommand help; and not __fish_seen_subcommand_from run status watch cancel serve completions help" -f -a "completions" -d 'Print a shell completion script (bash, zsh or fish) on stdout'
-complete -c locksup -n "__fish_locksup_using_subcommand help; and not __fish_seen_subcommand_from run status watch cancel serve completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c locksup -n "__fish_locksup_using_subcommand help; and not __fish_seen_subcommand_from run status watch cancel serve timeline completions help" -f -a "run" -d 'Run COMMAND as a supervised attempt holding the session\'s lock'
+complete -c locksup -n "__fish_locksup_using_subcommand help; and not __fish_seen_subcommand_from run status watch cancel serve timeline completions help" -f -a "status" -d 'Show every lock file under PATHs (or the configured roots): who holds it, since when, until when, and who waits'
+complete -c locksup -n "__fish_locksup_using_subcommand help; and not __fish_seen_subcommand_from run status watch cancel serve timeline completions help" -f -a "watch" -d 'Follow the lock files under PATHs (or the configured roots) live, driven by inotify: a table on a terminal, change events with --json'
+complete -c locksup -n "__fish_locksup_using_subcommand help; and not __fish_seen_subcommand_from run status watch cancel serve timeline completions help" -f -a "cancel" -d 'End the attempt holding a lock: signal its supervisor, or, for an orphan, end the processes holding it'
+complete -c locksup -n "__fish_locksup_using_subcommand help; and not __fish_seen_subcommand_from run status watch cancel serve timeline completions help" -f -a "serve" -d 'Supervise attempts submitted by local clients (locksup run --daemon) on a Unix socket, each with exactly the semantics of locksup run; a service for systemd (see locksup-serve(8))'
+complete -c locksup -n "__fish_locksup_using_subcommand help; and not __fish_seen_subcommand_from run status watch cancel serve timeline completions help" -f -a "timeline" -d 'Draw the attempts of --events files as an SVG timeline: a lane per lock, a bar per attempt coloured by outcome, signals, leaks'
+complete -c locksup -n "__fish_locksup_using_subcommand help; and not __fish_seen_subcommand_from run status watch cancel serve timeline completions help" -f -a "completions" -d 'Print a shell completion script (bash, zsh or fish) on stdout'
+complete -c locksup -n "__fish_locksup_using_subcommand help; and not __fish_seen_subcommand_from run status watch cancel serve timeline completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

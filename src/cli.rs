@@ -73,6 +73,11 @@ pub enum Command {
     #[command(after_help = SERVE_EXAMPLES)]
     Serve(ServeArgs),
 
+    /// Draw the attempts of --events files as an SVG timeline: a lane per
+    /// lock, a bar per attempt coloured by outcome, signals, leaks.
+    #[command(after_help = crate::timeline::HELP)]
+    Timeline(TimelineArgs),
+
     /// Print a shell completion script (bash, zsh or fish) on stdout.
     #[command(after_help = "Example:\n  locksup completions bash > /etc/bash_completion.d/locksup")]
     Completions {
@@ -274,6 +279,18 @@ pub struct StatusArgs {
     pub socket: Option<PathBuf>,
 }
 
+/// `locksup timeline`.
+#[derive(Debug, Args)]
+pub struct TimelineArgs {
+    /// Events files written by locksup run --events ("-" or none: stdin).
+    #[arg(value_name = "EVENTS")]
+    pub events: Vec<PathBuf>,
+
+    /// Write the SVG to FILE instead of stdout.
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
 /// The shells `locksup completions` writes a script for: those whose
 /// scripts are packaged and tested.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -394,6 +411,11 @@ pub struct RunArgs {
     /// on time (found through the process tree, not the group).
     #[arg(long)]
     pub foreground: bool,
+
+    /// End the attempt (first signal, grace, final signal) when the
+    /// process that started locksup dies.
+    #[arg(long)]
+    pub die_with_parent: bool,
 
     /// Exit code when the lock is not obtained [default: 75].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8))]

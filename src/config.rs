@@ -64,6 +64,8 @@ pub struct RunDefaults {
     pub max_timeout: Option<Dur>,
     /// End the attempt when it is not ready this long after acquisition.
     pub ready_timeout: Option<Dur>,
+    /// End the attempt when the process that started locksup dies.
+    pub die_with_parent: Option<bool>,
 }
 
 impl RunDefaults {
@@ -80,6 +82,7 @@ impl RunDefaults {
             watchdog: over.watchdog.or(self.watchdog),
             max_timeout: over.max_timeout.or(self.max_timeout),
             ready_timeout: over.ready_timeout.or(self.ready_timeout),
+            die_with_parent: over.die_with_parent.or(self.die_with_parent),
         }
     }
 }

@@ -42,6 +42,7 @@ mod duration;
 mod error;
 mod events;
 mod exit;
+mod guardian;
 mod lock;
 mod manpage;
 mod paths;
@@ -52,6 +53,7 @@ mod sdnotify;
 mod signal;
 #[allow(unsafe_code)]
 mod sys;
+mod timeline;
 
 /// What the `locksup` binary (`src/main.rs`) calls. Not an API.
 #[doc(hidden)]
@@ -68,6 +70,7 @@ pub mod entry {
     pub use crate::error::{Error, clap_help_command, clap_message};
     pub use crate::exit::FAILURE;
     pub use crate::sys::unblock_all_signals;
+    pub use crate::timeline::main as timeline;
 }
 
 /// Internals the integration tests check directly (parsers, encodings,

@@ -41,6 +41,7 @@ fn main() -> ExitCode {
         Command::Watch(args) => entry::watch(args, cli.config.as_deref()),
         Command::Cancel(args) if args.daemon => entry::cancel_daemon(&args, cli.config.as_deref()),
         Command::Cancel(args) => entry::cancel(args, cli.config.as_deref()),
+        Command::Timeline(args) => entry::timeline(args),
         Command::Completions { shell } => {
             let script = entry::completion_script(shell);
             match std::io::stdout().write_all(&script) {

@@ -175,6 +175,8 @@ pub(crate) struct Stat {
     pub pgid: i32,
     /// The kernel's flags for the process (`PF_*`).
     pub flags: u64,
+    /// Number of threads.
+    pub threads: u64,
     /// Start time in clock ticks since boot.
     pub starttime: u64,
 }
@@ -196,6 +198,7 @@ pub(crate) fn parse_stat(text: &str) -> Option<Stat> {
         ppid: f.get(1)?.parse().ok()?,
         pgid: f.get(2)?.parse().ok()?,
         flags: f.get(6)?.parse().ok()?,
+        threads: f.get(17)?.parse().ok()?,
         starttime: f.get(19)?.parse().ok()?,
     })
 }
@@ -292,11 +295,6 @@ pub(crate) fn holders_of(file: FileId) -> BTreeSet<i32> {
         }
     }
     out
-}
-
-/// The boot-relative start time of this process, for metadata.
-pub(crate) fn self_starttime() -> Option<u64> {
-    starttime(std::process::id() as i32)
 }
 
 /// Every line of `/proc/locks`, read once. An unreadable file (no procfs)

@@ -174,6 +174,120 @@ pub(crate) fn pidfd_send_signal(fd: BorrowedFd<'_>, sig: i32) -> io::Result<()> 
     Ok(())
 }
 
+/// `fork(2)` a process that has a single thread, so that the child may
+/// go on running ordinary Rust code. `Ok(None)` in the child,
+/// `Ok(Some(pid))` in the parent.
+pub(crate) fn fork_single_threaded() -> io::Result<Option<i32>> {
+    let threads = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|n| n.trim().parse::<u32>().ok())
+        });
+    if threads.is_some_and(|n| n != 1) {
+        return Err(io::Error::other("cannot fork a process with threads"));
+    }
+    // SAFETY: the process has one thread (checked above when /proc tells;
+    // the caller guarantees it otherwise), so the child is a complete copy
+    // of it, with no lock held by a thread that does not exist there, and
+    // may run any code.
+    let pid = unsafe { libc::fork() };
+    match pid {
+        p if p < 0 => Err(io::Error::last_os_error()),
+        0 => Ok(None),
+        p => Ok(Some(p)),
+    }
+}
+
+/// A set of signal numbers.
+pub(crate) fn sigset(signals: &[i32]) -> libc::sigset_t {
+    // SAFETY: an all-zero sigset_t is valid storage; sigemptyset
+    // initialises it and sigaddset only writes bits of it.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: see above.
+    unsafe { libc::sigemptyset(&mut set) };
+    for &s in signals {
+        // SAFETY: `set` is initialised; invalid numbers only fail.
+        unsafe { libc::sigaddset(&mut set, s) };
+    }
+    set
+}
+
+/// Block `set` in the calling thread.
+pub(crate) fn block_signals(set: &libc::sigset_t) -> io::Result<()> {
+    // SAFETY: `set` is an initialised set; the old mask is not wanted.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, set, std::ptr::null_mut()) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    Ok(())
+}
+
+/// Give `sig` its default action (a SIGCHLD ignored by whoever started
+/// us would make the kernel reap our children before we could).
+pub(crate) fn set_default_action(sig: i32) -> io::Result<()> {
+    // SAFETY: an all-zero sigaction with SIG_DFL as its handler and an
+    // empty mask is a valid action; sigaction(2) reads it and writes no
+    // memory of ours (the old action is not wanted).
+    let rc = unsafe {
+        let mut act: libc::sigaction = std::mem::zeroed();
+        act.sa_sigaction = libc::SIG_DFL;
+        libc::sigemptyset(&mut act.sa_mask);
+        libc::sigaction(sig, &act, std::ptr::null_mut())
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A signal taken by [`wait_signal`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Caught {
+    /// The signal number.
+    pub signo: i32,
+    /// Who sent it: the kernel (`SI_KERNEL`), a process (`SI_USER`), ...
+    pub code: i32,
+}
+
+/// Wait for one of the (blocked) signals of `set`, at most `timeout`
+/// (`None`: as long as it takes): `sigtimedwait(2)`. `Ok(None)` when the
+/// time ran out.
+pub(crate) fn wait_signal(
+    set: &libc::sigset_t,
+    timeout: Option<std::time::Duration>,
+) -> io::Result<Option<Caught>> {
+    let ts = timeout.map(|t| libc::timespec {
+        tv_sec: libc::time_t::try_from(t.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_nsec: libc::c_long::from(t.subsec_nanos()),
+    });
+    let ts_ptr = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    loop {
+        let mut info = std::mem::MaybeUninit::<libc::siginfo_t>::zeroed();
+        // SAFETY: `set` is an initialised set, `info` valid writable
+        // storage of the right type, `ts_ptr` null or pointing at `ts`,
+        // which lives across the call.
+        let rc = unsafe { libc::sigtimedwait(set, info.as_mut_ptr(), ts_ptr) };
+        if rc > 0 {
+            // SAFETY: sigtimedwait returned a signal, so it filled `info`.
+            let info = unsafe { info.assume_init() };
+            return Ok(Some(Caught {
+                signo: rc,
+                code: info.si_code,
+            }));
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EAGAIN) => return Ok(None),
+            Some(libc::EINTR) => continue,
+            _ => return Err(e),
+        }
+    }
+}
+
 /// How a child ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Ended {

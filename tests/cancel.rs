@@ -213,6 +213,15 @@ fn reaps_an_orphan_escalating_to_kill() {
     );
     let grandchild = sup.out.expect_pid("grandchild pid", BOUND);
     guard.add(grandchild);
+    // Only the guardian (the locksup started) and its supervisor dying
+    // together leave an orphan: each ends the attempt when the other dies.
+    let supervisor = common::children_of(sup.pid());
+    assert_eq!(
+        supervisor.len(),
+        1,
+        "the guardian's one child: {supervisor:?}"
+    );
+    kill(Pid::from_raw(supervisor[0]), Signal::SIGKILL).unwrap();
     kill(Pid::from_raw(sup.pid()), Signal::SIGKILL).unwrap();
     sup.wait(BOUND);
     assert!(wait_pid_gone(first, BOUND));

@@ -169,6 +169,9 @@ enum Disrupt {
     Kill9(u64),
     /// SIGKILL to the supervisor this many ms after it was spawned.
     Kill9Early(u64),
+    /// SIGKILL to both the inner supervisor and the guardian (the locksup
+    /// started) this many ms after `started`: only then may orphans stay.
+    Kill9Both(u64),
 }
 
 #[derive(Debug, Clone)]
@@ -212,6 +215,7 @@ impl Plan {
                 65..=72 => Disrupt::CancelWaiting,
                 73..=87 => Disrupt::Kill9(r.below(700)),
                 88..=92 => Disrupt::Kill9Early(r.below(60)),
+                93..=95 => Disrupt::Kill9Both(r.below(700)),
                 _ => Disrupt::None,
             }
         };
@@ -696,9 +700,9 @@ impl Suite {
                     cancel_on = Some(n);
                 }
             }
-            Disrupt::Kill9(d) | Disrupt::Kill9Early(d) => {
+            Disrupt::Kill9(d) | Disrupt::Kill9Early(d) | Disrupt::Kill9Both(d) => {
                 let go = match plan.disrupt {
-                    Disrupt::Kill9(_) => {
+                    Disrupt::Kill9(_) | Disrupt::Kill9Both(_) => {
                         await_event(&mut r, &mut ev, &["started"], LIMIT).is_some()
                     }
                     _ => true,
@@ -707,6 +711,12 @@ impl Suite {
                     snapshot = procfs::descendants(sup).into_iter().collect();
                     for &p in &snapshot {
                         guard.add(p);
+                    }
+                    if let Disrupt::Kill9Both(_) = plan.disrupt {
+                        // The guardian's one child: the supervisor.
+                        for p in common::children_of(sup) {
+                            kill_pid(p, libc::SIGKILL);
+                        }
                     }
                     kill_pid(sup, libc::SIGKILL);
                     killed = true;
@@ -760,7 +770,10 @@ impl Suite {
         }
 
         if killed_by_us {
-            self.after_supervisor_kill(&mut v, &recorded, &snapshot, main_pid, &lock, &id);
+            let both = matches!(plan.disrupt, Disrupt::Kill9Both(_));
+            self.after_supervisor_kill(
+                &mut v, &plan, both, &recorded, &snapshot, main_pid, &lock, &id,
+            );
         } else {
             self.check_ended(
                 &plan,
@@ -922,9 +935,12 @@ impl Suite {
     /// with it; what is left holding the lock is an orphan, shown as such,
     /// and then cleaned up by PID.
     #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments)]
     fn after_supervisor_kill(
         &self,
         v: &mut Verdict,
+        plan: &Plan,
+        both: bool,
         rec: &Recorded,
         snapshot: &[i32],
         main_pid: Option<i32>,
@@ -932,6 +948,37 @@ impl Suite {
         id: &str,
     ) {
         self.stats.lock().unwrap().supervisor_killed += 1;
+        if !both {
+            // The guardian (the locksup started) was killed: its supervisor
+            // ends the attempt at once, so everything of it is gone within
+            // the grace period (the first signal, then the final one), and
+            // the lock is free. An orphan is a failure.
+            let bound = Duration::from_millis(plan.grace_ms) + SOON;
+            let all: BTreeSet<i32> = rec
+                .pids
+                .values()
+                .copied()
+                .chain(snapshot.iter().copied())
+                .collect();
+            let gone = wait_until(bound, || {
+                all.iter().all(|&p| !pid_alive(p)) && processes_with_attempt_id(id).is_empty()
+            });
+            if !gone {
+                let alive: Vec<String> = all
+                    .iter()
+                    .copied()
+                    .chain(processes_with_attempt_id(id))
+                    .filter(|&p| pid_alive(p))
+                    .map(|p| format!("{p} ({:?})", procfs::cmdline(p).unwrap_or_default()))
+                    .collect();
+                self.stats.lock().unwrap().orphans_left += 1;
+                v.fail(format!(
+                    "survivors {:?} after the guardian's SIGKILL (bound {bound:?})",
+                    alive
+                ));
+            }
+            return;
+        }
         let first = main_pid.or_else(|| {
             // Before the exec: the supervisor's only child then.
             snapshot.iter().copied().min()

@@ -996,7 +996,9 @@ fn a_killed_supervisor_leaves_nothing_behind() {
     let sup = c.out.expect_pid("supervisor pid", BOUND);
     let child = c.out.expect_pid("grandchild pid", BOUND);
     guard.add(child);
-    kill(sup, libc::SIGKILL);
+    // The supervisor and its guardian (each ends the attempt when the
+    // other dies): only both dying leaves anything for the daemon.
+    kill_supervisor_and_guardian(sup);
     assert_eq!(c.code(BOUND), 137);
     d.expect_log("was left behind by a supervisor that died");
     assert!(wait_pid_gone(child, Duration::from_secs(6)));
@@ -1034,7 +1036,10 @@ fn orphaned_locks_under_the_roots_are_reaped() {
     );
     let holder = r.out.expect_pid("holder pid", BOUND);
     guard.add(holder);
-    kill(r.pid(), libc::SIGKILL);
+    // Both the locksup started (the guardian) and its supervisor.
+    let sup = common::children_of(r.pid());
+    assert_eq!(sup.len(), 1, "{sup:?}");
+    kill_supervisor_and_guardian(sup[0]);
     let _ = r.wait(BOUND);
     d.expect_log("is an orphan: ending it");
     assert!(wait_pid_gone(holder, BOUND));
@@ -1280,7 +1285,7 @@ fn a_delegated_cgroup_gives_each_attempt_its_own() {
     let sup = c.out.expect_pid("supervisor pid", BOUND);
     let escapee = c.out.expect_pid("escapee pid", BOUND);
     guard.add(escapee);
-    kill(sup, libc::SIGKILL);
+    kill_supervisor_and_guardian(sup);
     assert_eq!(c.code(BOUND), 137);
     assert!(wait_pid_gone(escapee, Duration::from_secs(6)));
     assert!(wait_lock_free(&lock, SOON));
@@ -1292,4 +1297,13 @@ fn a_delegated_cgroup_gives_each_attempt_its_own() {
         .map(|e| e.file_name())
         .collect();
     assert!(left.is_empty(), "attempt cgroups left: {left:?}");
+}
+
+/// SIGKILL to a supervisor and, right after, to its guardian (its parent).
+fn kill_supervisor_and_guardian(supervisor: i32) {
+    let guardian = stat_field(supervisor, 4)
+        .and_then(|p| p.parse::<i32>().ok())
+        .expect("the supervisor's parent");
+    kill(supervisor, libc::SIGKILL);
+    kill(guardian, libc::SIGKILL);
 }

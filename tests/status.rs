@@ -306,6 +306,10 @@ fn orphan_after_supervisor_is_killed_and_a_grandchild_keeps_the_lock() {
     );
     let grandchild = sup.out.expect_pid("grandchild pid", BOUND);
     guard.add(grandchild);
+    // The supervisor and its guardian (the locksup started) killed
+    // together: each would have ended the attempt had the other died.
+    let supervisor = common::supervisor_of(sup.pid());
+    kill(Pid::from_raw(supervisor), Signal::SIGKILL).unwrap();
     kill(Pid::from_raw(sup.pid()), Signal::SIGKILL).unwrap();
     sup.wait(BOUND);
     // The parent-death signal ends the attempt's first process; the
@@ -357,6 +361,9 @@ fn overdue_when_the_supervisor_cannot_act() {
         ],
         &["sleep", "300"],
     );
+    // The supervisor, and its guardian (the locksup started).
+    let supervisor = common::supervisor_of(sup.pid());
+    kill(Pid::from_raw(supervisor), Signal::SIGSTOP).unwrap();
     kill(Pid::from_raw(sup.pid()), Signal::SIGSTOP).unwrap();
     let started = Instant::now();
     let doc = status_json(&env, &[dir_arg(&env.path())]);
@@ -366,6 +373,7 @@ fn overdue_when_the_supervisor_cannot_act() {
     // Past deadline + grace (0) + the 1 s slack (to the millisecond).
     assert!(l["left_ms"].as_i64().unwrap() <= -1000, "{l}");
     assert_eq!(l["supervisor_alive"], true);
+    let _ = kill(Pid::from_raw(supervisor), Signal::SIGKILL);
     let _ = kill(Pid::from_raw(sup.pid()), Signal::SIGKILL);
     let _ = kill(Pid::from_raw(sup.pid()), Signal::SIGCONT);
 }

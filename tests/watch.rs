@@ -204,6 +204,9 @@ fn waiting_orphaned_and_overdue_events() {
     let grandchild = sup.out.expect_pid("grandchild pid", BOUND);
     guard.add(grandchild);
     next_event(&mut w, "acquired", &lock, BOUND);
+    // The supervisor and its guardian (the locksup started) together.
+    let supervisor = common::supervisor_of(sup.pid());
+    kill(Pid::from_raw(supervisor), Signal::SIGKILL).unwrap();
     kill(Pid::from_raw(sup.pid()), Signal::SIGKILL).unwrap();
     sup.wait(BOUND);
     let ev = next_event(&mut w, "orphaned", &lock, BOUND);

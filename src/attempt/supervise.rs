@@ -46,9 +46,10 @@ use crate::duration::{format_duration, millis};
 use crate::error::{Error, Result};
 use crate::events::{Reporter, rfc3339};
 use crate::exit;
+use crate::guardian::{Link, PARENT_DIED};
 use crate::lock::lockfile::{self, Metadata};
 use crate::process::signals::{CANCEL as CANCEL_SIGNALS, PASS as PASS_SIGNALS};
-use crate::process::{self, Tree};
+use crate::process::{self, Target, Tree};
 use crate::procfs::{self, FileId};
 use crate::signal::Sig;
 use crate::sys::{self, Ended, Reaped};
@@ -106,6 +107,8 @@ pub(crate) struct Spec {
     /// The command stays in locksup's process group, so it can use the
     /// terminal (`--foreground`).
     pub foreground: bool,
+    /// Cancel the attempt when the process that started locksup dies.
+    pub die_with_parent: bool,
 }
 
 /// How often, once the final signal is out, the attempt's tree is walked
@@ -136,6 +139,10 @@ enum Reason {
     ReadyTimeout,
     SupervisorSignal,
     Cleanup,
+    /// The guardian (the process the caller started) died.
+    GuardianDied,
+    /// The caller died (`--die-with-parent`).
+    ParentDied,
 }
 
 impl Reason {
@@ -146,6 +153,8 @@ impl Reason {
             Reason::ReadyTimeout => "ready-timeout",
             Reason::SupervisorSignal => "supervisor-signal",
             Reason::Cleanup => "cleanup",
+            Reason::GuardianDied => "guardian-died",
+            Reason::ParentDied => "parent-died",
         }
     }
 }
@@ -317,8 +326,12 @@ impl Signals {
 /// Must run on a current-thread runtime on the main thread (see
 /// [`spawn::spawn`]). The last event of every attempt is `end`, with
 /// that exit code and the [`Outcome`].
-pub(crate) async fn supervise(spec: &Spec, report: &mut Reporter) -> Result<i32> {
-    let ended = attempt(spec, report).await;
+pub(crate) async fn supervise(
+    spec: &Spec,
+    report: &mut Reporter,
+    link: Option<Link>,
+) -> Result<i32> {
+    let ended = attempt(spec, report, link).await;
     let (code, outcome, error) = match &ended {
         Ok((code, outcome)) => (*code, *outcome, None),
         Err(e) => (
@@ -334,7 +347,7 @@ pub(crate) async fn supervise(spec: &Spec, report: &mut Reporter) -> Result<i32>
     ended.map(|(code, _)| code)
 }
 
-async fn attempt(spec: &Spec, report: &mut Reporter) -> Result<(i32, Outcome)> {
+async fn attempt(spec: &Spec, report: &mut Reporter, link: Option<Link>) -> Result<(i32, Outcome)> {
     // Orphans of the attempt must come back to us, not to init.
     nix::sys::prctl::set_child_subreaper(true)
         .map_err(|e| Error::spawn(format!("cannot become a child subreaper: {e}")))?;
@@ -387,12 +400,21 @@ async fn attempt(spec: &Spec, report: &mut Reporter) -> Result<(i32, Outcome)> {
     drop(prepared);
     let status = pipe::Receiver::from_owned_fd(child.status)
         .map_err(|e| Error::spawn(format!("status pipe: {e}")))?;
+    let guardian = link.as_ref().map(|l| l.guardian);
+    let link = match link {
+        Some(Link { fd, .. }) => Some(
+            pipe::Receiver::from_owned_fd(fd)
+                .map_err(|e| Error::spawn(format!("guardian pipe: {e}")))?,
+        ),
+        None => None,
+    };
     let mut att = Attempt {
         spec,
         report,
         pid: child.pid,
         me: std::process::id() as i32,
-        tree: Tree::of_self(),
+        tree: guardian.map_or_else(Tree::of_self, |g| Tree::of_self().under_guardian(g)),
+        guardian,
         children_left: true,
         signals,
         alarm,
@@ -418,7 +440,7 @@ async fn attempt(spec: &Spec, report: &mut Reporter) -> Result<(i32, Outcome)> {
         cancelled_waiting: None,
         failure: None,
     };
-    att.run(status).await;
+    att.run(status, link).await;
     att.finish().await
 }
 
@@ -431,6 +453,8 @@ struct Attempt<'a> {
     me: i32,
     /// Every process below the supervisor: the attempt.
     tree: Tree,
+    /// The guardian's PID (see [`crate::guardian`]).
+    guardian: Option<i32>,
     /// Whether the supervisor still has a child (as a subreaper, it has
     /// one as long as any process of the attempt is alive).
     children_left: bool,
@@ -481,14 +505,19 @@ enum Input {
     /// The lock file was touched.
     Touch,
     Signal(Signal),
+    /// From the guardian: `true` when the caller died, `false` at the end
+    /// of the link (the guardian died).
+    Link(bool),
     Timer,
 }
 
 impl Attempt<'_> {
     /// Drive the attempt until its first process is reaped and no process
     /// of it is left.
-    async fn run(&mut self, status: pipe::Receiver) {
+    async fn run(&mut self, status: pipe::Receiver, link: Option<pipe::Receiver>) {
         let mut status = Some(status);
+        let mut link = link;
+        let mut link_byte = [0u8; 1];
         let mut pending: Vec<u8> = Vec::new();
         let mut chunk = [0u8; 256];
         loop {
@@ -504,6 +533,12 @@ impl Attempt<'_> {
                     }
                 } => Input::Status(n.unwrap_or(0)),
                 sig = signals.recv() => Input::Signal(sig),
+                n = async {
+                    match link.as_mut() {
+                        Some(l) => l.read(&mut link_byte).await,
+                        None => std::future::pending().await,
+                    }
+                } => Input::Link(matches!(n, Ok(1)) && link_byte[0] == PARENT_DIED),
                 dg = async {
                     match notify {
                         Some(n) => n.recv().await,
@@ -556,6 +591,13 @@ impl Attempt<'_> {
                 Input::Notify(data, pid) => self.on_notify(&data, pid),
                 Input::Touch => self.on_heartbeat("touch"),
                 Input::Signal(sig) => self.on_signal(sig),
+                Input::Link(parent_died) => {
+                    if !parent_died {
+                        // The guardian is gone; nothing more will come.
+                        link = None;
+                    }
+                    self.on_link(parent_died);
+                }
                 Input::Timer => self.on_timer(),
             }
             self.flush_metadata(false);
@@ -678,8 +720,10 @@ impl Attempt<'_> {
             pgid: self.pgid(),
             created_at: rfc3339(wall),
             starttime: procfs::starttime(self.pid).unwrap_or(0),
-            supervisor_pid: self.me,
-            supervisor_starttime: procfs::self_starttime().unwrap_or(0),
+            // The locksup the caller started: the guardian if there is
+            // one (signals to it reach this supervisor).
+            supervisor_pid: self.guardian.unwrap_or(self.me),
+            supervisor_starttime: procfs::starttime(self.guardian.unwrap_or(self.me)).unwrap_or(0),
             attempt_id: spec.attempt_id.clone(),
             session: spec.session.as_ref().map(|s| s.display().to_string()),
             session_key: spec.session_key.clone(),
@@ -909,33 +953,53 @@ impl Attempt<'_> {
             }
             return;
         }
-        // TERM, INT, HUP, QUIT: cancel.
+        // TERM, INT, HUP, QUIT: cancel, with the signal received.
+        self.cancel(
+            Reason::SupervisorSignal,
+            sig,
+            Sig::from(sig),
+            &format!("{} received", sig.as_str()),
+        );
+    }
+
+    /// End the attempt for `reason`: `first` is its first signal; a cancel
+    /// before the lock was obtained exits 128 + `code_signal`. A second
+    /// cancel sends the final signal at once.
+    fn cancel(&mut self, reason: Reason, code_signal: Signal, first: Sig, what: &str) {
         if self.phase == Phase::Locking {
             if self.cancelled_waiting.is_none() {
-                self.cancelled_waiting = Some(sig);
-                self.report.say(format!(
-                    "{} received while waiting for the lock; giving up",
-                    sig.as_str()
-                ));
+                self.cancelled_waiting = Some(code_signal);
+                self.report
+                    .say(format!("{what} while waiting for the lock; giving up"));
                 let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
             }
             return;
         }
         match &self.escalation {
             None => {
-                self.report
-                    .say(format!("{} received: ending the attempt", sig.as_str()));
-                self.escalate(Reason::SupervisorSignal, Sig::from(sig), Instant::now());
+                self.report.say(format!("{what}: ending the attempt"));
+                self.escalate(reason, first, Instant::now());
             }
             Some(e) if !e.timing.final_sent() => {
-                self.report.say(format!(
-                    "{} received again: escalating at once",
-                    sig.as_str()
-                ));
+                self.report.say(format!("{what} again: escalating at once"));
                 self.send_final();
             }
             Some(_) => {}
         }
+    }
+
+    /// News from the guardian: the caller died, or (at the end of the
+    /// link) the guardian itself.
+    fn on_link(&mut self, parent_died: bool) {
+        let (reason, what) = if parent_died {
+            (Reason::ParentDied, "the process that started locksup died")
+        } else {
+            (
+                Reason::GuardianDied,
+                "the guardian (the locksup the caller started) died",
+            )
+        };
+        self.cancel(reason, Signal::SIGHUP, self.spec.signal, what);
     }
 
     fn on_timer(&mut self) {
@@ -1076,9 +1140,14 @@ impl Attempt<'_> {
 
     /// Signal every live process of the attempt: its process group at
     /// once, then every other process below the supervisor
-    /// ([`process::signal_attempt`]). Returns the PIDs signalled.
+    /// ([`Tree::signal`]). Returns the PIDs signalled.
     fn signal_all(&mut self, sig: Sig) -> Vec<i32> {
-        process::signal_attempt(&self.tree, self.pid, self.spec.foreground, sig.number())
+        let target = if self.spec.foreground {
+            Target::Leader(self.pid)
+        } else {
+            Target::Group(self.pid)
+        };
+        self.tree.signal(target, sig.number())
     }
 
     /// Reap every child that has ended, ours or adopted, and note whether
@@ -1157,7 +1226,9 @@ impl Attempt<'_> {
             (Some(Reason::Timeout), _) => Outcome::Timeout,
             (Some(Reason::Watchdog), _) => Outcome::Watchdog,
             (Some(Reason::ReadyTimeout), _) => Outcome::ReadyTimeout,
-            (Some(Reason::SupervisorSignal), _) => Outcome::Cancelled,
+            (Some(Reason::SupervisorSignal | Reason::GuardianDied | Reason::ParentDied), _) => {
+                Outcome::Cancelled
+            }
             (_, Some(Ended::Signaled(_))) => Outcome::Killed,
             _ => Outcome::Exited,
         };

@@ -35,11 +35,20 @@ pub fn main(args: RunArgs, config_path: Option<&Path>) -> Result<i32> {
         &spec.attempt_id,
         &spec.lock,
     )?;
+    // The process the caller started becomes the guardian; the supervisor
+    // goes on in its child. In the foreground both stay in the terminal's
+    // process group, where the guardian would add nothing but a second
+    // copy of every signal the terminal sends.
+    let link = if spec.foreground {
+        None
+    } else {
+        Some(crate::guardian::split(&spec, &mut report)?)
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::io(format!("cannot start the runtime: {e}")))?;
-    rt.block_on(supervise::supervise(&spec, &mut report))
+    rt.block_on(supervise::supervise(&spec, &mut report, link))
 }
 
 /// Merge command line, the config's `[run]` and matching `[[policy]]`, and
@@ -100,6 +109,7 @@ pub(crate) fn resolve(a: &RunArgs, config: &Config) -> Result<Spec> {
         max_timeout: a.max_timeout.or(d.max_timeout).and_then(Dur::as_limit),
         ready_timeout: a.ready_timeout.or(d.ready_timeout).and_then(Dur::as_limit),
         foreground: a.foreground,
+        die_with_parent: a.die_with_parent || d.die_with_parent.unwrap_or(false),
     })
 }
 

@@ -30,6 +30,7 @@ pub(super) struct RawRun {
     pub(super) watchdog: Option<CfgDur>,
     pub(super) max_timeout: Option<CfgDur>,
     pub(super) ready_timeout: Option<CfgDur>,
+    pub(super) die_with_parent: Option<bool>,
 }
 
 /// `[[policy]]`: `match` plus the keys of `[run]`, written out because
@@ -50,6 +51,7 @@ pub(super) struct RawPolicy {
     pub(super) watchdog: Option<CfgDur>,
     pub(super) max_timeout: Option<CfgDur>,
     pub(super) ready_timeout: Option<CfgDur>,
+    pub(super) die_with_parent: Option<bool>,
 }
 
 impl RawPolicy {
@@ -66,6 +68,7 @@ impl RawPolicy {
             watchdog: self.watchdog,
             max_timeout: self.max_timeout,
             ready_timeout: self.ready_timeout,
+            die_with_parent: self.die_with_parent,
         };
         (self.pattern, run)
     }
@@ -309,6 +312,7 @@ impl RawRun {
             watchdog: self.watchdog.map(|d| d.0),
             max_timeout: self.max_timeout.map(|d| d.0),
             ready_timeout: self.ready_timeout.map(|d| d.0),
+            die_with_parent: self.die_with_parent,
         })
     }
 }

@@ -85,6 +85,7 @@ roots = ["/srv/a", "/srv/b"]
             watchdog: secs(30),
             max_timeout: secs(7200),
             ready_timeout: secs(5),
+            die_with_parent: None,
         }
     );
     assert_eq!(c.policy.len(), 2);
@@ -561,7 +562,7 @@ fn named_files_must_exist_defaults_must_be_valid() {
         format!(
             "{}:2:1: unknown field `bogus`, expected one of `timeout`, `grace`, \
              `wait`, `signal`, `final_signal`, `file_mode`, `conflict_exit_code`, \
-             `watchdog`, `max_timeout`, `ready_timeout`",
+             `watchdog`, `max_timeout`, `ready_timeout`, `die_with_parent`",
             xdg_file.display()
         )
     );
@@ -748,6 +749,7 @@ fn example_defaults_are_the_built_in_ones() {
             watchdog: Some(Dur::Infinite),
             max_timeout: Some(Dur::Infinite),
             ready_timeout: Some(Dur::Infinite),
+            die_with_parent: Some(false),
         }
     );
     assert!(c.status.roots.is_empty());

@@ -97,45 +97,6 @@ pub(crate) fn signal_walks(
     }
 }
 
-/// Signal every live process of an attempt below this supervisor: its
-/// process group `pgid` at once (none in the foreground, where the
-/// group is ours), then every other process of `tree`, verified and
-/// pinned. Without a usable `/proc` only the group can be reached, and,
-/// as the init of its PID namespace, everybody in it (all ours by
-/// construction). Returns the PIDs signalled (`pgid` for the group).
-pub(crate) fn signal_attempt(tree: &Tree, pgid: i32, foreground: bool, sig: i32) -> Vec<i32> {
-    let cont = wakes(sig);
-    let mut sent = BTreeSet::new();
-    // Before any walk, which costs time with the size of the tree.
-    let group_at = if !foreground && sys::kill(-pgid, sig).is_ok() {
-        if cont {
-            let _ = sys::kill(-pgid, libc::SIGCONT);
-        }
-        sent.insert(pgid);
-        procfs::boot_ticks()
-    } else {
-        None
-    };
-    if !tree.visible() {
-        if tree.is_pid1() && sys::kill(-1, sig).is_ok() && cont {
-            let _ = sys::kill(-1, libc::SIGCONT);
-        }
-        if foreground && sys::kill(pgid, sig).is_ok() {
-            sent.insert(pgid);
-        }
-        return sent.into_iter().collect();
-    }
-    // Members of the group from before it was signalled have the signal
-    // already (real-time signals would queue twice).
-    signal_walks(
-        || tree.walk(),
-        &mut sent,
-        sig,
-        |m| m.pgid == pgid && group_at.is_some_and(|t| m.starttime < t),
-    );
-    sent.into_iter().collect()
-}
-
 /// Signal `pid`, a child of this process, and every process below it,
 /// each verified and pinned (`serve` ending what a dead supervisor left).
 /// Without a usable `/proc`, `pid` alone.

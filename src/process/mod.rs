@@ -19,8 +19,9 @@
 mod escalate;
 pub(crate) mod signals;
 
-pub(crate) use escalate::{Escalation, signal_attempt, signal_pinned, signal_subtree};
+pub(crate) use escalate::{Escalation, signal_pinned, signal_subtree};
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
@@ -37,7 +38,8 @@ pub(crate) struct Tree {
     /// Our PID as the mounted `/proc` numbers it; `None` without a
     /// usable `/proc`.
     me: Option<i32>,
-    /// This process is the init of its PID namespace.
+    /// This process, or its guardian, is the init of its PID namespace:
+    /// every other process of the namespace is below it.
     pid1: bool,
 }
 
@@ -52,10 +54,35 @@ pub(crate) struct Member {
     pub starttime: u64,
     /// It had begun to exit when it was pinned.
     pub exiting: bool,
+    threads: u64,
     dir: OwnedFd,
 }
 
 impl Member {
+    /// Its children, read through the pinned directory when it has one
+    /// thread (the common case: one read instead of a directory listing).
+    fn children(&self) -> Vec<i32> {
+        if self.threads != 1 {
+            return procfs::children(self.pid);
+        }
+        let path = format!("task/{}/children", self.pid);
+        let Ok(fd) = openat(
+            &self.dir,
+            path.as_str(),
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) else {
+            return Vec::new();
+        };
+        let mut text = String::new();
+        if File::from(fd).read_to_string(&mut text).is_err() {
+            return Vec::new();
+        }
+        text.split_whitespace()
+            .filter_map(|s| s.parse().ok())
+            .collect()
+    }
+
     /// Send `sig` to this very process. `false` if it is gone (or the
     /// signal was refused).
     pub(crate) fn signal(&self, sig: i32) -> bool {
@@ -81,9 +108,19 @@ impl Tree {
         self.me.is_some()
     }
 
-    /// Whether this process is the init of its PID namespace.
+    /// Whether this process (or its guardian) is the init of its PID
+    /// namespace.
     pub(crate) fn is_pid1(&self) -> bool {
         self.pid1
+    }
+
+    /// The tree below a supervisor whose guardian (its parent, see
+    /// [`crate::guardian`]) has PID `guardian`: when that is 1, the
+    /// namespace is theirs, and every process in it but the two is the
+    /// attempt's.
+    pub(crate) fn under_guardian(mut self, guardian: i32) -> Tree {
+        self.pid1 |= guardian == 1;
+        self
     }
 
     /// Every live process below this one, each verified to be the child
@@ -124,7 +161,7 @@ fn walk_from(mut stack: Vec<(i32, i32)>) -> Walk {
             // Its children may be moving to us while we walk.
             walk.skipped.push(pid);
         }
-        stack.extend(procfs::children(pid).into_iter().map(|c| (pid, c)));
+        stack.extend(member.children().into_iter().map(|c| (pid, c)));
         out.push(member);
     }
     walk
@@ -139,6 +176,62 @@ pub(crate) struct Walk {
     /// while the walk went on), or pinned while exiting: their children
     /// may have moved to us after we listed ours.
     pub skipped: Vec<i32>,
+}
+
+/// The part of the tree that can be signalled without a walk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// The attempt's own process group (its first process's PID).
+    Group(i32),
+    /// Only the attempt's first process: it shares our process group.
+    Leader(i32),
+    /// Nothing known: walk only.
+    Walk,
+}
+
+impl Tree {
+    /// Signal (and, but for SIGKILL and SIGCONT, continue) every process
+    /// below this one: `target`'s group at once, before any walk (which
+    /// costs time with the size of the tree), then every other process
+    /// found, walking again until a pass finds nobody new and nothing
+    /// unsettled. Returns the PIDs signalled (the group as its leader).
+    ///
+    /// Without a usable `/proc` nothing can be verified: the group, and,
+    /// as the init of the PID namespace, everybody in it (all ours).
+    pub(crate) fn signal(&self, target: Target, sig: i32) -> Vec<i32> {
+        let cont = signals::wakes(sig);
+        let mut sent = BTreeSet::new();
+        let (group, group_at) = match target {
+            Target::Group(g) if sys::kill(-g, sig).is_ok() => {
+                if cont {
+                    let _ = sys::kill(-g, libc::SIGCONT);
+                }
+                sent.insert(g);
+                (Some(g), procfs::boot_ticks())
+            }
+            _ => (None, None),
+        };
+        if !self.visible() {
+            if self.is_pid1() && sys::kill(-1, sig).is_ok() && cont {
+                let _ = sys::kill(-1, libc::SIGCONT);
+            }
+            if let Target::Leader(p) = target
+                && sys::kill(p, sig).is_ok()
+            {
+                sent.insert(p);
+            }
+            return sent.into_iter().collect();
+        }
+        // Members of the group from before it was signalled have the
+        // signal already (real-time signals would queue twice).
+        escalate::signal_walks(
+            || self.walk(),
+            &mut sent,
+            sig,
+            |m| group == Some(m.pgid) && group_at.is_some_and(|t| m.starttime < t),
+        );
+        sent.into_iter().collect()
+    }
 }
 
 /// A bound on one walk, so a fork bomb cannot make the supervisor hold
@@ -172,6 +265,7 @@ fn pin(parent: i32, pid: i32) -> Option<Member> {
         pgid: st.pgid,
         starttime: st.starttime,
         exiting: st.exiting(),
+        threads: st.threads,
         dir,
     })
 }

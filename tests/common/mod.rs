@@ -120,6 +120,33 @@ macro_rules! args {
 // Processes
 // ---------------------------------------------------------------------------
 
+/// The children of `pid` (over all its threads).
+pub fn children_of(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    if let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            if let Ok(text) = fs::read_to_string(t.path().join("children")) {
+                out.extend(
+                    text.split_whitespace()
+                        .filter_map(|p| p.parse::<i32>().ok()),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// The supervisor below a `locksup run` (its guardian): its one child.
+pub fn supervisor_of(guardian: i32) -> i32 {
+    let mut found = Vec::new();
+    wait_until(SOON, || {
+        found = children_of(guardian);
+        !found.is_empty()
+    });
+    assert_eq!(found.len(), 1, "guardian {guardian} has children {found:?}");
+    found[0]
+}
+
 /// Field `n` (1-based, as in proc(5)) of `/proc/PID/stat`.
 pub fn stat_field(pid: i32, n: usize) -> Option<String> {
     let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
