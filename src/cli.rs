@@ -75,7 +75,7 @@ pub enum Command {
 
     /// Draw the attempts of --events files as an SVG timeline: a lane per
     /// lock, a bar per attempt coloured by outcome, signals, leaks.
-    #[command(after_help = crate::timeline::HELP)]
+    #[command(after_help = crate::cmd::timeline::HELP)]
     Timeline(TimelineArgs),
 
     /// Print a shell completion script (bash, zsh or fish) on stdout.

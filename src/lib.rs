@@ -42,7 +42,6 @@ mod duration;
 mod error;
 mod events;
 mod exit;
-mod guardian;
 mod lock;
 mod manpage;
 mod paths;
@@ -53,7 +52,6 @@ mod sdnotify;
 mod signal;
 #[allow(unsafe_code)]
 mod sys;
-mod timeline;
 
 /// What the `locksup` binary (`src/main.rs`) calls. Not an API.
 #[doc(hidden)]
@@ -66,11 +64,11 @@ pub mod entry {
     pub use crate::cmd::run::main as run;
     pub use crate::cmd::serve::main as serve;
     pub use crate::cmd::status::main as status;
+    pub use crate::cmd::timeline::main as timeline;
     pub use crate::cmd::watch::main as watch;
     pub use crate::error::{Error, clap_help_command, clap_message};
     pub use crate::exit::FAILURE;
     pub use crate::sys::unblock_all_signals;
-    pub use crate::timeline::main as timeline;
 }
 
 /// Internals the integration tests check directly (parsers, encodings,

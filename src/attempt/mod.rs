@@ -1,7 +1,9 @@
 //! One attempt: the supervisor's state machine ([`supervise`]), the child
-//! side of the fork ([`spawn`], the fork/exec boundary), its liveness
-//! bookkeeping ([`liveness`]) and its sd_notify socket ([`notify`]).
+//! side of the fork ([`spawn`], the fork/exec boundary), the guardian that
+//! stays with the caller ([`guardian`]), its liveness bookkeeping
+//! ([`liveness`]) and its sd_notify socket ([`notify`]).
 
+pub(crate) mod guardian;
 pub(crate) mod liveness;
 pub(crate) mod notify;
 #[allow(unsafe_code)]

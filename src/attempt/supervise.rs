@@ -39,6 +39,7 @@ use tokio::net::unix::pipe;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::time::{Instant, sleep_until};
 
+use crate::attempt::guardian::{Link, PARENT_DIED};
 use crate::attempt::liveness::{Due, Liveness};
 use crate::attempt::notify::{self, Notice, NotifySocket};
 use crate::attempt::spawn::{self, Record, Stage};
@@ -46,7 +47,6 @@ use crate::duration::{format_duration, millis};
 use crate::error::{Error, Result};
 use crate::events::{Reporter, rfc3339};
 use crate::exit;
-use crate::guardian::{Link, PARENT_DIED};
 use crate::lock::lockfile::{self, Metadata};
 use crate::process::signals::{CANCEL as CANCEL_SIGNALS, PASS as PASS_SIGNALS};
 use crate::process::{self, Target, Tree};
@@ -453,7 +453,7 @@ struct Attempt<'a> {
     me: i32,
     /// Every process below the supervisor: the attempt.
     tree: Tree,
-    /// The guardian's PID (see [`crate::guardian`]).
+    /// The guardian's PID (see [`crate::attempt::guardian`]).
     guardian: Option<i32>,
     /// Whether the supervisor still has a child (as a subreaper, it has
     /// one as long as any process of the attempt is alive).

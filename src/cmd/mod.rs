@@ -6,4 +6,5 @@ pub(crate) mod client;
 pub(crate) mod run;
 pub(crate) mod serve;
 pub(crate) mod status;
+pub(crate) mod timeline;
 pub(crate) mod watch;

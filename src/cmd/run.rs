@@ -42,7 +42,7 @@ pub fn main(args: RunArgs, config_path: Option<&Path>) -> Result<i32> {
     let link = if spec.foreground {
         None
     } else {
-        Some(crate::guardian::split(&spec, &mut report)?)
+        Some(crate::attempt::guardian::split(&spec, &mut report)?)
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

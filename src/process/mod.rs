@@ -115,7 +115,7 @@ impl Tree {
     }
 
     /// The tree below a supervisor whose guardian (its parent, see
-    /// [`crate::guardian`]) has PID `guardian`: when that is 1, the
+    /// [`crate::attempt::guardian`]) has PID `guardian`: when that is 1, the
     /// namespace is theirs, and every process in it but the two is the
     /// attempt's.
     pub(crate) fn under_guardian(mut self, guardian: i32) -> Tree {
