@@ -33,7 +33,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::attempt::supervise::{Outcome, Spec};
+use crate::attempt::spec::Spec;
+use crate::attempt::state::Outcome;
 use crate::error::{Error, Result};
 use crate::events::Reporter;
 use crate::exit;

@@ -9,6 +9,10 @@
 //!                          released (verified) or leak
 //! ```
 //!
+//! The states and their transitions are [`crate::attempt::state`], without
+//! any input or output; this module feeds them what happens and does what
+//! they answer.
+//!
 //! The supervisor forks the attempt's first process ([`crate::attempt::spawn`]),
 //! which takes the lock itself and execs the command.
 //! The supervisor never holds the lock: it watches the attempt through a
@@ -20,7 +24,6 @@
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::Write;
-use std::path::PathBuf;
 use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
@@ -43,73 +46,23 @@ use crate::attempt::guardian::{Link, PARENT_DIED};
 use crate::attempt::liveness::{Due, Liveness};
 use crate::attempt::notify::{self, Notice, NotifySocket};
 use crate::attempt::spawn::{self, Record, Stage};
+use crate::attempt::spec::{Spec, Wait};
+use crate::attempt::state::{Exits, OnCancel, Outcome, Reason, State};
 use crate::duration::{format_duration, millis};
 use crate::error::{Error, Result};
 use crate::events::{Reporter, rfc3339};
 use crate::exit;
 use crate::lock::lockfile::{self, Metadata};
 use crate::process::signals::{CANCEL as CANCEL_SIGNALS, PASS as PASS_SIGNALS};
-use crate::process::{self, Target, Tree};
+use crate::process::{Target, Tree};
 use crate::procfs::{self, FileId};
 use crate::signal::Sig;
 use crate::sys::{self, Ended, Reaped};
 
-/// How long to wait for a busy lock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Wait {
-    /// Fail at once (`--no-wait`, `--wait 0`).
-    No,
-    /// Up to this long.
-    For(Duration),
-    /// As long as it takes (`--wait infinity`).
-    Forever,
-}
+mod end;
+mod inputs;
 
-/// Everything one attempt needs, fully resolved (config and CLI merged).
-#[derive(Debug, Clone)]
-pub(crate) struct Spec {
-    /// Absolute path of the lock file.
-    pub lock: PathBuf,
-    /// Absolute path of the session file, if given.
-    pub session: Option<PathBuf>,
-    /// Caller's session key.
-    pub session_key: Option<String>,
-    /// Attempt id.
-    pub attempt_id: String,
-    /// The command and its arguments (non-empty).
-    pub command: Vec<OsString>,
-    /// How long the attempt may hold the lock; `None` = no limit.
-    pub timeout: Option<Duration>,
-    /// Between first and final signal; `None` = never send the final one.
-    pub grace: Option<Duration>,
-    /// Waiting for a busy lock.
-    pub wait: Wait,
-    /// First signal.
-    pub signal: Sig,
-    /// Final signal.
-    pub final_signal: Sig,
-    /// Shared lock.
-    pub shared: bool,
-    /// On timeout, exit with the command's status.
-    pub preserve_status: bool,
-    /// Exit code when the lock is not obtained.
-    pub conflict_exit_code: i32,
-    /// Mode of a newly created lock file.
-    pub file_mode: u32,
-    /// End the attempt when no heartbeat came for this long.
-    pub watchdog: Option<Duration>,
-    /// Hard cap on the deadline, from acquisition, whatever the attempt
-    /// asks with `EXTEND_TIMEOUT_USEC`.
-    pub max_timeout: Option<Duration>,
-    /// End the attempt when it has not sent `READY=1` this long after it
-    /// got the lock.
-    pub ready_timeout: Option<Duration>,
-    /// The command stays in locksup's process group, so it can use the
-    /// terminal (`--foreground`).
-    pub foreground: bool,
-    /// Cancel the attempt when the process that started locksup dies.
-    pub die_with_parent: bool,
-}
+use inputs::{Alarm, Signals};
 
 /// How often, once the final signal is out, the attempt's tree is walked
 /// again for processes that appeared since.
@@ -130,197 +83,6 @@ const NOT_INHERITED: [&str; 7] = [
     "WATCHDOG_USEC",
     "WATCHDOG_PID",
 ];
-
-/// Why the attempt is being signalled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Reason {
-    Timeout,
-    Watchdog,
-    ReadyTimeout,
-    SupervisorSignal,
-    Cleanup,
-    /// The guardian (the process the caller started) died.
-    GuardianDied,
-    /// The caller died (`--die-with-parent`).
-    ParentDied,
-}
-
-impl Reason {
-    fn as_str(self) -> &'static str {
-        match self {
-            Reason::Timeout => "timeout",
-            Reason::Watchdog => "watchdog",
-            Reason::ReadyTimeout => "ready-timeout",
-            Reason::SupervisorSignal => "supervisor-signal",
-            Reason::Cleanup => "cleanup",
-            Reason::GuardianDied => "guardian-died",
-            Reason::ParentDied => "parent-died",
-        }
-    }
-}
-
-/// How an attempt ended, as the final `end` event names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    /// The command exited on its own.
-    Exited,
-    /// The command died from a signal locksup did not send.
-    Killed,
-    /// Ended at its deadline.
-    Timeout,
-    /// Ended for want of a heartbeat.
-    Watchdog,
-    /// Ended for not becoming ready in time.
-    ReadyTimeout,
-    /// Ended (or stopped waiting) because locksup was told to stop.
-    Cancelled,
-    /// The lock was busy and waiting was not allowed.
-    Busy,
-    /// The lock stayed busy for the whole wait.
-    WaitExpired,
-    /// The command was not found.
-    NotFound,
-    /// The command could not be executed.
-    CannotExecute,
-    /// locksup itself failed.
-    Failed,
-}
-
-impl Outcome {
-    /// The name in events.
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Exited => "exited",
-            Outcome::Killed => "killed",
-            Outcome::Timeout => "timeout",
-            Outcome::Watchdog => "watchdog",
-            Outcome::ReadyTimeout => "ready-timeout",
-            Outcome::Cancelled => "cancelled",
-            Outcome::Busy => "busy",
-            Outcome::WaitExpired => "wait-expired",
-            Outcome::NotFound => "not-found",
-            Outcome::CannotExecute => "cannot-execute",
-            Outcome::Failed => "failed",
-        }
-    }
-
-    /// The outcome of an error that ended locksup with `code`.
-    fn of_error(code: i32) -> Outcome {
-        match code {
-            exit::NOT_FOUND => Outcome::NotFound,
-            exit::CANNOT_EXECUTE => Outcome::CannotExecute,
-            _ => Outcome::Failed,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// The attempt is opening and taking the lock.
-    Locking,
-    /// Locked; go-ahead sent; waiting for the exec.
-    Starting,
-    /// The command runs.
-    Running,
-}
-
-struct Escalation {
-    reason: Reason,
-    /// When the final signal is due, and whether it is out.
-    timing: process::Escalation<Instant>,
-}
-
-/// A one-shot timer with the kernel's precision (a POSIX timer delivering
-/// SIGALRM), rather than the runtime's millisecond wheel, which rounds
-/// every deadline up to the next millisecond tick: deadlines are what
-/// locksup sells. The command gets SIGALRM back as locksup inherited it
-/// (see [`crate::sys::inherited`]). Falls back to the runtime's timer if
-/// the POSIX timer cannot be made.
-struct Alarm {
-    timer: Option<(Timer, tokio::signal::unix::Signal)>,
-}
-
-impl Alarm {
-    fn new() -> Self {
-        let event = SigEvent::new(SigevNotify::SigevSignal {
-            signal: Signal::SIGALRM,
-            si_value: 0,
-        });
-        let timer = match (
-            Timer::new(ClockId::CLOCK_MONOTONIC, event),
-            signal(SignalKind::alarm()),
-        ) {
-            (Ok(t), Ok(s)) => Some((t, s)),
-            _ => None,
-        };
-        Self { timer }
-    }
-
-    /// Resolve at `t` (monotonic). A stray SIGALRM (an earlier arming, or
-    /// `kill -ALRM`) only re-arms.
-    async fn at(&mut self, t: Instant) {
-        let Some((timer, alarms)) = &mut self.timer else {
-            return sleep_until(t).await;
-        };
-        loop {
-            let now = Instant::now();
-            if now >= t {
-                return;
-            }
-            let armed = timer.set(
-                Expiration::OneShot(TimeSpec::from_duration(t - now)),
-                TimerSetTimeFlags::empty(),
-            );
-            if armed.is_err() {
-                return sleep_until(t).await;
-            }
-            alarms.recv().await;
-        }
-    }
-}
-
-/// Signals the supervisor listens to.
-struct Signals {
-    child: tokio::signal::unix::Signal,
-    /// (signal, stream): TERM, INT, HUP, QUIT cancel; USR1, USR2, WINCH pass.
-    others: Vec<(Signal, tokio::signal::unix::Signal)>,
-}
-
-impl Signals {
-    fn install() -> Result<Self> {
-        let err = |e: std::io::Error| Error::io(format!("cannot install signal handlers: {e}"));
-        let child = signal(SignalKind::child()).map_err(err)?;
-        let mut others = Vec::new();
-        for sig in CANCEL_SIGNALS.iter().chain(PASS_SIGNALS.iter()) {
-            // A signal ignored by whoever started us stays ignored, for us
-            // and (through exec) for the command.
-            if sys::inherited().ignored(*sig as i32) {
-                continue;
-            }
-            others.push((
-                *sig,
-                signal(SignalKind::from_raw(*sig as i32)).map_err(err)?,
-            ));
-        }
-        Ok(Self { child, others })
-    }
-
-    /// The next signal received.
-    async fn recv(&mut self) -> Signal {
-        std::future::poll_fn(|cx| {
-            if self.child.poll_recv(cx).is_ready() {
-                return Poll::Ready(Signal::SIGCHLD);
-            }
-            for (sig, stream) in &mut self.others {
-                if stream.poll_recv(cx).is_ready() {
-                    return Poll::Ready(*sig);
-                }
-            }
-            Poll::Pending
-        })
-        .await
-    }
-}
 
 /// Run one attempt to its end and return the exit code locksup ends with.
 /// Must run on a current-thread runtime on the main thread (see
@@ -425,7 +187,7 @@ async fn attempt(spec: &Spec, report: &mut Reporter, link: Option<Link>) -> Resu
         meta_dirty: false,
         meta_written: Instant::now(),
         control: Some(File::from(child.control)),
-        phase: Phase::Locking,
+        state: State::new(),
         started_at,
         acquired: None,
         file: None,
@@ -433,11 +195,6 @@ async fn attempt(spec: &Spec, report: &mut Reporter, link: Option<Link>) -> Resu
         last_exit: Instant::now(),
         main_exit_at: Instant::now(),
         exit_reported: false,
-        escalation: None,
-        timed_out: false,
-        final_needed: false,
-        conflict: None,
-        cancelled_waiting: None,
         failure: None,
     };
     att.run(status, link).await;
@@ -472,7 +229,8 @@ struct Attempt<'a> {
     meta_written: Instant,
     /// Where the go-ahead is written; dropped once sent.
     control: Option<File>,
-    phase: Phase,
+    /// Where the attempt is ([`State`]).
+    state: State,
     started_at: Instant,
     /// When the lock was acquired (monotonic, wall).
     acquired: Option<(Instant, SystemTime)>,
@@ -485,15 +243,8 @@ struct Attempt<'a> {
     /// When the first process was reaped.
     main_exit_at: Instant,
     exit_reported: bool,
-    escalation: Option<Escalation>,
-    timed_out: bool,
-    /// The final signal reached a live process.
-    final_needed: bool,
-    /// The lock was not obtained: busy, or the wait expired.
-    conflict: Option<Outcome>,
-    /// A cancel arrived before the lock was obtained.
-    cancelled_waiting: Option<Signal>,
-    /// locksup's own failure (or the command could not be executed).
+    /// locksup's own failure (or the command could not be executed): it
+    /// decides the end, whatever the state.
     failure: Option<Error>,
 }
 
@@ -609,7 +360,7 @@ impl Attempt<'_> {
                 if !self.children_left {
                     return;
                 }
-                if self.escalation.is_none() && self.phase != Phase::Locking {
+                if matches!(self.state, State::Starting | State::Running) {
                     // The command is done, but what it left behind still
                     // holds the lock: end it the usual way.
                     self.escalate(Reason::Cleanup, self.spec.signal, Instant::now());
@@ -620,27 +371,23 @@ impl Attempt<'_> {
 
     /// The earliest time something is due.
     fn next_timer(&self) -> Option<Instant> {
-        match &self.escalation {
-            Some(e) if e.timing.final_sent() => Some(Instant::now() + KILL_SWEEP),
-            Some(e) => e.timing.final_at(),
-            None => match self.phase {
-                Phase::Locking => match self.spec.wait {
-                    Wait::For(d) if self.conflict.is_none() && self.cancelled_waiting.is_none() => {
-                        Some(self.started_at + d)
-                    }
-                    _ => None,
-                },
-                Phase::Starting | Phase::Running => {
-                    let due = self.live.as_ref()?.next_due().map(|(t, _)| t);
-                    let flush = self
-                        .meta_dirty
-                        .then_some(self.meta_written + METADATA_EVERY);
-                    match (due, flush) {
-                        (Some(a), Some(b)) => Some(a.min(b)),
-                        (a, b) => a.or(b),
-                    }
-                }
+        match &self.state {
+            State::Signalled(e) if e.timing.final_sent() => Some(Instant::now() + KILL_SWEEP),
+            State::Signalled(e) => e.timing.final_at(),
+            State::Locking { .. } => match self.spec.wait {
+                Wait::For(d) if self.state.waits_for_lock() => Some(self.started_at + d),
+                _ => None,
             },
+            State::Starting | State::Running => {
+                let due = self.live.as_ref()?.next_due().map(|(t, _)| t);
+                let flush = self
+                    .meta_dirty
+                    .then_some(self.meta_written + METADATA_EVERY);
+                match (due, flush) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            }
         }
     }
 
@@ -660,7 +407,7 @@ impl Attempt<'_> {
             }
             Record::Busy(dev, ino) => {
                 let holders = lockfile::kernel_holders(FileId::new(dev, ino));
-                self.conflict = Some(Outcome::Busy);
+                self.state.busy();
                 self.report
                     .event("conflict", json!({ "reason": "busy", "holders": holders }));
                 self.report.say(format!(
@@ -705,13 +452,12 @@ impl Attempt<'_> {
         let now = Instant::now();
         let wall = SystemTime::now();
         self.file = Some(file);
-        if self.cancelled_waiting.is_some() || self.conflict.is_some() {
+        if !self.state.locked() {
             // Too late: the attempt is being ended; it dies holding the lock
             // for a moment and the kernel frees it.
             return;
         }
         self.acquired = Some((now, wall));
-        self.phase = Phase::Starting;
         let spec = self.spec;
         let deadline = spec.timeout.map(|t| rfc3339(wall + t));
         let meta = Metadata {
@@ -810,8 +556,7 @@ impl Attempt<'_> {
             match notice {
                 Notice::Heartbeat => self.on_heartbeat("notify"),
                 Notice::WatchdogTrigger => {
-                    if self.escalation.is_none() {
-                        self.timed_out = true;
+                    if self.state.signalled().is_none() {
                         self.report.say("watchdog triggered by the attempt");
                         self.escalate(Reason::Watchdog, self.spec.signal, Instant::now());
                     }
@@ -897,7 +642,7 @@ impl Attempt<'_> {
     /// enough (or `force`), and only while the attempt still holds the
     /// lock: the metadata is written only under the lock.
     fn flush_metadata(&mut self, force: bool) {
-        if !self.meta_dirty || self.escalation.is_some() {
+        if !self.meta_dirty || self.state.signalled().is_some() {
             return;
         }
         let now = Instant::now();
@@ -921,8 +666,7 @@ impl Attempt<'_> {
     /// The status pipe closed: the command was exec'd (or the attempt died,
     /// which the reaper will tell).
     fn on_status_closed(&mut self) {
-        if self.phase == Phase::Starting && self.failure.is_none() {
-            self.phase = Phase::Running;
+        if self.failure.is_none() && self.state.exec() {
             self.report
                 .event("started", json!({ "pid": self.pid, "pgid": self.pgid() }));
             let argv: Vec<_> = self
@@ -941,7 +685,7 @@ impl Attempt<'_> {
             return; // reaped after every input
         }
         if PASS_SIGNALS.contains(&sig) {
-            if self.phase != Phase::Locking {
+            if !self.state.is_locking() {
                 // In the foreground the command shares our process group
                 // (and the terminal's): only the command gets it.
                 let target = if self.spec.foreground {
@@ -966,25 +710,21 @@ impl Attempt<'_> {
     /// before the lock was obtained exits 128 + `code_signal`. A second
     /// cancel sends the final signal at once.
     fn cancel(&mut self, reason: Reason, code_signal: Signal, first: Sig, what: &str) {
-        if self.phase == Phase::Locking {
-            if self.cancelled_waiting.is_none() {
-                self.cancelled_waiting = Some(code_signal);
+        match self.state.cancel(code_signal) {
+            OnCancel::KillFirst => {
                 self.report
                     .say(format!("{what} while waiting for the lock; giving up"));
                 let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
             }
-            return;
-        }
-        match &self.escalation {
-            None => {
+            OnCancel::Escalate => {
                 self.report.say(format!("{what}: ending the attempt"));
                 self.escalate(reason, first, Instant::now());
             }
-            Some(e) if !e.timing.final_sent() => {
+            OnCancel::Final => {
                 self.report.say(format!("{what} again: escalating at once"));
                 self.send_final();
             }
-            Some(_) => {}
+            OnCancel::Nothing => {}
         }
     }
 
@@ -1004,7 +744,7 @@ impl Attempt<'_> {
 
     fn on_timer(&mut self) {
         let now = Instant::now();
-        if let Some(e) = &self.escalation {
+        if let Some(e) = self.state.signalled() {
             if e.timing.final_sent() {
                 self.sweep();
             } else if e.timing.final_due(now) {
@@ -1012,10 +752,10 @@ impl Attempt<'_> {
             }
             return;
         }
-        match self.phase {
-            Phase::Locking => {
+        match self.state {
+            State::Locking { .. } => {
                 if let Wait::For(d) = self.spec.wait {
-                    self.conflict = Some(Outcome::WaitExpired);
+                    self.state.wait_expired();
                     let holders = self.file.map(lockfile::kernel_holders).unwrap_or_default();
                     self.report.event(
                         "conflict",
@@ -1029,7 +769,7 @@ impl Attempt<'_> {
                     let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
                 }
             }
-            Phase::Starting | Phase::Running => {
+            State::Starting | State::Running | State::Signalled(_) => {
                 let Some(live) = &self.live else {
                     return;
                 };
@@ -1062,7 +802,6 @@ impl Attempt<'_> {
                         ),
                     ),
                 };
-                self.timed_out = true;
                 self.report.say(why);
                 // The final signal is due a grace period after the first
                 // one was due, however late this wake-up is.
@@ -1077,18 +816,12 @@ impl Attempt<'_> {
     fn escalate(&mut self, reason: Reason, sig: Sig, due: Instant) {
         let grace = self.spec.grace;
         if grace == Some(Duration::ZERO) {
-            self.escalation = Some(Escalation {
-                reason,
-                timing: process::Escalation::new(due, grace),
-            });
+            self.state.escalate(reason, due, grace);
             self.send_final();
             return;
         }
         let targets = self.signal_all(sig);
-        self.escalation = Some(Escalation {
-            reason,
-            timing: process::Escalation::new(due, grace),
-        });
+        self.state.escalate(reason, due, grace);
         self.report.event(
             "signal",
             json!({ "signal": sig.to_string(), "reason": reason.as_str(), "targets": targets }),
@@ -1108,15 +841,10 @@ impl Attempt<'_> {
     fn send_final(&mut self) {
         let sig = self.spec.final_signal;
         let targets = self.signal_all(sig);
-        let reason = match &mut self.escalation {
-            Some(e) => {
-                e.timing.mark_final_sent();
-                e.reason
-            }
-            None => return,
+        let Some(reason) = self.state.final_sent(!targets.is_empty()) else {
+            return;
         };
         if !targets.is_empty() {
-            self.final_needed = true;
             self.report.event(
                 "signal",
                 json!({ "signal": sig.to_string(), "reason": reason.as_str(), "targets": targets }),
@@ -1133,7 +861,7 @@ impl Attempt<'_> {
     fn sweep(&mut self) {
         let targets = self.signal_all(self.spec.final_signal);
         if !targets.is_empty() {
-            self.final_needed = true;
+            self.state.swept(true);
             log::debug!("final signal again to {targets:?}");
         }
     }
@@ -1173,129 +901,6 @@ impl Attempt<'_> {
                 }
             }
         }
-    }
-
-    /// The `exited` event, once, for a command that ran.
-    fn report_exit(&mut self) {
-        let Some(st) = self.main_status else {
-            return;
-        };
-        if self.phase != Phase::Running || self.exit_reported {
-            return;
-        }
-        self.exit_reported = true;
-        let held = self.acquired.map_or(Duration::ZERO, |(at, _)| {
-            self.main_exit_at.duration_since(at)
-        });
-        let held_ms = millis(held);
-        let held_for = format_duration(held);
-        match st {
-            Ended::Exited(code) => {
-                self.report
-                    .event("exited", json!({ "status": code, "held_ms": held_ms }));
-                self.report.say(format!(
-                    "command exited with status {code} after {held_for}"
-                ));
-            }
-            Ended::Signaled(n) => {
-                let sig = signal_name(n);
-                self.report
-                    .event("exited", json!({ "signal": sig, "held_ms": held_ms }));
-                self.report
-                    .say(format!("command killed by {sig} after {held_for}"));
-            }
-        }
-    }
-
-    /// Verify the release, then compute the exit code and the outcome.
-    async fn finish(mut self) -> Result<(i32, Outcome)> {
-        if let (Some(file), Some(_)) = (self.file, self.acquired) {
-            self.verify_release(file).await;
-        }
-        if let Some(err) = self.failure.take() {
-            return Err(err);
-        }
-        if let Some(c) = self.conflict {
-            return Ok((self.spec.conflict_exit_code, c));
-        }
-        if let Some(sig) = self.cancelled_waiting {
-            return Ok((exit::from_signal(sig as i32), Outcome::Cancelled));
-        }
-        let ended_by = self.escalation.as_ref().map(|e| e.reason);
-        let outcome = match (ended_by, self.main_status) {
-            (Some(Reason::Timeout), _) => Outcome::Timeout,
-            (Some(Reason::Watchdog), _) => Outcome::Watchdog,
-            (Some(Reason::ReadyTimeout), _) => Outcome::ReadyTimeout,
-            (Some(Reason::SupervisorSignal | Reason::GuardianDied | Reason::ParentDied), _) => {
-                Outcome::Cancelled
-            }
-            (_, Some(Ended::Signaled(_))) => Outcome::Killed,
-            _ => Outcome::Exited,
-        };
-        if self.timed_out && !self.spec.preserve_status {
-            let code = if self.final_needed {
-                exit::from_signal(self.spec.final_signal.number())
-            } else {
-                exit::TIMED_OUT
-            };
-            return Ok((code, outcome));
-        }
-        let code = match self.main_status {
-            Some(Ended::Exited(code)) => code,
-            Some(Ended::Signaled(sig)) => exit::from_signal(sig),
-            None => exit::FAILURE,
-        };
-        Ok((code, outcome))
-    }
-
-    /// Every process of the attempt is gone; the kernel must have freed the
-    /// lock. Check it, and measure how long after the last exit it was free.
-    /// The lock counts as ours only while `/proc/locks` names our first
-    /// process as its taker: a waiter that got it since is the next attempt.
-    async fn verify_release(&mut self, file: FileId) {
-        let last_exit = self.last_exit;
-        loop {
-            // Fast path first; `/proc/locks` decides when the probe finds
-            // the lock busy (it may be the next attempt's) or cannot tell.
-            let probe = if self.spec.shared {
-                lockfile::Probe::Unknown
-            } else {
-                lockfile::probe(&self.spec.lock, file)
-            };
-            if probe == lockfile::Probe::Free || !lockfile::held_by(file, self.pid) {
-                let after = last_exit.elapsed();
-                let ms = (after.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
-                self.report
-                    .event("released", json!({ "ms_after_exit": ms }));
-                self.report.say(format!(
-                    "lock released {} after the last process exited",
-                    format_duration(after)
-                ));
-                return;
-            }
-            if last_exit.elapsed() > LEAK_AFTER {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        let holders = lockfile::holders(file);
-        let pids: Vec<i32> = holders.iter().map(|(p, _)| *p).collect();
-        let commands: Vec<&str> = holders.iter().map(|(_, c)| c.as_str()).collect();
-        self.report
-            .event("leak", json!({ "pids": pids, "commands": commands }));
-        let who = if holders.is_empty() {
-            "a process locksup cannot see".to_owned()
-        } else {
-            holders
-                .iter()
-                .map(|(p, c)| format!("pid {p} ({c})"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        self.report.warn(format!(
-            "LEAK: {} is still locked after every process of the attempt ended; held by {who}",
-            self.spec.lock.display()
-        ));
     }
 }
 

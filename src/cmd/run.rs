@@ -5,7 +5,8 @@ use std::hash::{BuildHasher, RandomState};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::attempt::supervise::{self, Spec, Wait};
+use crate::attempt::spec::{Spec, Wait};
+use crate::attempt::supervise;
 use crate::cli::RunArgs;
 use crate::config::Config;
 use crate::duration::Dur;

@@ -1,0 +1,65 @@
+//! What one attempt is to be: the command line, the configuration and
+//! the built-in defaults, resolved ([`crate::cmd::run`] builds it).
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::signal::Sig;
+
+/// How long to wait for a busy lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wait {
+    /// Fail at once (`--no-wait`, `--wait 0`).
+    No,
+    /// Up to this long.
+    For(Duration),
+    /// As long as it takes (`--wait infinity`).
+    Forever,
+}
+
+/// Everything one attempt needs, fully resolved (config and CLI merged).
+#[derive(Debug, Clone)]
+pub(crate) struct Spec {
+    /// Absolute path of the lock file.
+    pub lock: PathBuf,
+    /// Absolute path of the session file, if given.
+    pub session: Option<PathBuf>,
+    /// Caller's session key.
+    pub session_key: Option<String>,
+    /// Attempt id.
+    pub attempt_id: String,
+    /// The command and its arguments (non-empty).
+    pub command: Vec<OsString>,
+    /// How long the attempt may hold the lock; `None` = no limit.
+    pub timeout: Option<Duration>,
+    /// Between first and final signal; `None` = never send the final one.
+    pub grace: Option<Duration>,
+    /// Waiting for a busy lock.
+    pub wait: Wait,
+    /// First signal.
+    pub signal: Sig,
+    /// Final signal.
+    pub final_signal: Sig,
+    /// Shared lock.
+    pub shared: bool,
+    /// On timeout, exit with the command's status.
+    pub preserve_status: bool,
+    /// Exit code when the lock is not obtained.
+    pub conflict_exit_code: i32,
+    /// Mode of a newly created lock file.
+    pub file_mode: u32,
+    /// End the attempt when no heartbeat came for this long.
+    pub watchdog: Option<Duration>,
+    /// Hard cap on the deadline, from acquisition, whatever the attempt
+    /// asks with `EXTEND_TIMEOUT_USEC`.
+    pub max_timeout: Option<Duration>,
+    /// End the attempt when it has not sent `READY=1` this long after it
+    /// got the lock.
+    pub ready_timeout: Option<Duration>,
+    /// The command stays in locksup's process group, so it can use the
+    /// terminal (`--foreground`).
+    pub foreground: bool,
+    /// Cancel the attempt when the process that started locksup dies.
+    pub die_with_parent: bool,
+}
