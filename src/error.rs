@@ -2,7 +2,6 @@
 //! message, and the exit code the process ends with when the error
 //! reaches `main` ([`Error::code`]).
 
-use std::ffi::OsString;
 use std::fmt;
 
 use crate::exit;
@@ -132,84 +131,6 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-/// A clap error on one line, without the `error: ` prefix: the first
-/// paragraph of clap's message (the error, continued on indented lines),
-/// then its suggestions, `(did you mean '--timeout'?)`, and its other tips.
-pub fn clap_message(e: &clap::Error) -> String {
-    use clap::error::{ContextKind, ContextValue};
-    let text = e.to_string();
-    let para: Vec<&str> = text
-        .lines()
-        .map(str::trim)
-        .skip_while(|l| l.is_empty())
-        .take_while(|l| !l.is_empty())
-        .collect();
-    let joined = para.join(" ");
-    let mut msg = joined
-        .strip_prefix("error: ")
-        .unwrap_or(&joined)
-        .to_string();
-    let mut tips: Vec<String> = Vec::new();
-    for kind in [
-        ContextKind::SuggestedSubcommand,
-        ContextKind::SuggestedArg,
-        ContextKind::SuggestedValue,
-    ] {
-        let names: Vec<String> = match e.get(kind) {
-            Some(ContextValue::String(s)) => vec![s.clone()],
-            Some(ContextValue::Strings(v)) => v.clone(),
-            _ => Vec::new(),
-        };
-        if !names.is_empty() {
-            let quoted: Vec<String> = names.iter().map(|n| format!("'{n}'")).collect();
-            tips.push(format!("did you mean {}?", quoted.join(" or ")));
-        }
-    }
-    let suggested = !tips.is_empty();
-    if suggested && let Some(short) = msg.strip_suffix(" found") {
-        msg = short.to_string();
-    }
-    if let Some(ContextValue::StyledStrs(more)) = e.get(ContextKind::Suggested) {
-        for tip in more.iter().map(ToString::to_string) {
-            // "to pass '--timout' as a value, use '-- --timout'" only
-            // distracts from a likely misspelling.
-            if suggested && tip.starts_with("to pass ") {
-                continue;
-            }
-            tips.push(format!("tip: {tip}"));
-        }
-    }
-    for tip in tips {
-        msg.push_str(&format!(" ({tip})"));
-    }
-    msg
-}
-
-/// The command whose `--help` explains an error in the command line
-/// `args` (program name first): `locksup run` when a subcommand was named,
-/// else `locksup`. The subcommand is the first word that is neither an
-/// option nor the value of the global `--config`.
-pub fn clap_help_command(args: &[OsString]) -> String {
-    use clap::CommandFactory;
-    let cmd = crate::cli::Cli::command();
-    let mut words = args.iter().skip(1);
-    while let Some(w) = words.next() {
-        if w == "--config" {
-            words.next();
-            continue;
-        }
-        if w.as_encoded_bytes().starts_with(b"-") {
-            continue;
-        }
-        let name = w.to_string_lossy();
-        if let Some(sub) = cmd.find_subcommand(name.as_ref()) {
-            return format!("locksup {}", sub.get_name());
-        }
-        break;
-    }
-    "locksup".to_string()
-}
-
 /// Result alias used across the crate.
 pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -223,47 +144,5 @@ mod tests {
         assert_eq!(e.message(), "cannot open x: File name too long more");
         let e = Error::usage("keep (os error x) and (os error )");
         assert_eq!(e.message(), "keep (os error x) and (os error )");
-    }
-
-    fn clap_error(args: &[&str]) -> clap::Error {
-        use clap::Parser;
-        match crate::cli::Cli::try_parse_from(args) {
-            Err(e) => e,
-            Ok(c) => panic!("{args:?} parsed: {c:?}"),
-        }
-    }
-
-    #[test]
-    fn clap_errors_keep_the_suggestion_on_one_line() {
-        let e = clap_error(&[
-            "locksup", "run", "--timout", "5s", "--lock", "l", "--", "true",
-        ]);
-        assert_eq!(
-            clap_message(&e),
-            "unexpected argument '--timout' (did you mean '--timeout'?)"
-        );
-        let e = clap_error(&["locksup", "stauts"]);
-        assert_eq!(
-            clap_message(&e),
-            "unrecognized subcommand 'stauts' (did you mean 'status'?)"
-        );
-        let e = clap_error(&["locksup", "run", "--lock", "l", "-t", "-1s", "--", "true"]);
-        assert!(clap_message(&e).contains("negative duration '-1s'"));
-    }
-
-    #[test]
-    fn help_command_is_the_subcommand_named() {
-        let help = |args: &[&str]| {
-            let args: Vec<OsString> = args.iter().map(OsString::from).collect();
-            clap_help_command(&args)
-        };
-        assert_eq!(help(&["locksup", "run", "--timout"]), "locksup run");
-        assert_eq!(
-            help(&["locksup", "--config", "run", "status"]),
-            "locksup status"
-        );
-        assert_eq!(help(&["locksup", "--config=c", "cancel"]), "locksup cancel");
-        assert_eq!(help(&["locksup", "stauts"]), "locksup");
-        assert_eq!(help(&["locksup"]), "locksup");
     }
 }

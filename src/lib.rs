@@ -56,7 +56,7 @@ mod sys;
 /// What the `locksup` binary (`src/main.rs`) calls. Not an API.
 #[doc(hidden)]
 pub mod entry {
-    pub use crate::cli::{Cli, Command, completion_script};
+    pub use crate::cli::{Cli, Command, clap_help_command, clap_message, completion_script};
     pub use crate::cmd::cancel::main as cancel;
     pub use crate::cmd::client::{
         cancel as cancel_daemon, run as run_daemon, status as status_daemon,
@@ -66,7 +66,7 @@ pub mod entry {
     pub use crate::cmd::status::main as status;
     pub use crate::cmd::timeline::main as timeline;
     pub use crate::cmd::watch::main as watch;
-    pub use crate::error::{Error, clap_help_command, clap_message};
+    pub use crate::error::Error;
     pub use crate::exit::FAILURE;
     pub use crate::sys::unblock_all_signals;
 }

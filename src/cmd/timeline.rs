@@ -39,24 +39,6 @@ use serde_json::Value;
 use crate::cli::TimelineArgs;
 use crate::error::{Error, Result};
 
-/// `after_help` of `locksup timeline`.
-pub(crate) const HELP: &str = "\
-One lane per lock; one bar per attempt from acquisition to release, with
-the CSS class outcome-NAME of its end event (outcome-unknown, open-ended,
-without one) and its wait as a thin bar below; marks for the first and
-the final signal, the last heartbeat before a watchdog, a leak, a lost
-lease. A bar's title gives the attempt id, command, outcome, exit code,
-wait and hold times. Crowded lanes are aggregated into 4-pixel columns
-that stack the outcomes (see TIMELINE in locksup(1)). Malformed lines are
-skipped and counted on stderr.
-
-Examples:
-  locksup timeline /var/log/locksup/events.jsonl --output incident.svg
-  locksup timeline a.jsonl b.jsonl | rsvg-convert -o incident.png
-
-Exit status: 0 written; 1 no events in the input; 125 usage, read or write
-error.";
-
 /// Exit status when the input holds no event.
 pub(crate) const NO_EVENTS: i32 = 1;
 

@@ -181,7 +181,7 @@ pub(super) fn validate(
                 ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
                     "help and version are not available through the daemon".to_owned()
                 }
-                _ => crate::error::clap_message(&e),
+                _ => crate::cli::clap_message(&e),
             });
         }
     };
