@@ -643,14 +643,14 @@ fn start_reload(state: &Shared) {
     let state = state.clone();
     tokio::task::spawn_local(async move {
         let result = match Loaded::spawn(path, busy) {
-            Err(e) => Err(format!("cannot start reading it: {e}")),
+            Err(e) => Err(Error::config(format!("cannot start reading it: {e}"))),
             Ok(rx) => match timeout(CONFIG_READ_TIMEOUT, rx).await {
-                Ok(Ok(loaded)) => loaded.map_err(|e| e.to_string()),
-                Ok(Err(_)) => Err("reading it failed".to_owned()),
-                Err(_) => Err(format!(
+                Ok(Ok(loaded)) => loaded,
+                Ok(Err(_)) => Err(Error::config("reading it failed")),
+                Err(_) => Err(Error::config(format!(
                     "reading it did not finish within {}",
                     crate::duration::format_duration(CONFIG_READ_TIMEOUT)
-                )),
+                ))),
             },
         };
         let again = {

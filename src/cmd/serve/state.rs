@@ -514,8 +514,8 @@ impl State {
     }
 
     /// A configuration read for a reload is in: take it, or log why not.
-    pub(super) fn reloaded(&mut self, loaded: std::result::Result<Loaded, String>) {
-        match loaded.and_then(|l| Settings::new(l).map_err(|e| e.to_string())) {
+    pub(super) fn reloaded(&mut self, loaded: Result<Loaded>) {
+        match loaded.and_then(Settings::new) {
             Ok(s) => {
                 let where_ = s
                     .config
