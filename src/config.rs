@@ -24,6 +24,7 @@ use toml::Spanned;
 use crate::duration::Dur;
 use crate::error::{Error, Result};
 use crate::signal::Sig;
+use crate::supervise::OnLockRemoved;
 
 /// The system-wide configuration file, the last place looked.
 pub const SYSTEM_CONFIG: &str = "/etc/locksup/config.toml";
@@ -62,6 +63,8 @@ pub struct RunDefaults {
     pub ready_timeout: Option<Dur>,
     /// End the attempt when the process that started locksup dies.
     pub die_with_parent: Option<bool>,
+    /// What to do when the held lock file is removed or replaced.
+    pub on_lock_removed: Option<OnLockRemoved>,
 }
 
 impl RunDefaults {
@@ -79,6 +82,7 @@ impl RunDefaults {
             max_timeout: over.max_timeout.or(self.max_timeout),
             ready_timeout: over.ready_timeout.or(self.ready_timeout),
             die_with_parent: over.die_with_parent.or(self.die_with_parent),
+            on_lock_removed: over.on_lock_removed.or(self.on_lock_removed),
         }
     }
 }
@@ -508,6 +512,7 @@ struct RawRun {
     max_timeout: Option<CfgDur>,
     ready_timeout: Option<CfgDur>,
     die_with_parent: Option<bool>,
+    on_lock_removed: Option<Spanned<String>>,
 }
 
 /// `[[policy]]`: `match` plus the keys of `[run]`, written out because
@@ -529,6 +534,7 @@ struct RawPolicy {
     max_timeout: Option<CfgDur>,
     ready_timeout: Option<CfgDur>,
     die_with_parent: Option<bool>,
+    on_lock_removed: Option<Spanned<String>>,
 }
 
 impl RawPolicy {
@@ -546,6 +552,7 @@ impl RawPolicy {
             max_timeout: self.max_timeout,
             ready_timeout: self.ready_timeout,
             die_with_parent: self.die_with_parent,
+            on_lock_removed: self.on_lock_removed,
         };
         (self.pattern, run)
     }
@@ -777,6 +784,7 @@ impl RawRun {
             max_timeout: self.max_timeout.map(|d| d.0),
             ready_timeout: self.ready_timeout.map(|d| d.0),
             die_with_parent: self.die_with_parent,
+            on_lock_removed: self.on_lock_removed.map(on_lock_removed).transpose()?,
         })
     }
 }
@@ -838,6 +846,13 @@ fn octal_mode(
             }
         }
     }
+}
+
+fn on_lock_removed(v: Spanned<String>) -> std::result::Result<OnLockRemoved, Problem> {
+    let span = v.span();
+    v.into_inner()
+        .parse()
+        .map_err(|e| (span, format!("on_lock_removed: {e}")))
 }
 
 fn exit_code(c: Spanned<i64>) -> std::result::Result<i32, Problem> {
@@ -942,6 +957,7 @@ roots = ["/srv/a", "/srv/b"]
                 max_timeout: secs(7200),
                 ready_timeout: secs(5),
                 die_with_parent: None,
+                on_lock_removed: None,
             }
         );
         assert_eq!(c.policy.len(), 2);
@@ -1418,7 +1434,8 @@ wait = 0
             format!(
                 "{}:2:1: unknown field `bogus`, expected one of `timeout`, `grace`, \
                  `wait`, `signal`, `final_signal`, `file_mode`, `conflict_exit_code`, \
-                 `watchdog`, `max_timeout`, `ready_timeout`, `die_with_parent`",
+                 `watchdog`, `max_timeout`, `ready_timeout`, `die_with_parent`, \
+                 `on_lock_removed`",
                 xdg_file.display()
             )
         );
@@ -1600,6 +1617,7 @@ wait = 0
                 max_timeout: Some(Dur::Infinite),
                 ready_timeout: Some(Dur::Infinite),
                 die_with_parent: Some(false),
+                on_lock_removed: Some(OnLockRemoved::Cancel),
             }
         );
         assert!(c.status.roots.is_empty());

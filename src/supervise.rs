@@ -108,6 +108,31 @@ pub struct Spec {
     pub foreground: bool,
     /// Cancel the attempt when the process that started locksup dies.
     pub die_with_parent: bool,
+    /// What to do when the held lock file is removed or replaced.
+    pub on_lock_removed: OnLockRemoved,
+}
+
+/// What a supervisor does when the lock file its attempt holds is removed
+/// or replaced (another process then locks a different file at that path:
+/// the two would not exclude each other).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnLockRemoved {
+    /// End the attempt, as a cancel would (the default).
+    #[default]
+    Cancel,
+    /// Say so (event, warning) and let the attempt run.
+    Warn,
+}
+
+impl std::str::FromStr for OnLockRemoved {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s {
+            "cancel" => Ok(OnLockRemoved::Cancel),
+            "warn" => Ok(OnLockRemoved::Warn),
+            _ => Err(format!("'{s}' is not one of cancel, warn")),
+        }
+    }
 }
 
 /// How often, once the final signal is out, the attempt's tree is walked
@@ -115,6 +140,9 @@ pub struct Spec {
 const KILL_SWEEP: Duration = Duration::from_millis(10);
 /// How long after the attempt ended a lock still held counts as leaked.
 const LEAK_AFTER: Duration = Duration::from_millis(200);
+/// How often, besides inotify's word, the lock path is checked to still
+/// name the held file.
+const LOCK_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// Metadata rewrites (heartbeat age, status line, extended deadline) are
 /// at most this frequent.
 const METADATA_EVERY: Duration = Duration::from_millis(250);
@@ -142,6 +170,8 @@ enum Reason {
     GuardianDied,
     /// The caller died (`--die-with-parent`).
     ParentDied,
+    /// The held lock file was removed or replaced.
+    LockRemoved,
 }
 
 impl Reason {
@@ -154,6 +184,7 @@ impl Reason {
             Reason::Cleanup => "cleanup",
             Reason::GuardianDied => "guardian-died",
             Reason::ParentDied => "parent-died",
+            Reason::LockRemoved => "lock-removed",
         }
     }
 }
@@ -420,6 +451,9 @@ async fn attempt(spec: &Spec, report: &mut Reporter, link: Option<Link>) -> Resu
         alarm,
         notify,
         touch: None,
+        lock_checked: Instant::now(),
+        lock_gone: false,
+        behind_removed: None,
         live: None,
         meta: None,
         meta_dirty: false,
@@ -462,8 +496,16 @@ struct Attempt<'a> {
     alarm: Alarm,
     /// The attempt's sd_notify socket.
     notify: Option<NotifySocket>,
-    /// inotify on the lock file: touching it is a heartbeat.
+    /// inotify on the held lock file: touching it is a heartbeat;
+    /// unlinking or renaming it is looked into at once.
     touch: Option<EventStream<[u8; 256]>>,
+    /// When the lock path was last checked to name the held file.
+    lock_checked: Instant,
+    /// The lock path no longer names the held file (reported once).
+    lock_gone: bool,
+    /// Locked a new lock file while processes still hold the removed one:
+    /// the command waits for them.
+    behind_removed: Option<FileId>,
     /// Deadline, watchdog, readiness, status line; from acquisition on.
     live: Option<Liveness>,
     /// The metadata line as last written, and whether it is stale.
@@ -589,7 +631,11 @@ impl Attempt<'_> {
                     }
                 }
                 Input::Notify(data, pid) => self.on_notify(&data, pid),
-                Input::Touch => self.on_heartbeat("touch"),
+                Input::Touch => {
+                    if self.check_lock_file() && self.spec.watchdog.is_some() {
+                        self.on_heartbeat("touch");
+                    }
+                }
                 Input::Signal(sig) => self.on_signal(sig),
                 Input::Link(parent_died) => {
                     if !parent_died {
@@ -624,21 +670,25 @@ impl Attempt<'_> {
             Some(e) if e.final_sent => Some(Instant::now() + KILL_SWEEP),
             Some(e) => e.final_at,
             None => match self.phase {
-                Phase::Locking => match self.spec.wait {
-                    Wait::For(d) if self.conflict.is_none() && self.cancelled_waiting.is_none() => {
-                        Some(self.started_at + d)
-                    }
-                    _ => None,
-                },
+                Phase::Locking => {
+                    let wait = match self.spec.wait {
+                        Wait::For(d)
+                            if self.conflict.is_none() && self.cancelled_waiting.is_none() =>
+                        {
+                            Some(self.started_at + d)
+                        }
+                        _ => None,
+                    };
+                    let poll = self.behind_removed.map(|_| Instant::now() + KILL_SWEEP);
+                    [wait, poll].into_iter().flatten().min()
+                }
                 Phase::Starting | Phase::Running => {
                     let due = self.live.as_ref()?.next_due().map(|(t, _)| t);
                     let flush = self
                         .meta_dirty
                         .then_some(self.meta_written + METADATA_EVERY);
-                    match (due, flush) {
-                        (Some(a), Some(b)) => Some(a.min(b)),
-                        (a, b) => a.or(b),
-                    }
+                    let check = (!self.lock_gone).then_some(self.lock_checked + LOCK_CHECK_EVERY);
+                    [due, flush, check].into_iter().flatten().min()
                 }
             },
         }
@@ -668,7 +718,8 @@ impl Attempt<'_> {
                     self.spec.lock.display()
                 ));
             }
-            Record::Locked(dev, ino) => self.on_locked(FileId::new(dev, ino)),
+            Record::Locked(dev, ino) => self.on_locked(FileId::new(dev, ino), false),
+            Record::LockedNew(dev, ino) => self.on_locked(FileId::new(dev, ino), true),
             Record::Failed(stage, value) => self.failure = Some(self.failure_of(stage, value)),
         }
     }
@@ -698,14 +749,38 @@ impl Attempt<'_> {
 
     /// The attempt holds the lock: write down who holds it and until when,
     /// then let the command start.
-    fn on_locked(&mut self, file: FileId) {
+    fn on_locked(&mut self, file: FileId, created: bool) {
         let now = Instant::now();
         let wall = SystemTime::now();
         self.file = Some(file);
+        self.behind_removed = None;
         if self.cancelled_waiting.is_some() || self.conflict.is_some() {
             // Too late: the attempt is being ended; it dies holding the lock
             // for a moment and the kernel frees it.
             return;
+        }
+        if !lockfile::path_names(&self.spec.lock, file) {
+            self.retry_lock();
+            return;
+        }
+        if created {
+            // A new lock file: if an operator removed the old one while it
+            // was held, its holders would not be excluded by this lock.
+            // The command starts once they are gone (their supervisors end
+            // them when they see the removal).
+            let stale = lockfile::deleted_holders(&self.spec.lock);
+            if !stale.is_empty() {
+                self.report.event(
+                    "waiting",
+                    json!({ "holders": stale, "reason": "lock-file-removed" }),
+                );
+                self.report.say(format!(
+                    "waiting for the holders of the removed {} (pids {stale:?})",
+                    self.spec.lock.display()
+                ));
+                self.behind_removed = Some(file);
+                return;
+            }
         }
         self.acquired = Some((now, wall));
         self.phase = Phase::Starting;
@@ -750,10 +825,19 @@ impl Attempt<'_> {
         ));
         self.meta = Some(meta);
         self.meta_written = now;
-        if spec.watchdog.is_some() {
-            self.touch = touch_watch(&spec.lock);
-        }
+        self.touch = touch_watch(&spec.lock);
+        self.lock_checked = now;
         if let Err(e) = lockfile::write_metadata(&spec.lock, file, &line) {
+            if !lockfile::path_names(&spec.lock, file) {
+                // Removed or replaced since the check above.
+                self.acquired = None;
+                self.phase = Phase::Locking;
+                self.live = None;
+                self.meta = None;
+                self.touch = None;
+                self.retry_lock();
+                return;
+            }
             self.failure = Some(Error::usage(e));
             let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
             return;
@@ -787,6 +871,67 @@ impl Attempt<'_> {
             spec.lock.display(),
             format_duration(now.duration_since(self.started_at))
         ));
+    }
+
+    /// The lock was taken on a file that the lock path no longer names
+    /// (removed or replaced while the attempt waited): the attempt's first
+    /// process lets it go and locks the file the path names now.
+    fn retry_lock(&mut self) {
+        self.report
+            .event("retry", json!({ "reason": "lock-file-replaced" }));
+        self.report.say(format!(
+            "{} was removed or replaced while the lock was taken: locking it again",
+            self.spec.lock.display()
+        ));
+        if let Some(control) = self.control.as_mut()
+            && let Err(e) = control.write_all(spawn::RETRY)
+        {
+            self.failure = Some(Error::usage(format!("cannot start the attempt: {e}")));
+            let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
+        }
+    }
+
+    /// Whether the lock path still names the held file; when it no longer
+    /// does (removed, or replaced by another file, which others would lock
+    /// beside this attempt), say so once and, by default, end the attempt.
+    fn check_lock_file(&mut self) -> bool {
+        let Some(file) = self.file else {
+            return true;
+        };
+        self.lock_checked = Instant::now();
+        if self.lock_gone || lockfile::path_names(&self.spec.lock, file) {
+            return !self.lock_gone;
+        }
+        self.lock_gone = true;
+        let how = if self.spec.lock.symlink_metadata().is_ok() {
+            "replaced"
+        } else {
+            "removed"
+        };
+        let action = match self.spec.on_lock_removed {
+            OnLockRemoved::Cancel => "cancel",
+            OnLockRemoved::Warn => "warn",
+        };
+        self.report
+            .event("lock-removed", json!({ "how": how, "action": action }));
+        let what = format!(
+            "{} was {how} while the attempt held it (others may now lock another file there)",
+            self.spec.lock.display()
+        );
+        match self.spec.on_lock_removed {
+            OnLockRemoved::Cancel => {
+                self.report.warn(format!("{what}: ending the attempt"));
+                let short = format!("the lock file was {how}");
+                self.cancel(
+                    Reason::LockRemoved,
+                    Signal::SIGTERM,
+                    self.spec.signal,
+                    &short,
+                );
+            }
+            OnLockRemoved::Warn => self.report.warn(what),
+        }
+        false
     }
 
     /// A datagram on the notify socket.
@@ -1011,6 +1156,19 @@ impl Attempt<'_> {
         }
         match self.phase {
             Phase::Locking => {
+                if let Some(file) = self.behind_removed
+                    && lockfile::deleted_holders(&self.spec.lock).is_empty()
+                {
+                    self.on_locked(file, false);
+                    return;
+                }
+                let expired = match self.spec.wait {
+                    Wait::For(d) => now >= self.started_at + d,
+                    _ => false,
+                };
+                if !expired {
+                    return;
+                }
                 if let Wait::For(d) = self.spec.wait {
                     self.conflict = Some(Outcome::WaitExpired);
                     let holders = self.file.map(lockfile::kernel_holders).unwrap_or_default();
@@ -1027,6 +1185,12 @@ impl Attempt<'_> {
                 }
             }
             Phase::Starting | Phase::Running => {
+                if !self.lock_gone && now >= self.lock_checked + LOCK_CHECK_EVERY {
+                    self.check_lock_file();
+                    if self.escalation.is_some() {
+                        return;
+                    }
+                }
                 let Some(live) = &self.live else {
                     return;
                 };
@@ -1227,9 +1391,15 @@ impl Attempt<'_> {
             (Some(Reason::Timeout), _) => Outcome::Timeout,
             (Some(Reason::Watchdog), _) => Outcome::Watchdog,
             (Some(Reason::ReadyTimeout), _) => Outcome::ReadyTimeout,
-            (Some(Reason::SupervisorSignal | Reason::GuardianDied | Reason::ParentDied), _) => {
-                Outcome::Cancelled
-            }
+            (
+                Some(
+                    Reason::SupervisorSignal
+                    | Reason::GuardianDied
+                    | Reason::ParentDied
+                    | Reason::LockRemoved,
+                ),
+                _,
+            ) => Outcome::Cancelled,
             (_, Some(Ended::Signaled(_))) => Outcome::Killed,
             _ => Outcome::Exited,
         };
@@ -1300,11 +1470,18 @@ impl Attempt<'_> {
     }
 }
 
-/// Touching the lock file (a change of its times: `touch`, `futimens`)
-/// counts as a heartbeat.
+/// Changes of the held lock file: touching it (a change of its times:
+/// `touch`, `futimens`) counts as a heartbeat; an unlink or a rename
+/// (attributes change with the link count) is looked into at once.
 fn touch_watch(lock: &std::path::Path) -> Option<EventStream<[u8; 256]>> {
     let inotify = Inotify::init().ok()?;
-    inotify.watches().add(lock, WatchMask::ATTRIB).ok()?;
+    inotify
+        .watches()
+        .add(
+            lock,
+            WatchMask::ATTRIB | WatchMask::MOVE_SELF | WatchMask::DELETE_SELF,
+        )
+        .ok()?;
     inotify.into_event_stream([0u8; 256]).ok()
 }
 
