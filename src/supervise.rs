@@ -1065,14 +1065,16 @@ impl Attempt<'_> {
     fn on_status_closed(&mut self) {
         if self.phase == Phase::Starting && self.failure.is_none() {
             self.phase = Phase::Running;
-            self.report
-                .event("started", json!({ "pid": self.pid, "pgid": self.pgid() }));
             let argv: Vec<_> = self
                 .spec
                 .command
                 .iter()
                 .map(|a| a.to_string_lossy())
                 .collect();
+            self.report.event(
+                "started",
+                json!({ "pid": self.pid, "pgid": self.pgid(), "command": argv }),
+            );
             self.report
                 .say(format!("started pid {}: {}", self.pid, argv.join(" ")));
         }
