@@ -105,6 +105,8 @@ SYS\t''"
 complete -c locksup -n "__fish_locksup_using_subcommand run" -l watchdog -d 'End the attempt when no heartbeat (WATCHDOG=1 on NOTIFY_SOCKET, or a touch of the lock file) came for DUR; exit codes as for a timeout' -r
 complete -c locksup -n "__fish_locksup_using_subcommand run" -l max-timeout -d 'Hard cap on the deadline, from acquisition, however the attempt extends it with EXTEND_TIMEOUT_USEC [default: none]' -r
 complete -c locksup -n "__fish_locksup_using_subcommand run" -l ready-timeout -d 'End the attempt when it has not sent READY=1 within DUR of acquiring the lock [default: readiness not required]' -r
+complete -c locksup -n "__fish_locksup_using_subcommand run" -l on-lock-removed -d 'What to do when the held lock file is removed or replaced: `cancel` (end the attempt) or `warn` [default: cancel]' -r -f -a "cancel\t''
+warn\t''"
 complete -c locksup -n "__fish_locksup_using_subcommand run" -l conflict-exit-code -d 'Exit code when the lock is not obtained [default: 75]' -r
 complete -c locksup -n "__fish_locksup_using_subcommand run" -l attempt-id -d 'Attempt id recorded in the lock metadata and events [default: generated]' -r
 complete -c locksup -n "__fish_locksup_using_subcommand run" -l session-key -d 'Caller\'s key for the session, recorded in metadata and events' -r

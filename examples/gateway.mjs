@@ -68,6 +68,9 @@ async function attempt(o, id) {
     {
       session: o.session, timeout: o.timeout, wait: o.wait, watchdog: o.watchdog,
       attemptId: `gw-${id}`, locksup: o.locksup, stdio: ["ignore", "inherit", "inherit"],
+      // If this gateway crashes, its sessions are freed within the grace
+      // period instead of at each attempt's deadline.
+      dieWithParent: true,
     },
     process.execPath,
     [self, "--worker", "--session", o.session, "--id", String(id),

@@ -7,8 +7,10 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::attempt::spec::OnLockRemoved;
 use crate::duration::{self, Dur};
 use crate::signal::{self, Sig};
+use clap::builder::TypedValueParser as _;
 
 const RUN_EXAMPLES: &str = "\
 Examples:
@@ -417,6 +419,16 @@ pub struct RunArgs {
     /// process that started locksup dies.
     #[arg(long)]
     pub die_with_parent: bool,
+
+    /// What to do when the held lock file is removed or replaced:
+    /// `cancel` (end the attempt) or `warn` [default: cancel].
+    #[arg(
+        long,
+        value_name = "ACTION",
+        value_parser = clap::builder::PossibleValuesParser::new(["cancel", "warn"])
+            .map(|s| s.parse::<OnLockRemoved>().unwrap_or_default())
+    )]
+    pub on_lock_removed: Option<OnLockRemoved>,
 
     /// Exit code when the lock is not obtained [default: 75].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8))]

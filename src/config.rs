@@ -21,6 +21,7 @@ use serde::Deserialize;
 use serde::de::{self, Visitor};
 use toml::Spanned;
 
+use crate::attempt::spec::OnLockRemoved;
 use crate::duration::Dur;
 use crate::error::{Error, Result};
 use crate::signal::Sig;
@@ -66,6 +67,8 @@ pub struct RunDefaults {
     pub ready_timeout: Option<Dur>,
     /// End the attempt when the process that started locksup dies.
     pub die_with_parent: Option<bool>,
+    /// What to do when the held lock file is removed or replaced.
+    pub on_lock_removed: Option<OnLockRemoved>,
 }
 
 impl RunDefaults {
@@ -83,6 +86,7 @@ impl RunDefaults {
             max_timeout: over.max_timeout.or(self.max_timeout),
             ready_timeout: over.ready_timeout.or(self.ready_timeout),
             die_with_parent: over.die_with_parent.or(self.die_with_parent),
+            on_lock_removed: over.on_lock_removed.or(self.on_lock_removed),
         }
     }
 }

@@ -950,7 +950,7 @@ proptest! {
     fn record_decode_any_bytes(
         bytes in prop_oneof![
             any::<[u8; RECORD_LEN]>(),
-            (prop::sample::select(&[b'W', b'B', b'L', b'E', 0u8, b'w'][..]), 0u64..8, any::<u64>())
+            (prop::sample::select(&[b'W', b'B', b'L', b'N', b'E', 0u8, b'w'][..]), 0u64..8, any::<u64>())
                 .prop_map(|(tag, a, b)| {
                     let mut r = [0u8; RECORD_LEN];
                     r[0] = tag;
@@ -966,6 +966,7 @@ proptest! {
             b'W' => Some(Record::Waiting(a, b)),
             b'B' => Some(Record::Busy(a, b)),
             b'L' => Some(Record::Locked(a, b)),
+            b'N' => Some(Record::LockedNew(a, b)),
             b'E' => match a {
                 1 => Some(Record::Failed(Stage::Setup, b)),
                 2 => Some(Record::Failed(Stage::Open, b)),

@@ -5,15 +5,20 @@
 //! search), so that the child, between `fork` and `execve`, makes only
 //! async-signal-safe system calls and allocates nothing:
 //!
-//! 1. own process group; `PR_SET_PDEATHSIG` = SIGKILL, then the `getppid`
-//!    race check; handled signals back to default, signal mask emptied;
+//! 1. own process group (unless `--foreground`); `PR_SET_PDEATHSIG` =
+//!    SIGKILL, then the `getppid` race check; every signal back to the
+//!    disposition locksup inherited, mask emptied until the exec;
 //! 2. open the lock file (`O_NOFOLLOW`, `O_CLOEXEC`; regular files only);
 //! 3. `flock(2)`; if busy, report `waiting` and block (or report `busy`
 //!    and leave, without waiting);
-//! 4. report `locked`, then block until the supervisor, having written the
-//!    metadata line, sends the go-ahead with the deadline;
-//! 5. move the lock descriptor to the number promised in
-//!    `LOCKSUP_LOCK_FD`, inheritable, and exec the command.
+//! 4. check that the path still names the file locked (it may have been
+//!    removed or replaced meanwhile: then let go and start again at 2);
+//! 5. report `locked`, then block until the supervisor, having written the
+//!    metadata line, sends the go-ahead with the deadline (or `r`: the
+//!    path names another file now, start again at 2);
+//! 6. restore the inherited signal mask, move the lock descriptor to the
+//!    number promised in `LOCKSUP_LOCK_FD`, inheritable, and exec the
+//!    command.
 //!
 //! Reports travel on a close-on-exec pipe as fixed-size binary records, so
 //! its end of file after `locked` means the command was exec'd. The
@@ -46,6 +51,8 @@ pub enum Record {
     Busy(u64, u64),
     /// The lock is held.
     Locked(u64, u64),
+    /// The lock is held on a lock file this process created.
+    LockedNew(u64, u64),
     /// Something failed before exec: the stage and the errno (or mode).
     Failed(Stage, u64),
 }
@@ -73,6 +80,7 @@ impl Record {
             Record::Waiting(d, i) => (b'W', d, i),
             Record::Busy(d, i) => (b'B', d, i),
             Record::Locked(d, i) => (b'L', d, i),
+            Record::LockedNew(d, i) => (b'N', d, i),
             Record::Failed(s, v) => {
                 let s = match s {
                     Stage::Setup => 1,
@@ -103,6 +111,7 @@ impl Record {
             b'W' => Record::Waiting(a, b),
             b'B' => Record::Busy(a, b),
             b'L' => Record::Locked(a, b),
+            b'N' => Record::LockedNew(a, b),
             b'E' => Record::Failed(
                 match a {
                     1 => Stage::Setup,
@@ -331,6 +340,10 @@ pub(crate) struct Spawned {
     pub control: OwnedFd,
 }
 
+/// What the supervisor sends instead of the go-ahead when the lock file's
+/// path names another file than the one locked: let go and start again.
+pub(crate) const RETRY: &[u8] = b"r";
+
 /// The go-ahead message: `g`, then the deadline if the child expects one.
 pub fn go_ahead(deadline: Option<&str>) -> Vec<u8> {
     let mut msg = vec![b'g'];
@@ -424,7 +437,8 @@ pub(crate) fn spawn(prep: &mut Prepared) -> io::Result<Spawned> {
 /// Only in the child of `fork`, with the pointers of `prep` valid (the
 /// child's copy of the parent's memory). Uses only async-signal-safe
 /// calls: setpgid, prctl, getppid, sigaction, pthread_sigmask, open,
-/// fstat, fchmod, fcntl, flock, write, read, dup3, close, execve, _exit.
+/// fstat, fstatat, fchmod, fcntl, flock, write, read, dup3, close,
+/// execve, _exit.
 unsafe fn child_main(
     prep: &Prepared,
     parent: libc::pid_t,
@@ -498,76 +512,108 @@ unsafe fn child_main(
         let base =
             libc::O_RDWR | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC;
         let dir = prep.lock_dir.as_raw_fd();
-        let mut fd = libc::openat(
-            dir,
-            prep.lock_name.as_ptr(),
-            base | libc::O_CREAT | libc::O_EXCL,
-            prep.mode,
-        );
-        let created = fd >= 0;
-        if fd < 0 && *libc::__errno_location() == libc::EEXIST {
-            fd = libc::openat(dir, prep.lock_name.as_ptr(), base);
-        }
-        if fd < 0 {
-            fail(Stage::Open, errno(), crate::exit::FAILURE);
-        }
-        let mut st: libc::stat = std::mem::zeroed();
-        if libc::fstat(fd, &mut st) != 0 {
-            fail(Stage::Open, errno(), crate::exit::FAILURE);
-        }
-        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-            fail(
-                Stage::NotRegular,
-                u64::from(st.st_mode),
-                crate::exit::FAILURE,
-            );
-        }
-        // A second name for some other file: the metadata would overwrite it.
-        if st.st_nlink > 1 {
-            fail(Stage::HardLinks, st.st_nlink, crate::exit::FAILURE);
-        }
-        if created {
-            // The umask may have narrowed it; the configured mode is wanted.
-            libc::fchmod(fd, prep.mode);
-        }
-        let fl = libc::fcntl(fd, libc::F_GETFL);
-        libc::fcntl(fd, libc::F_SETFL, fl & !libc::O_NONBLOCK);
-        let (dev, ino) = (st.st_dev, st.st_ino);
-
-        if libc::flock(fd, prep.flock_op | libc::LOCK_NB) != 0 {
-            if *libc::__errno_location() != libc::EWOULDBLOCK {
-                fail(Stage::Flock, errno(), crate::exit::FAILURE);
-            }
-            if prep.nonblock {
-                report(Record::Busy(dev, ino));
-                libc::_exit(crate::exit::CONFLICT);
-            }
-            report(Record::Waiting(dev, ino));
-            while libc::flock(fd, prep.flock_op) != 0 {
-                if *libc::__errno_location() != libc::EINTR {
-                    fail(Stage::Flock, errno(), crate::exit::FAILURE);
-                }
-            }
-        }
-        report(Record::Locked(dev, ino));
-
-        // Wait for the go-ahead (the metadata is written by then).
         let want = if deadline.is_null() {
             1
         } else {
             1 + DEADLINE_LEN
         };
         let mut buf = [0u8; 1 + DEADLINE_LEN];
-        let mut got = 0;
-        while got < want {
-            let n = libc::read(control, buf.as_mut_ptr().add(got).cast(), want - got);
-            if n > 0 {
-                got += n as usize;
-            } else if n == 0 || *libc::__errno_location() != libc::EINTR {
-                // The supervisor decided otherwise, or is gone.
-                libc::_exit(crate::exit::FAILURE);
+        // Until the lock is held on the file the path names: a lock file
+        // removed or replaced while we waited (or before the supervisor
+        // wrote its metadata, which it then says with `r`) is let go, and
+        // the file the path names now is locked instead.
+        let fd = loop {
+            let mut fd = libc::openat(
+                dir,
+                prep.lock_name.as_ptr(),
+                base | libc::O_CREAT | libc::O_EXCL,
+                prep.mode,
+            );
+            let created = fd >= 0;
+            if fd < 0 && *libc::__errno_location() == libc::EEXIST {
+                fd = libc::openat(dir, prep.lock_name.as_ptr(), base);
             }
-        }
+            if fd < 0 {
+                fail(Stage::Open, errno(), crate::exit::FAILURE);
+            }
+            let mut st: libc::stat = std::mem::zeroed();
+            if libc::fstat(fd, &mut st) != 0 {
+                fail(Stage::Open, errno(), crate::exit::FAILURE);
+            }
+            if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+                fail(
+                    Stage::NotRegular,
+                    u64::from(st.st_mode),
+                    crate::exit::FAILURE,
+                );
+            }
+            // A second name for some other file: the metadata would overwrite it.
+            if st.st_nlink > 1 {
+                fail(Stage::HardLinks, st.st_nlink, crate::exit::FAILURE);
+            }
+            if created {
+                // The umask may have narrowed it; the configured mode is wanted.
+                libc::fchmod(fd, prep.mode);
+            }
+            let fl = libc::fcntl(fd, libc::F_GETFL);
+            libc::fcntl(fd, libc::F_SETFL, fl & !libc::O_NONBLOCK);
+            let (dev, ino) = (st.st_dev, st.st_ino);
+
+            if libc::flock(fd, prep.flock_op | libc::LOCK_NB) != 0 {
+                if *libc::__errno_location() != libc::EWOULDBLOCK {
+                    fail(Stage::Flock, errno(), crate::exit::FAILURE);
+                }
+                if prep.nonblock {
+                    report(Record::Busy(dev, ino));
+                    libc::_exit(crate::exit::CONFLICT);
+                }
+                report(Record::Waiting(dev, ino));
+                while libc::flock(fd, prep.flock_op) != 0 {
+                    if *libc::__errno_location() != libc::EINTR {
+                        fail(Stage::Flock, errno(), crate::exit::FAILURE);
+                    }
+                }
+            }
+            let mut now: libc::stat = std::mem::zeroed();
+            let named = libc::fstatat(
+                dir,
+                prep.lock_name.as_ptr(),
+                &mut now,
+                libc::AT_SYMLINK_NOFOLLOW,
+            ) == 0
+                && now.st_dev == dev
+                && now.st_ino == ino;
+            if !named {
+                libc::close(fd);
+                continue;
+            }
+            report(if created {
+                Record::LockedNew(dev, ino)
+            } else {
+                Record::Locked(dev, ino)
+            });
+
+            // Wait for the go-ahead (the metadata is written by then), or
+            // for `r`: the path names another file now, start again.
+            let mut got = 0;
+            while got < want {
+                let n = libc::read(control, buf.as_mut_ptr().add(got).cast(), want - got);
+                if n > 0 {
+                    got += n as usize;
+                    if buf[0] == b'r' {
+                        break;
+                    }
+                } else if n == 0 || *libc::__errno_location() != libc::EINTR {
+                    // The supervisor decided otherwise, or is gone.
+                    libc::_exit(crate::exit::FAILURE);
+                }
+            }
+            if buf[0] == b'r' {
+                libc::close(fd);
+                continue;
+            }
+            break fd;
+        };
         if buf[0] != b'g' {
             libc::_exit(crate::exit::FAILURE);
         }
@@ -698,6 +744,7 @@ mod tests {
             Record::Waiting(1, 2),
             Record::Busy(u64::MAX, 0),
             Record::Locked(7, 8),
+            Record::LockedNew(9, 10),
             Record::Failed(Stage::Exec, 2),
             Record::Failed(Stage::NotRegular, 0o10644),
         ] {

@@ -62,4 +62,29 @@ pub(crate) struct Spec {
     pub foreground: bool,
     /// Cancel the attempt when the process that started locksup dies.
     pub die_with_parent: bool,
+    /// What to do when the held lock file is removed or replaced.
+    pub on_lock_removed: OnLockRemoved,
+}
+
+/// What a supervisor does when the lock file its attempt holds is removed
+/// or replaced (another process then locks a different file at that path:
+/// the two would not exclude each other).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnLockRemoved {
+    /// End the attempt, as a cancel would (the default).
+    #[default]
+    Cancel,
+    /// Say so (event, warning) and let the attempt run.
+    Warn,
+}
+
+impl std::str::FromStr for OnLockRemoved {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s {
+            "cancel" => Ok(OnLockRemoved::Cancel),
+            "warn" => Ok(OnLockRemoved::Warn),
+            _ => Err(format!("'{s}' is not one of cancel, warn")),
+        }
+    }
 }

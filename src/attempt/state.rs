@@ -35,6 +35,8 @@ pub(crate) enum Reason {
     GuardianDied,
     /// The caller died (`--die-with-parent`).
     ParentDied,
+    /// The held lock file was removed or replaced.
+    LockRemoved,
 }
 
 impl Reason {
@@ -48,6 +50,7 @@ impl Reason {
             Reason::Cleanup => "cleanup",
             Reason::GuardianDied => "guardian-died",
             Reason::ParentDied => "parent-died",
+            Reason::LockRemoved => "lock-removed",
         }
     }
 
@@ -250,6 +253,14 @@ impl State {
         }
     }
 
+    /// The lock file was removed or replaced between the lock and the
+    /// go-ahead: back to taking the lock (the file the path names now).
+    pub(crate) fn relock(&mut self) {
+        if *self == State::Starting {
+            *self = State::new();
+        }
+    }
+
     /// The command was exec'd. `true` when that is news (the `started`
     /// event).
     pub(crate) fn exec(&mut self) -> bool {
@@ -356,9 +367,10 @@ impl State {
                     Reason::Timeout => Outcome::Timeout,
                     Reason::Watchdog => Outcome::Watchdog,
                     Reason::ReadyTimeout => Outcome::ReadyTimeout,
-                    Reason::SupervisorSignal | Reason::GuardianDied | Reason::ParentDied => {
-                        Outcome::Cancelled
-                    }
+                    Reason::SupervisorSignal
+                    | Reason::GuardianDied
+                    | Reason::ParentDied
+                    | Reason::LockRemoved => Outcome::Cancelled,
                     Reason::Cleanup => natural(),
                 };
                 let code = if s.reason.is_timeout() && !exits.preserve_status {
@@ -507,6 +519,24 @@ mod tests {
         assert!(s.exec());
         assert!(s.ran());
         assert!(!s.exec());
+    }
+
+    #[test]
+    fn a_replaced_lock_file_is_locked_again() {
+        let mut s = State::new();
+        assert!(s.locked());
+        s.relock();
+        assert!(s.waits_for_lock());
+        assert!(s.locked());
+        assert!(s.exec());
+        // Once the command runs, there is no going back.
+        s.relock();
+        assert_eq!(s, State::Running);
+        assert!(s.escalate(Reason::LockRemoved, Instant::now(), GRACE));
+        assert_eq!(
+            s.end(Some(Ended::Signaled(libc::SIGTERM)), EXITS),
+            (143, Outcome::Cancelled)
+        );
     }
 
     #[test]

@@ -46,7 +46,7 @@ use crate::attempt::guardian::{Link, PARENT_DIED};
 use crate::attempt::liveness::{Due, Liveness};
 use crate::attempt::notify::{self, Notice, NotifySocket};
 use crate::attempt::spawn::{self, Record, Stage};
-use crate::attempt::spec::{Spec, Wait};
+use crate::attempt::spec::{OnLockRemoved, Spec, Wait};
 use crate::attempt::state::{Exits, OnCancel, Outcome, Reason, State};
 use crate::duration::{format_duration, millis};
 use crate::error::{Error, Result};
@@ -69,6 +69,9 @@ use inputs::{Alarm, Signals};
 const KILL_SWEEP: Duration = Duration::from_millis(10);
 /// How long after the attempt ended a lock still held counts as leaked.
 const LEAK_AFTER: Duration = Duration::from_millis(200);
+/// How often, besides inotify's word, the lock path is checked to still
+/// name the held file.
+const LOCK_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// Metadata rewrites (heartbeat age, status line, extended deadline) are
 /// at most this frequent.
 const METADATA_EVERY: Duration = Duration::from_millis(250);
@@ -182,6 +185,9 @@ async fn attempt(spec: &Spec, report: &mut Reporter, link: Option<Link>) -> Resu
         alarm,
         notify,
         touch: None,
+        lock_checked: Instant::now(),
+        lock_gone: false,
+        behind_removed: None,
         live: None,
         meta: None,
         meta_dirty: false,
@@ -219,8 +225,16 @@ struct Attempt<'a> {
     alarm: Alarm,
     /// The attempt's sd_notify socket.
     notify: Option<NotifySocket>,
-    /// inotify on the lock file: touching it is a heartbeat.
+    /// inotify on the held lock file: touching it is a heartbeat;
+    /// unlinking or renaming it is looked into at once.
     touch: Option<EventStream<[u8; 256]>>,
+    /// When the lock path was last checked to name the held file.
+    lock_checked: Instant,
+    /// The lock path no longer names the held file (reported once).
+    lock_gone: bool,
+    /// Locked a new lock file while processes still hold the removed one:
+    /// the command waits for them.
+    behind_removed: Option<FileId>,
     /// Deadline, watchdog, readiness, status line; from acquisition on.
     live: Option<Liveness>,
     /// The metadata line as last written, and whether it is stale.
@@ -340,7 +354,11 @@ impl Attempt<'_> {
                     }
                 }
                 Input::Notify(data, pid) => self.on_notify(&data, pid),
-                Input::Touch => self.on_heartbeat("touch"),
+                Input::Touch => {
+                    if self.check_lock_file() && self.spec.watchdog.is_some() {
+                        self.on_heartbeat("touch");
+                    }
+                }
                 Input::Signal(sig) => self.on_signal(sig),
                 Input::Link(parent_died) => {
                     if !parent_died {
@@ -374,19 +392,21 @@ impl Attempt<'_> {
         match &self.state {
             State::Signalled(e) if e.timing.final_sent() => Some(Instant::now() + KILL_SWEEP),
             State::Signalled(e) => e.timing.final_at(),
-            State::Locking { .. } => match self.spec.wait {
-                Wait::For(d) if self.state.waits_for_lock() => Some(self.started_at + d),
-                _ => None,
-            },
+            State::Locking { .. } => {
+                let wait = match self.spec.wait {
+                    Wait::For(d) if self.state.waits_for_lock() => Some(self.started_at + d),
+                    _ => None,
+                };
+                let poll = self.behind_removed.map(|_| Instant::now() + KILL_SWEEP);
+                [wait, poll].into_iter().flatten().min()
+            }
             State::Starting | State::Running => {
                 let due = self.live.as_ref()?.next_due().map(|(t, _)| t);
                 let flush = self
                     .meta_dirty
                     .then_some(self.meta_written + METADATA_EVERY);
-                match (due, flush) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                }
+                let check = (!self.lock_gone).then_some(self.lock_checked + LOCK_CHECK_EVERY);
+                [due, flush, check].into_iter().flatten().min()
             }
         }
     }
@@ -415,7 +435,8 @@ impl Attempt<'_> {
                     self.spec.lock.display()
                 ));
             }
-            Record::Locked(dev, ino) => self.on_locked(FileId::new(dev, ino)),
+            Record::Locked(dev, ino) => self.on_locked(FileId::new(dev, ino), false),
+            Record::LockedNew(dev, ino) => self.on_locked(FileId::new(dev, ino), true),
             Record::Failed(stage, value) => self.failure = Some(self.failure_of(stage, value)),
         }
     }
@@ -448,16 +469,41 @@ impl Attempt<'_> {
 
     /// The attempt holds the lock: write down who holds it and until when,
     /// then let the command start.
-    fn on_locked(&mut self, file: FileId) {
+    fn on_locked(&mut self, file: FileId, created: bool) {
         let now = Instant::now();
         let wall = SystemTime::now();
         self.file = Some(file);
-        if !self.state.locked() {
+        self.behind_removed = None;
+        if !self.state.waits_for_lock() {
             // Too late: the attempt is being ended; it dies holding the lock
             // for a moment and the kernel frees it.
             return;
         }
+        if !lockfile::path_names(&self.spec.lock, file) {
+            self.retry_lock();
+            return;
+        }
+        if created {
+            // A new lock file: if an operator removed the old one while it
+            // was held, its holders would not be excluded by this lock.
+            // The command starts once they are gone (their supervisors end
+            // them when they see the removal).
+            let stale = lockfile::deleted_holders(&self.spec.lock);
+            if !stale.is_empty() {
+                self.report.event(
+                    "waiting",
+                    json!({ "holders": stale, "reason": "lock-file-removed" }),
+                );
+                self.report.say(format!(
+                    "waiting for the holders of the removed {} (pids {stale:?})",
+                    self.spec.lock.display()
+                ));
+                self.behind_removed = Some(file);
+                return;
+            }
+        }
         self.acquired = Some((now, wall));
+        self.state.locked();
         let spec = self.spec;
         let deadline = spec.timeout.map(|t| rfc3339(wall + t));
         let meta = Metadata {
@@ -499,10 +545,19 @@ impl Attempt<'_> {
         ));
         self.meta = Some(meta);
         self.meta_written = now;
-        if spec.watchdog.is_some() {
-            self.touch = touch_watch(&spec.lock);
-        }
+        self.touch = touch_watch(&spec.lock);
+        self.lock_checked = now;
         if let Err(e) = lockfile::write_metadata(&spec.lock, file, &line) {
+            if !lockfile::path_names(&spec.lock, file) {
+                // Removed or replaced since the check above.
+                self.acquired = None;
+                self.state.relock();
+                self.live = None;
+                self.meta = None;
+                self.touch = None;
+                self.retry_lock();
+                return;
+            }
             self.failure = Some(e);
             let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
             return;
@@ -536,6 +591,67 @@ impl Attempt<'_> {
             spec.lock.display(),
             format_duration(now.duration_since(self.started_at))
         ));
+    }
+
+    /// The lock was taken on a file that the lock path no longer names
+    /// (removed or replaced while the attempt waited): the attempt's first
+    /// process lets it go and locks the file the path names now.
+    fn retry_lock(&mut self) {
+        self.report
+            .event("retry", json!({ "reason": "lock-file-replaced" }));
+        self.report.say(format!(
+            "{} was removed or replaced while the lock was taken: locking it again",
+            self.spec.lock.display()
+        ));
+        if let Some(control) = self.control.as_mut()
+            && let Err(e) = control.write_all(spawn::RETRY)
+        {
+            self.failure = Some(Error::spawn(format!("cannot start the attempt: {e}")));
+            let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
+        }
+    }
+
+    /// Whether the lock path still names the held file; when it no longer
+    /// does (removed, or replaced by another file, which others would lock
+    /// beside this attempt), say so once and, by default, end the attempt.
+    fn check_lock_file(&mut self) -> bool {
+        let Some(file) = self.file else {
+            return true;
+        };
+        self.lock_checked = Instant::now();
+        if self.lock_gone || lockfile::path_names(&self.spec.lock, file) {
+            return !self.lock_gone;
+        }
+        self.lock_gone = true;
+        let how = if self.spec.lock.symlink_metadata().is_ok() {
+            "replaced"
+        } else {
+            "removed"
+        };
+        let action = match self.spec.on_lock_removed {
+            OnLockRemoved::Cancel => "cancel",
+            OnLockRemoved::Warn => "warn",
+        };
+        self.report
+            .event("lock-removed", json!({ "how": how, "action": action }));
+        let what = format!(
+            "{} was {how} while the attempt held it (others may now lock another file there)",
+            self.spec.lock.display()
+        );
+        match self.spec.on_lock_removed {
+            OnLockRemoved::Cancel => {
+                self.report.warn(format!("{what}: ending the attempt"));
+                let short = format!("the lock file was {how}");
+                self.cancel(
+                    Reason::LockRemoved,
+                    Signal::SIGTERM,
+                    self.spec.signal,
+                    &short,
+                );
+            }
+            OnLockRemoved::Warn => self.report.warn(what),
+        }
+        false
     }
 
     /// A datagram on the notify socket.
@@ -667,14 +783,16 @@ impl Attempt<'_> {
     /// which the reaper will tell).
     fn on_status_closed(&mut self) {
         if self.failure.is_none() && self.state.exec() {
-            self.report
-                .event("started", json!({ "pid": self.pid, "pgid": self.pgid() }));
             let argv: Vec<_> = self
                 .spec
                 .command
                 .iter()
                 .map(|a| a.to_string_lossy())
                 .collect();
+            self.report.event(
+                "started",
+                json!({ "pid": self.pid, "pgid": self.pgid(), "command": argv }),
+            );
             self.report
                 .say(format!("started pid {}: {}", self.pid, argv.join(" ")));
         }
@@ -754,6 +872,19 @@ impl Attempt<'_> {
         }
         match self.state {
             State::Locking { .. } => {
+                if let Some(file) = self.behind_removed
+                    && lockfile::deleted_holders(&self.spec.lock).is_empty()
+                {
+                    self.on_locked(file, false);
+                    return;
+                }
+                let expired = match self.spec.wait {
+                    Wait::For(d) => now >= self.started_at + d,
+                    _ => false,
+                };
+                if !expired {
+                    return;
+                }
                 if let Wait::For(d) = self.spec.wait {
                     self.state.wait_expired();
                     let holders = self.file.map(lockfile::kernel_holders).unwrap_or_default();
@@ -770,6 +901,12 @@ impl Attempt<'_> {
                 }
             }
             State::Starting | State::Running | State::Signalled(_) => {
+                if !self.lock_gone && now >= self.lock_checked + LOCK_CHECK_EVERY {
+                    self.check_lock_file();
+                    if self.state.signalled().is_some() {
+                        return;
+                    }
+                }
                 let Some(live) = &self.live else {
                     return;
                 };
@@ -904,11 +1041,18 @@ impl Attempt<'_> {
     }
 }
 
-/// Touching the lock file (a change of its times: `touch`, `futimens`)
-/// counts as a heartbeat.
+/// Changes of the held lock file: touching it (a change of its times:
+/// `touch`, `futimens`) counts as a heartbeat; an unlink or a rename
+/// (attributes change with the link count) is looked into at once.
 fn touch_watch(lock: &std::path::Path) -> Option<EventStream<[u8; 256]>> {
     let inotify = Inotify::init().ok()?;
-    inotify.watches().add(lock, WatchMask::ATTRIB).ok()?;
+    inotify
+        .watches()
+        .add(
+            lock,
+            WatchMask::ATTRIB | WatchMask::MOVE_SELF | WatchMask::DELETE_SELF,
+        )
+        .ok()?;
     inotify.into_event_stream([0u8; 256]).ok()
 }
 

@@ -111,6 +111,7 @@ pub(crate) fn resolve(a: &RunArgs, config: &Config) -> Result<Spec> {
         ready_timeout: a.ready_timeout.or(d.ready_timeout).and_then(Dur::as_limit),
         foreground: a.foreground,
         die_with_parent: a.die_with_parent || d.die_with_parent.unwrap_or(false),
+        on_lock_removed: a.on_lock_removed.or(d.on_lock_removed).unwrap_or_default(),
     })
 }
 

@@ -31,6 +31,7 @@ pub(super) struct RawRun {
     pub(super) max_timeout: Option<CfgDur>,
     pub(super) ready_timeout: Option<CfgDur>,
     pub(super) die_with_parent: Option<bool>,
+    pub(super) on_lock_removed: Option<Spanned<String>>,
 }
 
 /// `[[policy]]`: `match` plus the keys of `[run]`, written out because
@@ -52,6 +53,7 @@ pub(super) struct RawPolicy {
     pub(super) max_timeout: Option<CfgDur>,
     pub(super) ready_timeout: Option<CfgDur>,
     pub(super) die_with_parent: Option<bool>,
+    pub(super) on_lock_removed: Option<Spanned<String>>,
 }
 
 impl RawPolicy {
@@ -69,6 +71,7 @@ impl RawPolicy {
             max_timeout: self.max_timeout,
             ready_timeout: self.ready_timeout,
             die_with_parent: self.die_with_parent,
+            on_lock_removed: self.on_lock_removed,
         };
         (self.pattern, run)
     }
@@ -313,6 +316,7 @@ impl RawRun {
             max_timeout: self.max_timeout.map(|d| d.0),
             ready_timeout: self.ready_timeout.map(|d| d.0),
             die_with_parent: self.die_with_parent,
+            on_lock_removed: self.on_lock_removed.map(on_lock_removed).transpose()?,
         })
     }
 }
@@ -374,6 +378,13 @@ pub(super) fn octal_mode(
             }
         }
     }
+}
+
+pub(super) fn on_lock_removed(v: Spanned<String>) -> std::result::Result<OnLockRemoved, Problem> {
+    let span = v.span();
+    v.into_inner()
+        .parse()
+        .map_err(|e| (span, format!("on_lock_removed: {e}")))
 }
 
 pub(super) fn exit_code(c: Spanned<i64>) -> std::result::Result<i32, Problem> {

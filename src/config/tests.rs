@@ -86,6 +86,7 @@ roots = ["/srv/a", "/srv/b"]
             max_timeout: secs(7200),
             ready_timeout: secs(5),
             die_with_parent: None,
+            on_lock_removed: None,
         }
     );
     assert_eq!(c.policy.len(), 2);
@@ -562,7 +563,8 @@ fn named_files_must_exist_defaults_must_be_valid() {
         format!(
             "{}:2:1: unknown field `bogus`, expected one of `timeout`, `grace`, \
              `wait`, `signal`, `final_signal`, `file_mode`, `conflict_exit_code`, \
-             `watchdog`, `max_timeout`, `ready_timeout`, `die_with_parent`",
+             `watchdog`, `max_timeout`, `ready_timeout`, `die_with_parent`, \
+             `on_lock_removed`",
             xdg_file.display()
         )
     );
@@ -750,6 +752,7 @@ fn example_defaults_are_the_built_in_ones() {
             max_timeout: Some(Dur::Infinite),
             ready_timeout: Some(Dur::Infinite),
             die_with_parent: Some(false),
+            on_lock_removed: Some(OnLockRemoved::Cancel),
         }
     );
     assert!(c.status.roots.is_empty());

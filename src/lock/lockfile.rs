@@ -277,6 +277,34 @@ fn write_metadata_text(path: &Path, expect: FileId, line: &str) -> Result<(), St
         .map_err(|e| format!("cannot write metadata to {}: {e}", path.display()))
 }
 
+/// Whether `path` (not following a symbolic link) names the file `file`:
+/// false once it was removed, or replaced by another file.
+pub(crate) fn path_names(path: &Path, file: FileId) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| FileId::new(m.dev(), m.ino()) == file)
+}
+
+/// Processes holding an `flock(2)` lock on a file that was named `path`
+/// and has been removed since: the holders of a lock file that an
+/// operator deleted. A lock taken on a new file at that path would not
+/// exclude them.
+pub(crate) fn deleted_holders(path: &Path) -> Vec<i32> {
+    let gone = format!("{} (deleted)", path.display());
+    let pids: std::collections::BTreeSet<i32> = procfs::all_locks()
+        .into_iter()
+        .filter(|e| !e.waiter && e.kind == procfs::LockKind::Flock && e.pid > 0)
+        .map(|e| e.pid)
+        .collect();
+    pids.into_iter()
+        .filter(|pid| {
+            std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+                fds.flatten().any(|fd| {
+                    std::fs::read_link(fd.path()).is_ok_and(|t| t.as_os_str() == gone.as_str())
+                })
+            })
+        })
+        .collect()
+}
+
 /// The identity of an open lock file, as `/proc/locks` names it.
 pub fn file_id(file: &File) -> io::Result<FileId> {
     let meta = file.metadata()?;

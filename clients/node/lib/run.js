@@ -350,7 +350,9 @@ export class Attempt extends EventEmitter {
     for (const w of this.#waiters.splice(0)) w();
     // A listener that throws must not cost the events after this one: its
     // exception surfaces as an uncaught one, as from any emitter.
-    for (const name of ["event", ev.event]) {
+    // locksup's own last event, `end`, comes through "event" and the
+    // iterator only: the handle's "end" is the typed result.
+    for (const name of ev.event === "end" ? ["event"] : ["event", ev.event]) {
       try {
         this.emit(name, ev);
       } catch (e) {
