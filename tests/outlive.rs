@@ -208,11 +208,13 @@ fn assert_no_overlap(journal: &Path) {
     }
 }
 
+/// A writer long enough (about 2 s) for its supervisor's once-a-second
+/// check to see the lock file go: `A`; or a short one.
 fn run_writer(env: &Env, lock: &Path, extra: &[&str], name: &str, journal: &Path) -> Command {
     let mut a = args!["--lock", lock, "-t", "60s", "-g", "1s"];
     a.extend(extra.iter().map(std::ffi::OsString::from));
     a.push("--".into());
-    a.extend(writer(name, journal, 100));
+    a.extend(writer(name, journal, if name == "A" { 400 } else { 50 }));
     env.run(a)
 }
 
@@ -253,9 +255,12 @@ fn removing_a_held_lock_file_cancels_its_holder_and_never_makes_two_holders() {
             .find(|e| e["event"] == "lock-removed")
             .unwrap_or_else(|| panic!("{how}: {text}"));
         assert_eq!(removed["action"], "cancel");
-        assert_eq!(
-            removed["how"],
-            if how == "rm" { "removed" } else { "replaced" }
+        // Once the newcomer created its file, a removed one reads as
+        // replaced.
+        let said = removed["how"].as_str().unwrap_or("");
+        assert!(
+            said == "replaced" || (how == "rm" && said == "removed"),
+            "{how}: {removed}"
         );
         assert!(text.contains("\"reason\":\"lock-removed\""), "{text}");
     }
@@ -298,12 +303,15 @@ fn in_warn_mode_the_holder_runs_on_and_a_newcomer_waits_for_it() {
     );
     assert_eq!(a.code(LIMIT), 0, "{:?}", a.err.seen);
     let said = a.err.rest(SOON);
-    assert!(said.iter().any(|l| l.contains("was removed")), "{said:?}");
+    assert!(
+        said.iter().any(|l| l.contains("while the attempt held it")),
+        "{said:?}"
+    );
     assert_eq!(b.code(LIMIT), 0, "{:?}", b.err.seen);
     // Both ran to the end, one after the other.
     assert_no_overlap(&journal);
     let text = std::fs::read_to_string(&journal).unwrap_or_default();
-    assert_eq!(text.lines().count(), 200);
+    assert_eq!(text.lines().count(), 450);
     let ev = std::fs::read_to_string(&events).unwrap_or_default();
     assert!(ev.contains("\"action\":\"warn\""), "{ev}");
     let bev = std::fs::read_to_string(&b_events).unwrap_or_default();

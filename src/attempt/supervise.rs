@@ -483,11 +483,12 @@ impl Attempt<'_> {
             self.retry_lock();
             return;
         }
-        if created {
-            // A new lock file: if an operator removed the old one while it
-            // was held, its holders would not be excluded by this lock.
-            // The command starts once they are gone (their supervisors end
-            // them when they see the removal).
+        if created || lockfile::without_metadata(&self.spec.lock) {
+            // A new lock file (created here, or put in place of the old
+            // one): if an operator removed the old one while it was held,
+            // its holders would not be excluded by this lock. The command
+            // starts once they are gone (their supervisors end them when
+            // they see the removal).
             let stale = lockfile::deleted_holders(&self.spec.lock);
             if !stale.is_empty() {
                 self.report.event(
@@ -545,7 +546,12 @@ impl Attempt<'_> {
         ));
         self.meta = Some(meta);
         self.meta_written = now;
-        self.touch = touch_watch(&spec.lock);
+        // inotify only for heartbeats: closing an inotify instance waits
+        // for an RCU grace period (milliseconds, on every attempt's exit);
+        // a removed lock file is found by the check every second anyway.
+        if spec.watchdog.is_some() {
+            self.touch = touch_watch(&spec.lock);
+        }
         self.lock_checked = now;
         if let Err(e) = lockfile::write_metadata(&spec.lock, file, &line) {
             if !lockfile::path_names(&spec.lock, file) {

@@ -305,6 +305,18 @@ pub(crate) fn deleted_holders(path: &Path) -> Vec<i32> {
         .collect()
 }
 
+/// Whether the lock file at `path` carries no metadata line of an earlier
+/// attempt: a file just created, by locksup or by someone replacing the
+/// lock file (an operator's `touch` or `mv`). A lock file in steady use
+/// always holds its last attempt's line.
+pub fn without_metadata(path: &Path) -> bool {
+    let mut head = [0u8; 4096];
+    let n = File::open(path)
+        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+        .unwrap_or(0);
+    Metadata::parse(&String::from_utf8_lossy(&head[..n])).is_none()
+}
+
 /// The identity of an open lock file, as `/proc/locks` names it.
 pub fn file_id(file: &File) -> io::Result<FileId> {
     let meta = file.metadata()?;
