@@ -309,7 +309,7 @@ pub(crate) fn deleted_holders(path: &Path) -> Vec<i32> {
 /// attempt: a file just created, by locksup or by someone replacing the
 /// lock file (an operator's `touch` or `mv`). A lock file in steady use
 /// always holds its last attempt's line.
-pub fn without_metadata(path: &Path) -> bool {
+pub(crate) fn without_metadata(path: &Path) -> bool {
     let mut head = [0u8; 4096];
     let n = File::open(path)
         .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
