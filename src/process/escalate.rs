@@ -56,6 +56,10 @@ impl<T: Copy + Ord + Add<Duration, Output = T>> Escalation<T> {
     }
 }
 
+/// How many walks in a row may find a process exiting before the signal
+/// is considered out (one stuck in exit is left to the next round).
+const MAX_EXITING_PASSES: usize = 50;
+
 /// Signal each member of successive walks once, until a walk finds nobody
 /// new: a process may fork, or be re-parented to us, while we walk, and a
 /// process that ended or changed parent during a walk may have left
@@ -70,19 +74,23 @@ pub(crate) fn signal_walks(
 ) {
     let cont = wakes(sig);
     let mut skipped = BTreeSet::new();
-    loop {
+    for pass in 0.. {
         let walk = walk();
         let unsettled = walk
             .skipped
             .into_iter()
             .filter(|p| skipped.insert(*p))
             .count();
+        // A process in the middle of exiting soon is a zombie (then its
+        // children are ours, and it counts as unsettled once); a bounded
+        // number of walks waits for that.
+        let exiting = !walk.exiting.is_empty() && pass < MAX_EXITING_PASSES;
         let fresh: Vec<_> = walk
             .members
             .into_iter()
             .filter(|m| !sent.contains(&m.pid))
             .collect();
-        if fresh.is_empty() && unsettled == 0 {
+        if fresh.is_empty() && unsettled == 0 && !exiting {
             return;
         }
         for m in fresh {

@@ -59,6 +59,23 @@ pub(crate) struct Member {
 }
 
 impl Member {
+    /// Whether it has begun to exit (or ended) by now.
+    fn exiting_now(&self) -> bool {
+        let Ok(stat) = openat(
+            &self.dir,
+            "stat",
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) else {
+            return true;
+        };
+        let mut text = String::new();
+        if File::from(stat).read_to_string(&mut text).is_err() {
+            return true;
+        }
+        procfs::parse_stat(&text).is_none_or(|st| st.exiting() || matches!(st.state, 'Z' | 'X'))
+    }
+
     /// Its children, read through the pinned directory when it has one
     /// thread (the common case: one read instead of a directory listing).
     fn children(&self) -> Vec<i32> {
@@ -157,11 +174,13 @@ fn walk_from(mut stack: Vec<(i32, i32)>) -> Walk {
             walk.skipped.push(pid);
             continue;
         };
-        if member.exiting {
-            // Its children may be moving to us while we walk.
-            walk.skipped.push(pid);
+        let children = member.children();
+        // Exiting when pinned, or since (its children may have moved to
+        // us between our reading of ours and of its): look again.
+        if member.exiting || member.exiting_now() {
+            walk.exiting.push(pid);
         }
-        stack.extend(member.children().into_iter().map(|c| (pid, c)));
+        stack.extend(children.into_iter().map(|c| (pid, c)));
         out.push(member);
     }
     walk
@@ -172,10 +191,13 @@ fn walk_from(mut stack: Vec<(i32, i32)>) -> Walk {
 pub(crate) struct Walk {
     /// The live processes, pinned.
     pub members: Vec<Member>,
-    /// Listed as children but not pinned (ended, gone, or re-parented
-    /// while the walk went on), or pinned while exiting: their children
-    /// may have moved to us after we listed ours.
+    /// Listed as children but not pinned: ended (zombies), gone, or
+    /// re-parented while the walk went on. The first time one is seen, its
+    /// children are with us, and the next walk finds them.
     pub skipped: Vec<i32>,
+    /// Pinned, but exiting: its children may be moving to us while we
+    /// walk. Walks go on while there are such processes.
+    pub exiting: Vec<i32>,
 }
 
 /// The part of the tree that can be signalled without a walk.

@@ -418,6 +418,12 @@ impl State {
     /// Children of ours that are neither supervisors nor helpers were left
     /// by a supervisor that died: TERM (and CONT) now, KILL after the grace.
     pub(super) fn find_strays(&mut self) {
+        // A supervisor that is dying but not reaped yet may have handed its
+        // processes to us already: look again once it is reaped (its
+        // SIGCHLD is on its way), so they get its grace, not the default.
+        if self.attempts.keys().any(|pid| !procfs::alive(*pid)) {
+            return;
+        }
         for pid in procfs::children(self.me) {
             if self.attempts.contains_key(&pid)
                 || self.helpers.contains_key(&pid)
