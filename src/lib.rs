@@ -9,6 +9,7 @@ pub mod client;
 pub mod config;
 pub mod duration;
 pub mod error;
+pub mod etcd;
 pub mod events;
 pub mod exit;
 pub mod guardian;
