@@ -27,7 +27,10 @@ impl std::fmt::Debug for Etcd {
 
 fn read_pem(what: &str, path: &std::path::Path) -> Result<Vec<u8>> {
     let pem = std::fs::read(path).map_err(|e| {
-        Error::usage(format!("etcd: cannot read the {what} {}: {e}", path.display()))
+        Error::usage(format!(
+            "etcd: cannot read the {what} {}: {e}",
+            path.display()
+        ))
     })?;
     if !pem.windows(11).any(|w| w == b"-----BEGIN ") {
         return Err(Error::usage(format!(
@@ -63,7 +66,9 @@ impl Etcd {
             }
             let mut tls = TlsOptions::new();
             tls = match &cfg.cacert {
-                Some(path) => tls.ca_certificate(Certificate::from_pem(read_pem("CA bundle", path)?)),
+                Some(path) => {
+                    tls.ca_certificate(Certificate::from_pem(read_pem("CA bundle", path)?))
+                }
                 None => tls.with_native_roots(),
             };
             if let (Some(cert), Some(key)) = (&cfg.cert, &cfg.key) {
@@ -156,12 +161,12 @@ async fn diagnose(endpoints: &[String], within: Duration) -> String {
         }
     }
     if notes.is_empty() {
-        let tls = if endpoints.iter().any(|e| e.starts_with("https://")) {
-            "the TLS handshake (--cacert, --cert, --key)"
+        let hint = if endpoints.iter().any(|e| e.starts_with("https://")) {
+            "check TLS: --cacert, --cert, --key"
         } else {
-            "whether these are etcd client URLs (https:// needs TLS)"
+            "a stopped member, or not an etcd client URL"
         };
-        format!(" (they accept TCP connections: check {tls})")
+        format!(" (TCP connects but nothing answers: {hint})")
     } else {
         format!(" ({})", notes.join("; "))
     }
@@ -193,7 +198,8 @@ pub(crate) fn describe(e: &etcd_client::Error) -> String {
     };
     while let Some(cause) = source {
         let c = cause.to_string();
-        if !text.contains(&c) {
+        // "transport error" says nothing the other links do not.
+        if !text.contains(&c) && c != "transport error" {
             text.push_str(": ");
             text.push_str(&c);
         }

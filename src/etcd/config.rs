@@ -307,10 +307,16 @@ mod tests {
     #[test]
     fn timing_defaults_and_bounds() {
         let t = Timing::new(secs(10.0), Some(secs(2.0))).expect("valid");
-        assert_eq!(t.interval, Duration::from_millis(3333) + Duration::from_nanos(333_333));
+        assert_eq!(
+            t.interval,
+            Duration::from_millis(3333) + Duration::from_nanos(333_333)
+        );
         assert_eq!(t.margin, secs(2.0));
         assert!(t.slack() > secs(2.6));
-        assert_eq!(Timing::new(secs(3.0), Some(secs(0.2))).map(|t| t.margin), Ok(secs(1.0)));
+        assert_eq!(
+            Timing::new(secs(3.0), Some(secs(0.2))).map(|t| t.margin),
+            Ok(secs(1.0))
+        );
         // locksup's default grace (10s) does not fit the default TTL.
         let e = Timing::new(secs(10.0), Some(secs(10.0))).expect_err("too long a grace");
         assert_eq!(
@@ -379,7 +385,10 @@ mod tests {
             Ok("run/lock/s.lock")
         );
         assert_eq!(c.lock_key("run/lock/s.lock"), "/locksup/run/lock/s.lock");
-        assert_eq!(lock_name(Some("orders"), Path::new("rel")).as_deref(), Ok("orders"));
+        assert_eq!(
+            lock_name(Some("orders"), Path::new("rel")).as_deref(),
+            Ok("orders")
+        );
         assert!(lock_name(None, Path::new("rel/x")).is_err());
         assert!(lock_name(Some(""), Path::new("/x")).is_err());
         assert!(lock_name(Some("a/"), Path::new("/x")).is_err());

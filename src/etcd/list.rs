@@ -53,7 +53,9 @@ impl Etcd {
         let opts = GetOptions::new()
             .with_prefix()
             .with_sort(SortTarget::Create, SortOrder::Ascend);
-        let resp = self.rpc("read of the locks", kv.get(range, Some(opts))).await?;
+        let resp = self
+            .rpc("read of the locks", kv.get(range, Some(opts)))
+            .await?;
         let all = self.cfg.range();
         let mut by_name: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
         for kv in resp.kvs() {
@@ -123,6 +125,9 @@ impl Etcd {
                 entry.create_revision,
             )])
             .and_then([TxnOp::delete(entry.key.as_str(), None)]);
-        Ok(self.rpc("delete of a lock key", kv.txn(txn)).await?.succeeded())
+        Ok(self
+            .rpc("delete of a lock key", kv.txn(txn))
+            .await?
+            .succeeded())
     }
 }

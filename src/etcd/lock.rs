@@ -193,7 +193,11 @@ impl Parts {
             }
         };
         let mut lease = self.etcd.client.lease_client();
-        let revoked = match self.etcd.rpc("lease revoke", lease.revoke(self.lease)).await {
+        let revoked = match self
+            .etcd
+            .rpc("lease revoke", lease.revoke(self.lease))
+            .await
+        {
             Ok(_) => true,
             Err(e) => {
                 log::warn!("{e} (the lease lapses within its TTL)");
@@ -791,7 +795,10 @@ async fn watch_own_key(etcd: Etcd, key: String, created: i64, shared: Arc<Shared
     loop {
         let opts = WatchOptions::new().with_start_revision(from);
         let mut stream = match etcd
-            .rpc("watch of the lock key", watcher.watch(key.as_str(), Some(opts)))
+            .rpc(
+                "watch of the lock key",
+                watcher.watch(key.as_str(), Some(opts)),
+            )
             .await
         {
             Ok(s) => s,
@@ -815,7 +822,10 @@ async fn watch_own_key(etcd: Etcd, key: String, created: i64, shared: Arc<Shared
                     }
                     if r.compact_revision() > 0 {
                         // History is gone: see whether the key still is.
-                        match etcd.rpc("read of the lock key", kv.get(key.as_str(), None)).await {
+                        match etcd
+                            .rpc("read of the lock key", kv.get(key.as_str(), None))
+                            .await
+                        {
                             Ok(g) => match g.kvs().first() {
                                 Some(k) if k.create_revision() == created => {
                                     from = g.header().map_or(from, |h| h.revision() + 1);
