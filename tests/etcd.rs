@@ -481,3 +481,133 @@ async fn bad_endpoints_refused_connections_and_tls_errors_are_one_line_and_bound
         e.message
     );
 }
+
+/// Seconds, for reports.
+fn s(d: Duration) -> String {
+    format!("{:.3}s", d.as_secs_f64())
+}
+
+/// The partition case, 20 times: the holder's client talks only to its
+/// member, which is frozen with SIGSTOP; a waiter talks to another member.
+/// The holder must be told to end (`lost()`, at `confirmed_until − margin
+/// − grace`) early enough that first signal + grace still comes before the
+/// waiter gets the lock. Members take turns holding, so the frozen one is
+/// sometimes the leader, sometimes a follower.
+#[tokio::test]
+async fn a_frozen_member_loses_the_lock_before_a_waiter_elsewhere_gets_it() {
+    let c = Cluster::start(3);
+    let (ttl, grace) = (3, 0.2);
+    let runs = 20;
+    let mut report = Vec::new();
+    for run in 0..runs {
+        let (h, w) = (run % 3, (run + 1) % 3);
+        let leader = c.leader();
+        let holder = connect(vec![c.members[h].client_url.clone()], ttl).await;
+        let waiter_etcd = connect(vec![c.members[w].client_url.clone()], ttl).await;
+        let name = format!("partition/{run}");
+        let held = hold(&holder, &name, "holder", grace).await;
+        let mut waiter = match waiter_etcd
+            .enqueue(&name, &meta("waiter"), timing(&waiter_etcd, grace))
+            .await
+        {
+            Ok(Queued::Waiting(x)) => x,
+            Ok(Queued::Held(_)) => panic!("run {run}: the waiter got a held lock"),
+            Err(e) => panic!("run {run}: {e}"),
+        };
+        let acquired = tokio::spawn(async move {
+            let r = waiter.wait(None).await;
+            (BootTime::now(), r)
+        });
+        // A keep-alive or two go through first.
+        tokio::time::sleep(secs(0.7)).await;
+        assert_eq!(held.is_lost(), None, "run {run}: lost before the partition");
+        let frozen = BootTime::now();
+        c.freeze(h);
+        let why = tokio::time::timeout(secs(10.0), held.lost())
+            .await
+            .unwrap_or_else(|_| panic!("run {run}: lost() never fired"));
+        let lost = BootTime::now();
+        assert_eq!(why, Lost::Unconfirmed, "run {run}");
+        let (got, r) = tokio::time::timeout(secs(30.0), acquired)
+            .await
+            .unwrap_or_else(|_| panic!("run {run}: the waiter never got the lock"))
+            .expect("waiter task");
+        let next = r
+            .unwrap_or_else(|e| panic!("run {run}: {e}"))
+            .expect("held");
+        // The supervisor's final signal goes `grace` after lost().
+        let dead = lost.add(secs(grace));
+        assert!(
+            dead < got,
+            "run {run}: final signal at +{} but the waiter held at +{}",
+            s(dead.since(frozen)),
+            s(got.since(frozen))
+        );
+        assert!(next.fence() > held.fence());
+        report.push((
+            h == leader,
+            lost.since(frozen),
+            got.since(frozen),
+            got.since(dead),
+        ));
+        c.thaw(h);
+        next.release().await;
+        drop(held);
+        c.wait_healthy();
+    }
+    for (i, (was_leader, lost, got, gap)) in report.iter().enumerate() {
+        eprintln!(
+            "run {i:2} ({}): freeze -> lost {} ; freeze -> waiter holds {} ; final signal -> waiter {}",
+            if *was_leader { "leader  " } else { "follower" },
+            s(*lost),
+            s(*got),
+            s(*gap)
+        );
+    }
+    let min_gap = report.iter().map(|r| r.3).min().unwrap_or_default();
+    let max_lost = report.iter().map(|r| r.1).max().unwrap_or_default();
+    let min_got = report.iter().map(|r| r.2).min().unwrap_or_default();
+    eprintln!(
+        "{runs} runs, TTL {ttl}s, grace {grace}s: lost() at most {} after the freeze, the \
+         waiter at least {}; final signal ahead of the waiter by at least {}",
+        s(max_lost),
+        s(min_got),
+        s(min_gap)
+    );
+}
+
+/// The leader is SIGKILLed while a lock is held by a client that knows
+/// every member: keep-alives go on through another member, the holder
+/// keeps holding for two TTLs and releases normally.
+#[tokio::test]
+async fn the_holder_keeps_holding_when_the_leader_is_killed() {
+    let mut c = Cluster::start(3);
+    let (ttl, grace) = (5, 0.5);
+    let etcd = connect(c.endpoints(), ttl).await;
+    let held = hold(&etcd, "failover", "holder", grace).await;
+    let leader = c.leader();
+    tokio::time::sleep(secs(0.5)).await;
+    let killed = BootTime::now();
+    c.kill(leader);
+    let mut least = Duration::MAX;
+    let end = BootTime::now().add(secs(2.0 * ttl as f64));
+    while BootTime::now() < end {
+        assert_eq!(held.is_lost(), None, "lost after the leader was killed");
+        least = least.min(held.lease_deadline().since(BootTime::now()));
+        tokio::time::sleep(secs(0.05)).await;
+    }
+    let confirmed_after = held.confirmed_until().since(killed.add(secs(ttl as f64)));
+    assert!(
+        confirmed_after > Duration::ZERO,
+        "no keep-alive was answered after the leader died"
+    );
+    eprintln!(
+        "leader m{leader} killed: held {} more, least time left before the lease deadline {}",
+        s(BootTime::now().since(killed)),
+        s(least)
+    );
+    let r = held.release().await;
+    assert!(r.deleted && r.revoked, "{r:?}");
+    let q = etcd.queue("failover").await.expect("queue");
+    assert!(q.entries.is_empty(), "{q:?}");
+}
