@@ -63,7 +63,7 @@ async fn acquire_busy_wait_expired_release_and_fences() {
     assert!(held.key().starts_with("/locksup/orders/"), "{}", held.key());
     assert_eq!(held.key(), format!("/locksup/orders/{:x}", held.lease()));
     assert!(held.is_lost().is_none());
-    assert!(held.confirmed_until() > BootTime::now().add(secs(3.0)));
+    assert!(held.confirmed_until() > BootTime::now().plus(secs(3.0)));
     let own = tokio::time::Instant::now() + secs(60.0);
     assert!(held.deadline_for(Some(own)) < own);
     let soon = tokio::time::Instant::now() + secs(0.1);
@@ -536,7 +536,7 @@ async fn a_frozen_member_loses_the_lock_before_a_waiter_elsewhere_gets_it() {
             .unwrap_or_else(|e| panic!("run {run}: {e}"))
             .expect("held");
         // The supervisor's final signal goes `grace` after lost().
-        let dead = lost.add(secs(grace));
+        let dead = lost.plus(secs(grace));
         assert!(
             dead < got,
             "run {run}: final signal at +{} but the waiter held at +{}",
@@ -590,13 +590,13 @@ async fn the_holder_keeps_holding_when_the_leader_is_killed() {
     let killed = BootTime::now();
     c.kill(leader);
     let mut least = Duration::MAX;
-    let end = BootTime::now().add(secs(2.0 * ttl as f64));
+    let end = BootTime::now().plus(secs(2.0 * ttl as f64));
     while BootTime::now() < end {
         assert_eq!(held.is_lost(), None, "lost after the leader was killed");
         least = least.min(held.lease_deadline().since(BootTime::now()));
         tokio::time::sleep(secs(0.05)).await;
     }
-    let confirmed_after = held.confirmed_until().since(killed.add(secs(ttl as f64)));
+    let confirmed_after = held.confirmed_until().since(killed.plus(secs(ttl as f64)));
     assert!(
         confirmed_after > Duration::ZERO,
         "no keep-alive was answered after the leader died"

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 /// A connection to an etcd cluster (cheap to clone: one channel).
 #[derive(Clone)]
 pub struct Etcd {
-    pub(crate) client: Client,
+    pub(crate) client: Arc<Client>,
     pub(crate) cfg: Arc<Config>,
 }
 
@@ -97,7 +97,7 @@ impl Etcd {
                 ))
             })?;
         Ok(Self {
-            client: connected,
+            client: Arc::new(connected),
             cfg: Arc::new(cfg.clone()),
         })
     }

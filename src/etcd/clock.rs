@@ -29,12 +29,12 @@ impl BootTime {
     }
 
     /// `self + d`.
-    pub fn add(self, d: Duration) -> Self {
+    pub fn plus(self, d: Duration) -> Self {
         Self(self.0.saturating_add(d))
     }
 
     /// `self − d` (not before boot).
-    pub fn sub(self, d: Duration) -> Self {
+    pub fn minus(self, d: Duration) -> Self {
         Self(self.0.saturating_sub(d))
     }
 

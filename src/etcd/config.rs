@@ -285,14 +285,13 @@ impl Timing {
 /// A duration as a user writes it: `10s`, `3.333s`, `250ms`.
 pub(crate) fn show(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else if ms < 1000 {
         format!("{ms}ms")
     } else {
-        format!("{}.{:03}s", ms / 1000, ms % 1000)
-            .trim_end_matches('0')
-            .to_string()
+        let n = format!("{}.{:03}", ms / 1000, ms % 1000);
+        format!("{}s", n.trim_end_matches('0'))
     }
 }
 

@@ -122,7 +122,7 @@ struct Shared {
 
 impl Shared {
     fn confirm(&self, sent: BootTime, ttl: Duration) {
-        let until = sent.add(ttl);
+        let until = sent.plus(ttl);
         self.confirmed.send_if_modified(|c| {
             let later = until > *c;
             if later {
@@ -270,7 +270,7 @@ impl Etcd {
         let lease = grant.id();
         let ttl = Duration::from_secs(u64::try_from(grant.ttl()).unwrap_or(0)).max(timing.ttl);
         let shared = Arc::new(Shared {
-            confirmed: watch::Sender::new(sent.add(ttl)),
+            confirmed: watch::Sender::new(sent.plus(ttl)),
             lost: watch::Sender::new(None),
             refresh: Notify::new(),
         });
@@ -557,7 +557,7 @@ impl Held {
     /// (after a long wait with failing keep-alives, one is asked for first).
     async fn of(parts: Parts) -> Result<Self> {
         let held = Self { parts };
-        let fresh = |h: &Self| h.lease_deadline() > BootTime::now().add(h.parts.timing.interval);
+        let fresh = |h: &Self| h.lease_deadline() > BootTime::now().plus(h.parts.timing.interval);
         if !fresh(&held) {
             let mut confirmed = held.parts.shared.confirmed.subscribe();
             held.parts.shared.refresh.notify_one();
@@ -623,7 +623,7 @@ impl Held {
     /// When the first signal is due for the attempt to be dead `margin`
     /// before the lease can lapse: `confirmed_until − margin − grace`.
     pub fn lease_deadline(&self) -> BootTime {
-        self.confirmed_until().sub(self.parts.timing.lead())
+        self.confirmed_until().minus(self.parts.timing.lead())
     }
 
     /// The attempt's effective deadline: the earlier of its own (`None`:
@@ -718,7 +718,7 @@ async fn keep_alive(
 ) {
     let mut client = etcd.client.lease_client();
     let retry = (interval / 4).max(Duration::from_millis(50));
-    let mut next = granted.add(interval);
+    let mut next = granted.plus(interval);
     loop {
         tokio::select! {
             () = clock::sleep_until(next) => {}
@@ -736,7 +736,7 @@ async fn keep_alive(
             }
             Ok(Err(e)) => {
                 log::debug!("etcd: keep-alive of lease {lease:x}: {e}");
-                next = BootTime::now().add(retry);
+                next = BootTime::now().plus(retry);
                 continue;
             }
             Err(_) => {
@@ -747,7 +747,7 @@ async fn keep_alive(
         };
         shared.confirm(sent, ttl);
         let mut outstanding: VecDeque<BootTime> = VecDeque::new();
-        next = sent.add(interval);
+        next = sent.plus(interval);
         loop {
             tokio::select! {
                 () = async {
@@ -765,7 +765,7 @@ async fn keep_alive(
                         break;
                     }
                     outstanding.push_back(now);
-                    next = now.add(interval);
+                    next = now.plus(interval);
                 }
                 msg = stream.message() => match msg {
                     Ok(Some(r)) => {
@@ -808,42 +808,37 @@ async fn watch_own_key(etcd: Etcd, key: String, created: i64, shared: Arc<Shared
                 continue;
             }
         };
-        loop {
-            match stream.message().await {
-                Ok(Some(r)) => {
-                    for ev in r.events() {
-                        if ev.event_type() == EventType::Delete {
+        while let Ok(Some(r)) = stream.message().await {
+            for ev in r.events() {
+                if ev.event_type() == EventType::Delete {
+                    shared.lose(Lost::KeyDeleted);
+                    return;
+                }
+                if let Some(kv) = ev.kv() {
+                    from = from.max(kv.mod_revision() + 1);
+                }
+            }
+            if r.compact_revision() > 0 {
+                // History is gone: see whether the key still is.
+                match etcd
+                    .rpc("read of the lock key", kv.get(key.as_str(), None))
+                    .await
+                {
+                    Ok(g) => match g.kvs().first() {
+                        Some(k) if k.create_revision() == created => {
+                            from = g.header().map_or(from, |h| h.revision() + 1);
+                        }
+                        _ => {
                             shared.lose(Lost::KeyDeleted);
                             return;
                         }
-                        if let Some(kv) = ev.kv() {
-                            from = from.max(kv.mod_revision() + 1);
-                        }
-                    }
-                    if r.compact_revision() > 0 {
-                        // History is gone: see whether the key still is.
-                        match etcd
-                            .rpc("read of the lock key", kv.get(key.as_str(), None))
-                            .await
-                        {
-                            Ok(g) => match g.kvs().first() {
-                                Some(k) if k.create_revision() == created => {
-                                    from = g.header().map_or(from, |h| h.revision() + 1);
-                                }
-                                _ => {
-                                    shared.lose(Lost::KeyDeleted);
-                                    return;
-                                }
-                            },
-                            Err(e) => log::debug!("{e}"),
-                        }
-                        break;
-                    }
-                    if r.canceled() {
-                        break;
-                    }
+                    },
+                    Err(e) => log::debug!("{e}"),
                 }
-                Ok(None) | Err(_) => break,
+                break;
+            }
+            if r.canceled() {
+                break;
             }
         }
         tokio::time::sleep(retry).await;
