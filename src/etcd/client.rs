@@ -5,7 +5,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
+use etcd_client::{
+    Certificate, Client, ConnectOptions, GetOptions, GetResponse, Identity, LeaseGrantResponse,
+    LeaseRevokeResponse, LeaseTimeToLiveResponse, TlsOptions, Txn, TxnResponse, WatchOptions,
+    WatchStream,
+};
 
 use super::config::{Config, show};
 use crate::error::{Error, Result};
@@ -114,28 +118,124 @@ impl Etcd {
 
     /// Run one request within `command_timeout` (plus `dial_timeout`: the
     /// first request also connects); errors become one line naming `what`.
-    pub(crate) async fn rpc<T>(
-        &self,
-        what: &str,
-        request: impl Future<Output = std::result::Result<T, etcd_client::Error>>,
-    ) -> Result<T> {
+    /// With several endpoints, a request that fails for want of a
+    /// connection or a leader (the member it went to is down, or cut off)
+    /// is sent again, perhaps to another member, while time is left; every
+    /// request here may be repeated safely (a repeated put finds its key
+    /// already there, as etcd's Mutex expects; a repeated grant leaves an
+    /// unused lease that lapses).
+    pub(crate) async fn rpc<T, F, Fut>(&self, what: &str, mut request: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
         let bound = self.cfg.command_timeout + self.cfg.dial_timeout;
-        match tokio::time::timeout(bound, request).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(Error::usage(format!(
-                "etcd: {what} failed at {}: {}",
-                self.cfg.endpoints.join(","),
-                describe(&e)
-            ))),
-            Err(_) => {
-                let why = diagnose(&self.cfg.endpoints, self.cfg.dial_timeout).await;
-                Err(Error::usage(format!(
-                    "etcd: {what}: no answer from {} within {}{why}",
-                    self.cfg.endpoints.join(","),
-                    show(bound)
-                )))
+        let deadline = tokio::time::Instant::now() + bound;
+        let again = self.cfg.endpoints.len() > 1;
+        let mut pause = Duration::from_millis(50);
+        let mut last: Option<String> = None;
+        let endpoints = self.cfg.endpoints.join(",");
+        loop {
+            match tokio::time::timeout_at(deadline, request()).await {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e))
+                    if again && transient(&e) && tokio::time::Instant::now() + pause < deadline =>
+                {
+                    log::debug!("etcd: {what}: {} (trying again)", describe(&e));
+                    last = Some(describe(&e));
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+                Ok(Err(e)) => {
+                    return Err(Error::usage(format!(
+                        "etcd: {what} failed at {endpoints}: {}",
+                        describe(&e)
+                    )));
+                }
+                Err(_) => {
+                    let why = match last {
+                        Some(l) => format!(" (last error: {l})"),
+                        None => diagnose(&self.cfg.endpoints, self.cfg.dial_timeout).await,
+                    };
+                    return Err(Error::usage(format!(
+                        "etcd: {what}: no answer from {endpoints} within {}{why}",
+                        show(bound)
+                    )));
+                }
             }
         }
+    }
+
+    pub(crate) async fn get(
+        &self,
+        what: &str,
+        key: &str,
+        opts: Option<GetOptions>,
+    ) -> Result<GetResponse> {
+        self.rpc(what, || {
+            let (mut kv, opts) = (self.client.kv_client(), opts.clone());
+            async move { kv.get(key, opts).await }
+        })
+        .await
+    }
+
+    pub(crate) async fn txn(&self, what: &str, txn: Txn) -> Result<TxnResponse> {
+        self.rpc(what, || {
+            let (mut kv, txn) = (self.client.kv_client(), txn.clone());
+            async move { kv.txn(txn).await }
+        })
+        .await
+    }
+
+    pub(crate) async fn grant(&self, ttl: i64) -> Result<LeaseGrantResponse> {
+        self.rpc("lease grant", || {
+            let mut lease = self.client.lease_client();
+            async move { lease.grant(ttl, None).await }
+        })
+        .await
+    }
+
+    pub(crate) async fn revoke(&self, id: i64) -> Result<LeaseRevokeResponse> {
+        self.rpc("lease revoke", || {
+            let mut lease = self.client.lease_client();
+            async move { lease.revoke(id).await }
+        })
+        .await
+    }
+
+    pub(crate) async fn time_to_live(&self, id: i64) -> Result<LeaseTimeToLiveResponse> {
+        self.rpc("lease time-to-live", || {
+            let mut lease = self.client.lease_client();
+            async move { lease.time_to_live(id, None).await }
+        })
+        .await
+    }
+
+    pub(crate) async fn watch(
+        &self,
+        what: &str,
+        key: &[u8],
+        opts: WatchOptions,
+    ) -> Result<WatchStream> {
+        self.rpc(what, || {
+            let (mut w, opts) = (self.client.watch_client(), opts.clone());
+            async move { w.watch(key, Some(opts)).await }
+        })
+        .await
+    }
+}
+
+/// Whether another try, perhaps at another member, may succeed: no
+/// connection, or no leader there.
+fn transient(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        // gRPC's status codes: 2 unknown (a connection broken mid-call),
+        // 14 unavailable.
+        etcd_client::Error::GRpcStatus(s) => {
+            matches!(i32::from(s.code()), 2 | 14) || s.message().contains("no leader")
+        }
+        _ => false,
     }
 }
 
@@ -148,18 +248,23 @@ fn authority(endpoint: &str) -> &str {
 }
 
 /// Why endpoints may not answer, from a plain TCP connect to each: `(a:1:
-/// connection refused)`, or a hint when they all accept connections.
+/// connection refused)`, or a hint when they all accept connections. The
+/// probes run together: at most `within` in all.
 async fn diagnose(endpoints: &[String], within: Duration) -> String {
-    let mut notes = Vec::new();
-    for e in endpoints {
+    let probes = endpoints.iter().map(|e| async move {
         let addr = authority(e);
         let probe = tokio::time::timeout(within, tokio::net::TcpStream::connect(addr)).await;
         match probe {
-            Ok(Ok(_)) => {}
-            Ok(Err(err)) => notes.push(format!("{addr}: {}", lower_first(&err.to_string()))),
-            Err(_) => notes.push(format!("{addr}: no TCP connection within {}", show(within))),
+            Ok(Ok(_)) => None,
+            Ok(Err(err)) => Some(format!("{addr}: {}", lower_first(&err.to_string()))),
+            Err(_) => Some(format!("{addr}: no TCP connection within {}", show(within))),
         }
-    }
+    });
+    let notes: Vec<String> = futures_util::future::join_all(probes)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
     if notes.is_empty() {
         let hint = if endpoints.iter().any(|e| e.starts_with("https://")) {
             "check TLS: --cacert, --cert, --key"

@@ -49,13 +49,10 @@ impl Etcd {
     }
 
     async fn queues(&self, range: &str, only: Option<&str>) -> Result<Vec<Queue>> {
-        let mut kv = self.client.kv_client();
         let opts = GetOptions::new()
             .with_prefix()
             .with_sort(SortTarget::Create, SortOrder::Ascend);
-        let resp = self
-            .rpc("read of the locks", kv.get(range, Some(opts)))
-            .await?;
+        let resp = self.get("read of the locks", range, Some(opts)).await?;
         let all = self.cfg.range();
         let mut by_name: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
         for kv in resp.kvs() {
@@ -70,14 +67,9 @@ impl Etcd {
         let mut leases: Vec<i64> = by_name.values().flatten().map(|e| e.lease).collect();
         leases.sort_unstable();
         leases.dedup();
-        let ttls = join_all(leases.iter().map(|&id| {
-            let mut client = self.client.lease_client();
-            async move {
-                let r = self
-                    .rpc("lease time-to-live", client.time_to_live(id, None))
-                    .await;
-                (id, r.ok().map(|r| r.ttl()))
-            }
+        let ttls = join_all(leases.iter().map(|&id| async move {
+            let r = self.time_to_live(id).await;
+            (id, r.ok().map(|r| r.ttl()))
         }))
         .await;
         let ttl_of = |id: i64| {
@@ -117,7 +109,6 @@ impl Etcd {
     /// Delete `entry`'s key if it is still the same key (create revision).
     /// `false`: it was already gone.
     pub async fn delete_entry(&self, entry: &Entry) -> Result<bool> {
-        let mut kv = self.client.kv_client();
         let txn = Txn::new()
             .when([Compare::create_revision(
                 entry.key.as_str(),
@@ -125,9 +116,6 @@ impl Etcd {
                 entry.create_revision,
             )])
             .and_then([TxnOp::delete(entry.key.as_str(), None)]);
-        Ok(self
-            .rpc("delete of a lock key", kv.txn(txn))
-            .await?
-            .succeeded())
+        Ok(self.txn("delete of a lock key", txn).await?.succeeded())
     }
 }

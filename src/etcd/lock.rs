@@ -177,7 +177,6 @@ impl Parts {
     /// are logged: the TTL bounds them.
     async fn remove(&mut self) -> Released {
         self.stop_tasks();
-        let mut kv = self.etcd.client.kv_client();
         let txn = Txn::new()
             .when([Compare::create_revision(
                 self.key.as_str(),
@@ -185,19 +184,14 @@ impl Parts {
                 self.fence,
             )])
             .and_then([TxnOp::delete(self.key.as_str(), None)]);
-        let deleted = match self.etcd.rpc("delete of the lock key", kv.txn(txn)).await {
+        let deleted = match self.etcd.txn("delete of the lock key", txn).await {
             Ok(r) => r.succeeded(),
             Err(e) => {
                 log::warn!("{e} (the lease's TTL bounds the lock)");
                 false
             }
         };
-        let mut lease = self.etcd.client.lease_client();
-        let revoked = match self
-            .etcd
-            .rpc("lease revoke", lease.revoke(self.lease))
-            .await
-        {
+        let revoked = match self.etcd.revoke(self.lease).await {
             Ok(_) => true,
             Err(e) => {
                 log::warn!("{e} (the lease lapses within its TTL)");
@@ -261,12 +255,10 @@ impl Etcd {
     /// lease (kept alive from now on, on the caller's runtime), put
     /// `<prefix>/<NAME>/<lease-hex>` if absent, and see who holds the lock.
     pub async fn enqueue(&self, name: &str, value: &str, timing: Timing) -> Result<Queued> {
+        super::config::lock_name(Some(name), std::path::Path::new("/"))?;
         let sent = BootTime::now();
-        let mut lease_client = self.client.lease_client();
         let ttl_secs = i64::try_from(timing.ttl.as_secs()).unwrap_or(i64::MAX);
-        let grant = self
-            .rpc("lease grant", lease_client.grant(ttl_secs, None))
-            .await?;
+        let grant = self.grant(ttl_secs).await?;
         let lease = grant.id();
         let ttl = Duration::from_secs(u64::try_from(grant.ttl()).unwrap_or(0)).max(timing.ttl);
         let shared = Arc::new(Shared {
@@ -313,8 +305,7 @@ impl Etcd {
                 TxnOp::get(key.as_str(), None),
                 TxnOp::get(queue.as_str(), Some(first)),
             ]);
-        let mut kv = self.client.kv_client();
-        let resp = match self.rpc("put of the lock key", kv.txn(txn)).await {
+        let resp = match self.txn("put of the lock key", txn).await {
             Ok(r) => r,
             Err(e) => {
                 parts.remove().await;
@@ -466,8 +457,6 @@ impl Waiter {
 async fn wait_for_predecessors(parts: &Parts, ahead: &mut Entry) -> Result<()> {
     let etcd = &parts.etcd;
     let queue = format!("{}/", etcd.cfg.lock_key(&parts.name));
-    let mut kv = etcd.client.kv_client();
-    let mut watcher = etcd.client.watch_client();
     let mut lost = parts.shared.lost.subscribe();
     let gone = |why: Lost| {
         Error::usage(format!(
@@ -485,10 +474,7 @@ async fn wait_for_predecessors(parts: &Parts, ahead: &mut Entry) -> Result<()> {
             .with_max_create_revision(parts.fence - 1)
             .with_limit(1);
         let resp = etcd
-            .rpc(
-                "read of the lock's queue",
-                kv.get(queue.as_str(), Some(last_before)),
-            )
+            .get("read of the lock's queue", &queue, Some(last_before))
             .await?;
         let Some(pred) = resp.kvs().first() else {
             break;
@@ -498,12 +484,10 @@ async fn wait_for_predecessors(parts: &Parts, ahead: &mut Entry) -> Result<()> {
         }
         let from = resp.header().map_or(0, |h| h.revision()) + 1;
         let mut stream = etcd
-            .rpc(
+            .watch(
                 "watch of the key ahead",
-                watcher.watch(
-                    pred.key(),
-                    Some(WatchOptions::new().with_start_revision(from)),
-                ),
+                pred.key(),
+                WatchOptions::new().with_start_revision(from),
             )
             .await?;
         loop {
@@ -526,9 +510,7 @@ async fn wait_for_predecessors(parts: &Parts, ahead: &mut Entry) -> Result<()> {
         }
     }
     // Still there? (The lease may have lapsed while the key waited.)
-    let resp = etcd
-        .rpc("read of the lock key", kv.get(parts.key.as_str(), None))
-        .await?;
+    let resp = etcd.get("read of the lock key", &parts.key, None).await?;
     match resp.kvs().first() {
         Some(kv) if kv.create_revision() == parts.fence => Ok(()),
         _ => Err(gone(Lost::KeyDeleted)),
@@ -557,7 +539,9 @@ impl Held {
     /// (after a long wait with failing keep-alives, one is asked for first).
     async fn of(parts: Parts) -> Result<Self> {
         let held = Self { parts };
-        let fresh = |h: &Self| h.lease_deadline() > BootTime::now().plus(h.parts.timing.interval);
+        // Kept alive on time, the deadline is always at least the slack
+        // ahead; less means keep-alives failed while the key waited.
+        let fresh = |h: &Self| h.lease_deadline() > BootTime::now().plus(h.parts.timing.slack());
         if !fresh(&held) {
             let mut confirmed = held.parts.shared.confirmed.subscribe();
             held.parts.shared.refresh.notify_one();
@@ -677,8 +661,7 @@ impl Held {
                 value,
                 Some(PutOptions::new().with_lease(p.lease)),
             )]);
-        let mut kv = p.etcd.client.kv_client();
-        let resp = p.etcd.rpc("update of the lock key", kv.txn(txn)).await?;
+        let resp = p.etcd.txn("update of the lock key", txn).await?;
         if resp.succeeded() {
             Ok(())
         } else {
@@ -788,17 +771,12 @@ async fn keep_alive(
 
 /// Watch our own key from its creation on: its deletion loses the lock.
 async fn watch_own_key(etcd: Etcd, key: String, created: i64, shared: Arc<Shared>) {
-    let mut watcher = etcd.client.watch_client();
-    let mut kv = etcd.client.kv_client();
     let retry = Duration::from_millis(200);
     let mut from = created + 1;
     loop {
         let opts = WatchOptions::new().with_start_revision(from);
         let mut stream = match etcd
-            .rpc(
-                "watch of the lock key",
-                watcher.watch(key.as_str(), Some(opts)),
-            )
+            .watch("watch of the lock key", key.as_bytes(), opts)
             .await
         {
             Ok(s) => s,
@@ -820,10 +798,7 @@ async fn watch_own_key(etcd: Etcd, key: String, created: i64, shared: Arc<Shared
             }
             if r.compact_revision() > 0 {
                 // History is gone: see whether the key still is.
-                match etcd
-                    .rpc("read of the lock key", kv.get(key.as_str(), None))
-                    .await
-                {
+                match etcd.get("read of the lock key", &key, None).await {
                     Ok(g) => match g.kvs().first() {
                         Some(k) if k.create_revision() == created => {
                             from = g.header().map_or(from, |h| h.revision() + 1);
