@@ -97,6 +97,9 @@ pub mod testing {
             METADATA_VERSION, Metadata, file_id, lock_path_for_session,
         };
     }
+    /// `lock::etcd`: the etcd backend's core, tested against a real etcd
+    /// before `run` uses it.
+    pub use crate::lock::etcd;
     /// `manpage`: the rendered locksup(1).
     pub mod manpage {
         pub use crate::manpage::locksup_1;
