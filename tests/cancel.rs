@@ -215,14 +215,7 @@ fn reaps_an_orphan_escalating_to_kill() {
     guard.add(grandchild);
     // Only the guardian (the locksup started) and its supervisor dying
     // together leave an orphan: each ends the attempt when the other dies.
-    let supervisor = common::children_of(sup.pid());
-    assert_eq!(
-        supervisor.len(),
-        1,
-        "the guardian's one child: {supervisor:?}"
-    );
-    kill(Pid::from_raw(supervisor[0]), Signal::SIGKILL).unwrap();
-    kill(Pid::from_raw(sup.pid()), Signal::SIGKILL).unwrap();
+    common::kill_guardian_and_supervisor(sup.pid());
     sup.wait(BOUND);
     assert!(wait_pid_gone(first, BOUND));
     assert!(

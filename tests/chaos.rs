@@ -713,8 +713,18 @@ impl Suite {
                         guard.add(p);
                     }
                     if let Disrupt::Kill9Both(_) = plan.disrupt {
-                        // The guardian's one child: the supervisor.
-                        for p in common::children_of(sup) {
+                        // The guardian's one child, the supervisor: both
+                        // stopped first, so that neither reacts to the
+                        // other's death.
+                        let both: Vec<i32> =
+                            common::children_of(sup).into_iter().chain([sup]).collect();
+                        for &p in &both {
+                            kill_pid(p, libc::SIGSTOP);
+                        }
+                        wait_until(SOON, || {
+                            both.iter().all(|p| common::proc_state(*p) == Some('T'))
+                        });
+                        for &p in &both {
                             kill_pid(p, libc::SIGKILL);
                         }
                     }

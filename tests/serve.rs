@@ -1299,11 +1299,10 @@ fn a_delegated_cgroup_gives_each_attempt_its_own() {
     assert!(left.is_empty(), "attempt cgroups left: {left:?}");
 }
 
-/// SIGKILL to a supervisor and, right after, to its guardian (its parent).
+/// SIGKILL to a supervisor and its guardian (its parent) at once.
 fn kill_supervisor_and_guardian(supervisor: i32) {
     let guardian = stat_field(supervisor, 4)
         .and_then(|p| p.parse::<i32>().ok())
         .expect("the supervisor's parent");
-    kill(supervisor, libc::SIGKILL);
-    kill(guardian, libc::SIGKILL);
+    kill_guardian_and_supervisor(guardian);
 }

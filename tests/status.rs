@@ -308,9 +308,7 @@ fn orphan_after_supervisor_is_killed_and_a_grandchild_keeps_the_lock() {
     guard.add(grandchild);
     // The supervisor and its guardian (the locksup started) killed
     // together: each would have ended the attempt had the other died.
-    let supervisor = common::supervisor_of(sup.pid());
-    kill(Pid::from_raw(supervisor), Signal::SIGKILL).unwrap();
-    kill(Pid::from_raw(sup.pid()), Signal::SIGKILL).unwrap();
+    common::kill_guardian_and_supervisor(sup.pid());
     sup.wait(BOUND);
     // The parent-death signal ends the attempt's first process; the
     // grandchild lives on with the inherited descriptor.

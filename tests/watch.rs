@@ -205,9 +205,7 @@ fn waiting_orphaned_and_overdue_events() {
     guard.add(grandchild);
     next_event(&mut w, "acquired", &lock, BOUND);
     // The supervisor and its guardian (the locksup started) together.
-    let supervisor = common::supervisor_of(sup.pid());
-    kill(Pid::from_raw(supervisor), Signal::SIGKILL).unwrap();
-    kill(Pid::from_raw(sup.pid()), Signal::SIGKILL).unwrap();
+    common::kill_guardian_and_supervisor(sup.pid());
     sup.wait(BOUND);
     let ev = next_event(&mut w, "orphaned", &lock, BOUND);
     assert_eq!(ev["lock"]["pid"], grandchild, "{ev}");

@@ -136,6 +136,27 @@ pub fn children_of(pid: i32) -> Vec<i32> {
     out
 }
 
+/// Kill a `locksup run` (its guardian) and its supervisor at once, as
+/// only a crash of both could: both are stopped first, so neither can
+/// react to the other's death, then both get SIGKILL.
+pub fn kill_guardian_and_supervisor(guardian: i32) {
+    let supervisor = supervisor_of(guardian);
+    for p in [supervisor, guardian] {
+        kill(p, libc::SIGSTOP);
+    }
+    assert!(
+        wait_until(SOON, || [supervisor, guardian].iter().all(|p| proc_state(
+            *p
+        ) == Some(
+            'T'
+        ))),
+        "guardian {guardian} and supervisor {supervisor} did not stop"
+    );
+    for p in [supervisor, guardian] {
+        kill(p, libc::SIGKILL);
+    }
+}
+
 /// The supervisor below a `locksup run` (its guardian): its one child.
 pub fn supervisor_of(guardian: i32) -> i32 {
     let mut found = Vec::new();
