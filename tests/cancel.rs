@@ -45,11 +45,13 @@ fn cancel_by_session_ends_the_attempt_and_waits_for_the_release() {
         ],
         &["sleep", "300"],
     );
+    // The supervisor: the child of the locksup started (its guardian).
+    let supervisor = common::supervisor_of(sup.pid());
     let o = cancel(&env, &[s(&session), "--wait", "10s"]);
     assert_eq!(o.code, 0, "{o:?}");
     assert!(
         o.stdout
-            .contains(&format!("sent TERM to supervisor pid {}", sup.pid())),
+            .contains(&format!("sent TERM to supervisor pid {supervisor}")),
         "{}",
         o.stdout
     );
@@ -359,8 +361,12 @@ fn a_stopped_supervisor_is_continued_and_ends_its_attempt() {
         &["--lock", s(&lock), "--timeout", "1h"],
         &["sleep", "300"],
     );
-    kill(Pid::from_raw(sup.pid()), Signal::SIGSTOP).unwrap();
-    assert!(common::wait_until(BOUND, || common::proc_state(sup.pid()) == Some('T')));
+    // The supervisor and its guardian (the locksup started), both stopped.
+    let supervisor = common::supervisor_of(sup.pid());
+    for p in [supervisor, sup.pid()] {
+        kill(Pid::from_raw(p), Signal::SIGSTOP).unwrap();
+        assert!(common::wait_until(BOUND, || common::proc_state(p) == Some('T')));
+    }
     let o = cancel(&env, &[s(&lock), "--wait", "10s"]);
     assert_eq!(o.code, 0, "{o:?}");
     assert!(wait_pid_gone(pid, BOUND));

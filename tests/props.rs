@@ -608,6 +608,7 @@ fn metadata() -> impl Strategy<Value = Metadata> {
                 last_heartbeat,
                 status,
                 watchdog_ms,
+                guardian_pid: (pid % 2 == 0).then_some(supervisor_pid),
             },
         )
 }

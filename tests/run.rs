@@ -1842,7 +1842,7 @@ fn metadata_line_describes_the_holder_while_held() {
     );
     let pid = r.out.expect_pid("command pid", SOON);
     guard.add(pid);
-    let sup = r.pid();
+    let sup = common::supervisor_of(r.pid());
     let mut last = String::new();
     let ok = wait_until(SOON, || {
         last = fs::read_to_string(&lock).unwrap_or_default();

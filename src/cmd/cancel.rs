@@ -294,8 +294,16 @@ impl Cancel {
             }
         }
         let sent = Instant::now();
-        // A stopped supervisor would sit on the signal.
+        // A stopped supervisor would sit on the signal, and a stopped
+        // guardian (its parent, the locksup the caller started) would not
+        // pass its exit status on.
         let _ = pidfd.send_signal(libc::SIGCONT);
+        if let Some(g) = m.guardian_pid
+            && let Ok(gfd) = PidFd::open(g)
+            && procfs::ppid(sup) == Some(g)
+        {
+            let _ = gfd.send_signal(libc::SIGCONT);
+        }
         self.say(&format!(
             "sent {} to supervisor pid {sup} of attempt '{}' holding {}",
             self.sig.name(),

@@ -434,6 +434,10 @@ pub struct Metadata {
     /// The watchdog interval in milliseconds.
     #[serde(default)]
     pub watchdog_ms: Option<u64>,
+    /// PID of the guardian: the `locksup run` the caller started, whose
+    /// supervisor this is (none with `--foreground`).
+    #[serde(default)]
+    pub guardian_pid: Option<i32>,
 }
 
 impl Metadata {
@@ -477,6 +481,7 @@ mod tests {
             last_heartbeat: None,
             status: Some("ok".into()),
             watchdog_ms: None,
+            guardian_pid: None,
         };
         let line = serde_json::to_string(&m).unwrap();
         assert!(line.contains("\"createdAt\""));

@@ -773,6 +773,7 @@ pub(crate) mod tests {
             last_heartbeat: None,
             status: None,
             watchdog_ms: None,
+            guardian_pid: None,
         }
     }
 

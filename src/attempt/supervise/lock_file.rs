@@ -52,10 +52,11 @@ impl Attempt<'_> {
             pgid: self.pgid(),
             created_at: rfc3339(wall),
             starttime: procfs::starttime(self.pid).unwrap_or(0),
-            // The locksup the caller started: the guardian if there is
-            // one (signals to it reach this supervisor).
-            supervisor_pid: self.guardian.unwrap_or(self.me),
-            supervisor_starttime: procfs::starttime(self.guardian.unwrap_or(self.me)).unwrap_or(0),
+            // The process that supervises the attempt (and can end it);
+            // the locksup the caller started is its guardian.
+            supervisor_pid: self.me,
+            supervisor_starttime: procfs::starttime(self.me).unwrap_or(0),
+            guardian_pid: self.guardian,
             attempt_id: spec.attempt_id.clone(),
             session: spec.session.as_ref().map(|s| s.display().to_string()),
             session_key: spec.session_key.clone(),
