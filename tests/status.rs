@@ -209,7 +209,9 @@ fn run_attempt_is_held_with_metadata_and_waiters_are_counted() {
     assert_eq!(l["session"], session_s);
     assert_eq!(l["session_key"], "k-1");
     assert_eq!(l["command"], serde_json::json!(["sleep", "300"]));
-    assert_eq!(l["supervisor_pid"], sup.pid());
+    // The supervisor: the child of the locksup started (its guardian).
+    assert_eq!(l["supervisor_pid"], common::supervisor_of(sup.pid()));
+    assert_eq!(l["metadata"]["guardian_pid"], sup.pid());
     assert_eq!(l["supervisor_alive"], true);
     assert_eq!(l["metadata"]["attempt_id"], "att-1");
     assert_eq!(l["waiters"], 2);
