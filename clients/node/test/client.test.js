@@ -119,7 +119,9 @@ test("status(): the held lock with its attempt, then free; errors are LocksupErr
   assert.equal(lock.attempt_id, "st-1");
   assert.equal(lock.session_key, "key-1");
   assert.equal(lock.pid, started.pid);
-  assert.equal(lock.supervisor_pid, h.pid);
+  // h.pid is the locksup started: the guardian of the supervisor.
+  assert.equal(lock.metadata.guardian_pid, h.pid);
+  assert.notEqual(lock.supervisor_pid, h.pid);
   assert.equal(lock.session, sb.path("s.jsonl"));
   assert.deepEqual((await status([h.lockFile], { ...opts, state: "free" })).locks, []);
   assert.equal((await status([sb.dir], { ...opts, sessionKey: "key-1" })).locks.length, 1);
