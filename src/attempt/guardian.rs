@@ -38,7 +38,7 @@ use crate::attempt::state::Outcome;
 use crate::error::{Error, Result};
 use crate::events::Reporter;
 use crate::exit;
-use crate::process::{Target, Tree};
+use crate::process::{Escalation, Target, Tree};
 use crate::sys::{self, Ended, Reaped};
 
 /// What the guardian tells the supervisor on the link: the caller died.
@@ -134,11 +134,9 @@ struct Guardian<'a> {
     link: Option<std::fs::File>,
 }
 
-/// Ending what a dead supervisor left behind.
-struct Ending {
-    final_at: Option<Instant>,
-    final_sent: bool,
-}
+/// Ending what a dead supervisor left behind: when its final signal is
+/// due.
+type Ending = Escalation<Instant>;
 
 impl Guardian<'_> {
     fn run(&mut self, set: &libc::sigset_t) -> i32 {
@@ -151,11 +149,13 @@ impl Guardian<'_> {
         let mut supervisor: Option<Ended> = None;
         let mut ending: Option<Ending> = None;
         loop {
-            let timeout = ending.as_ref().map(|e| match (e.final_sent, e.final_at) {
-                (true, _) => SWEEP,
-                (false, Some(t)) => t.saturating_duration_since(Instant::now()),
-                (false, None) => Duration::from_secs(3600),
-            });
+            let timeout = ending
+                .as_ref()
+                .map(|e| match (e.final_sent(), e.final_at()) {
+                    (true, _) => SWEEP,
+                    (false, Some(t)) => t.saturating_duration_since(Instant::now()),
+                    (false, None) => Duration::from_secs(3600),
+                });
             match sys::wait_signal(set, timeout) {
                 Ok(Some(c)) if c.signo == libc::SIGCHLD => {}
                 Ok(Some(c)) => self.on_signal(c.signo, supervisor.is_none(), &mut ending),
@@ -224,12 +224,10 @@ impl Guardian<'_> {
         }
         // The supervisor is gone and its attempt is being ended: a cancel
         // signal sends the final signal at once, as it would have.
-        if let Some(e) = ending
-            && !e.final_sent
+        if ending.as_ref().is_some_and(|e| !e.final_sent())
             && !matches!(sig, libc::SIGUSR1 | libc::SIGUSR2 | libc::SIGWINCH)
         {
-            e.final_at = Some(Instant::now());
-            self.on_timer(ending);
+            self.send_final(ending);
         }
     }
 
@@ -247,30 +245,33 @@ impl Guardian<'_> {
             signal_name(killed_by),
             targets.len()
         ));
-        Ending {
-            final_at: self.spec.grace.map(|g| Instant::now() + g),
-            final_sent: false,
-        }
+        Escalation::new(Instant::now(), self.spec.grace)
     }
 
     fn on_timer(&mut self, ending: &mut Option<Ending>) {
         let Some(e) = ending else {
             return;
         };
-        if e.final_sent {
+        if e.final_sent() {
             let _ = Tree::of_self().signal(Target::Walk, self.spec.final_signal.number());
-            return;
+        } else if e.final_due(Instant::now()) {
+            self.send_final(ending);
         }
-        if e.final_at.is_some_and(|t| Instant::now() >= t) {
-            e.final_sent = true;
-            let sig = self.spec.final_signal;
-            let targets = Tree::of_self().signal(Target::Walk, sig.number());
-            if !targets.is_empty() {
-                self.report.event(
-                    "signal",
-                    json!({ "signal": sig.to_string(), "reason": "supervisor-died", "targets": targets }),
-                );
-            }
+    }
+
+    /// The final signal to what the dead supervisor left, now.
+    fn send_final(&mut self, ending: &mut Option<Ending>) {
+        let Some(e) = ending else {
+            return;
+        };
+        e.mark_final_sent();
+        let sig = self.spec.final_signal;
+        let targets = Tree::of_self().signal(Target::Walk, sig.number());
+        if !targets.is_empty() {
+            self.report.event(
+                "signal",
+                json!({ "signal": sig.to_string(), "reason": "supervisor-died", "targets": targets }),
+            );
         }
     }
 
