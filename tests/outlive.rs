@@ -301,6 +301,21 @@ fn in_warn_mode_the_holder_runs_on_and_a_newcomer_waits_for_it() {
         ),
         &guard,
     );
+    // status shows the processes that still hold the removed file, on the
+    // path's new lock file (the one B waits behind).
+    let mut seen = serde_json::Value::Null;
+    let shown = wait_until(LIMIT, || {
+        let o = run_to_end({
+            let mut c = env.cmd();
+            c.args(["status", "--json"]).arg(&lock);
+            c
+        });
+        seen = serde_json::from_str(o.stdout.trim()).unwrap_or_default();
+        seen["locks"][0]["removed_holders"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+    });
+    assert!(shown, "{seen}");
     assert_eq!(a.code(LIMIT), 0, "{:?}", a.err.seen);
     let said = a.err.rest(SOON);
     assert!(

@@ -43,6 +43,7 @@ const SCHEMA: &[(&str, &[&str])] = &[
     ("last_heartbeat", &["string", "null"]),
     ("heartbeat_age_ms", &["number", "null"]),
     ("metadata", &["object", "null"]),
+    ("removed_holders", &["array"]),
 ];
 
 fn type_of(v: &Value) -> &'static str {

@@ -288,21 +288,40 @@ pub(crate) fn path_names(path: &Path, file: FileId) -> bool {
 /// operator deleted. A lock taken on a new file at that path would not
 /// exclude them.
 pub(crate) fn deleted_holders(path: &Path) -> Vec<i32> {
-    let gone = format!("{} (deleted)", path.display());
+    removed_lock_holders().remove(path).unwrap_or_default()
+}
+
+/// Every removed file that processes still hold an `flock(2)` lock on,
+/// by the path it had, with those processes: one read of `/proc/locks`
+/// and of the descriptors of the processes it names.
+pub(crate) fn removed_lock_holders() -> std::collections::HashMap<PathBuf, Vec<i32>> {
     let pids: std::collections::BTreeSet<i32> = procfs::all_locks()
         .into_iter()
         .filter(|e| !e.waiter && e.kind == procfs::LockKind::Flock && e.pid > 0)
         .map(|e| e.pid)
         .collect();
-    pids.into_iter()
-        .filter(|pid| {
-            std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
-                fds.flatten().any(|fd| {
-                    std::fs::read_link(fd.path()).is_ok_and(|t| t.as_os_str() == gone.as_str())
-                })
-            })
-        })
-        .collect()
+    let mut out: std::collections::HashMap<PathBuf, Vec<i32>> = std::collections::HashMap::new();
+    for pid in pids {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let Ok(target) = std::fs::read_link(fd.path()) else {
+                continue;
+            };
+            let text = target.as_os_str().as_encoded_bytes();
+            if let Some(gone) = text.strip_suffix(b" (deleted)") {
+                let path = PathBuf::from(
+                    <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(gone),
+                );
+                let holders = out.entry(path).or_default();
+                if !holders.contains(&pid) {
+                    holders.push(pid);
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Whether the lock file at `path` carries no metadata line of an earlier

@@ -345,6 +345,9 @@ pub(crate) struct LockStatus {
     pub left_ms: Option<i64>,
     /// Milliseconds since the attempt's last heartbeat, per the metadata.
     pub heartbeat_age_ms: Option<i64>,
+    /// Processes that still hold a lock on a removed file that had this
+    /// path (its lock file was deleted or replaced while held).
+    pub removed_holders: Vec<i32>,
 }
 
 impl LockStatus {
@@ -363,6 +366,7 @@ impl LockStatus {
             held: None,
             left_ms: None,
             heartbeat_age_ms: None,
+            removed_holders: Vec::new(),
         }
     }
 
@@ -427,6 +431,7 @@ impl LockStatus {
             last_heartbeat: m.and_then(|m| m.last_heartbeat.as_deref()),
             heartbeat_age_ms: self.heartbeat_age_ms,
             metadata: m,
+            removed_holders: &self.removed_holders,
         }
     }
 
@@ -462,6 +467,7 @@ pub(crate) struct LockJson<'a> {
     last_heartbeat: Option<&'a str>,
     heartbeat_age_ms: Option<i64>,
     metadata: Option<&'a Metadata>,
+    removed_holders: &'a [i32],
 }
 
 /// The `--json` document of `status`.
@@ -716,11 +722,18 @@ pub(crate) fn snapshot(paths: &[(PathBuf, bool)]) -> Result<Vec<LockStatus>> {
     let scan = scan(paths)?;
     let kernel = Kernel::read();
     let mut ev = Evaluator::new();
-    Ok(
-        ev.evaluate(&scan.files, &kernel, SystemTime::now(), &mut |f| {
-            read_metadata(&f.path, f.id)
-        }),
-    )
+    let mut locks = ev.evaluate(&scan.files, &kernel, SystemTime::now(), &mut |f| {
+        read_metadata(&f.path, f.id)
+    });
+    if !locks.is_empty() {
+        let mut removed = lockfile::removed_lock_holders();
+        for l in &mut locks {
+            if let Some(pids) = removed.remove(&l.file.path) {
+                l.removed_holders = pids;
+            }
+        }
+    }
+    Ok(locks)
 }
 
 /// The `--json` document: `{"v": 1, "ts": ..., "locks": [...]}`.
