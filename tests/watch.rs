@@ -191,7 +191,7 @@ fn waiting_orphaned_and_overdue_events() {
 
     // orphaned: the supervisor is killed; a grandchild keeps the lock.
     let lock = dir.join("orphan.lock");
-    let (mut sup, _first) = start_attempt(
+    let (mut sup, first) = start_attempt(
         &env,
         &guard,
         &[
@@ -211,7 +211,13 @@ fn waiting_orphaned_and_overdue_events() {
     common::kill_guardian_and_supervisor(sup.pid());
     sup.wait(BOUND);
     let ev = next_event(&mut w, "orphaned", &lock, BOUND);
-    assert_eq!(ev["lock"]["pid"], grandchild, "{ev}");
+    // The attempt's first process gets its parent-death SIGKILL from the
+    // kernel as the supervisor dies, not before: the orphan may be seen
+    // while it is still going (then it is the holder named), or after.
+    assert!(
+        ev["lock"]["pid"] == grandchild || ev["lock"]["pid"] == first,
+        "{ev}"
+    );
     assert_eq!(ev["lock"]["attempt_id"], "o-1");
     // Its end is a release.
     kill(Pid::from_raw(grandchild), Signal::SIGKILL).unwrap();
