@@ -107,6 +107,8 @@ complete -c locksup -n "__fish_locksup_using_subcommand run" -l max-timeout -d '
 complete -c locksup -n "__fish_locksup_using_subcommand run" -l ready-timeout -d 'End the attempt when it has not sent READY=1 within DUR of acquiring the lock [default: readiness not required]' -r
 complete -c locksup -n "__fish_locksup_using_subcommand run" -l on-lock-removed -d 'What to do when the held lock file is removed or replaced: `cancel` (end the attempt) or `warn` [default: cancel]' -r -f -a "cancel\t''
 warn\t''"
+complete -c locksup -n "__fish_locksup_using_subcommand run" -l order -d 'In which order waiting attempts get the lock: `fifo` (the order they started waiting, through the lock\'s queue) or `any` (as the kernel hands it out) [default: fifo]' -r -f -a "fifo\t''
+any\t''"
 complete -c locksup -n "__fish_locksup_using_subcommand run" -l conflict-exit-code -d 'Exit code when the lock is not obtained [default: 75]' -r
 complete -c locksup -n "__fish_locksup_using_subcommand run" -l attempt-id -d 'Attempt id recorded in the lock metadata and events [default: generated]' -r
 complete -c locksup -n "__fish_locksup_using_subcommand run" -l session-key -d 'Caller\'s key for the session, recorded in metadata and events' -r

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::attempt::spec::OnLockRemoved;
+use crate::attempt::spec::{OnLockRemoved, Order};
 use crate::duration::{self, Dur};
 use crate::signal::{self, Sig};
 use clap::builder::TypedValueParser as _;
@@ -429,6 +429,17 @@ pub struct RunArgs {
             .map(|s| s.parse::<OnLockRemoved>().unwrap_or_default())
     )]
     pub on_lock_removed: Option<OnLockRemoved>,
+
+    /// In which order waiting attempts get the lock: `fifo` (the order
+    /// they started waiting, through the lock's queue) or `any` (as the
+    /// kernel hands it out) [default: fifo].
+    #[arg(
+        long,
+        value_name = "ORDER",
+        value_parser = clap::builder::PossibleValuesParser::new(["fifo", "any"])
+            .map(|s| s.parse::<Order>().unwrap_or_default())
+    )]
+    pub order: Option<Order>,
 
     /// Exit code when the lock is not obtained [default: 75].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8))]

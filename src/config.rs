@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde::de::{self, Visitor};
 use toml::Spanned;
 
-use crate::attempt::spec::OnLockRemoved;
+use crate::attempt::spec::{OnLockRemoved, Order};
 use crate::duration::Dur;
 use crate::error::{Error, Result};
 use crate::signal::Sig;
@@ -69,6 +69,8 @@ pub struct RunDefaults {
     pub die_with_parent: Option<bool>,
     /// What to do when the held lock file is removed or replaced.
     pub on_lock_removed: Option<OnLockRemoved>,
+    /// In which order waiting attempts get the lock.
+    pub order: Option<Order>,
 }
 
 impl RunDefaults {
@@ -87,6 +89,7 @@ impl RunDefaults {
             ready_timeout: over.ready_timeout.or(self.ready_timeout),
             die_with_parent: over.die_with_parent.or(self.die_with_parent),
             on_lock_removed: over.on_lock_removed.or(self.on_lock_removed),
+            order: over.order.or(self.order),
         }
     }
 }

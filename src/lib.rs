@@ -77,7 +77,7 @@ pub mod entry {
 pub mod testing {
     /// `attempt::spawn`: the status records and the go-ahead.
     pub mod spawn {
-        pub use crate::attempt::spawn::{DEADLINE_LEN, RECORD_LEN, Record, Stage, go_ahead};
+        pub use crate::attempt::spawn::{LATE_LEN, RECORD_LEN, Record, Stage, go_ahead};
     }
     /// `config`: parsing and error positions.
     pub mod config {

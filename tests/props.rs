@@ -609,6 +609,7 @@ fn metadata() -> impl Strategy<Value = Metadata> {
                 status,
                 watchdog_ms,
                 guardian_pid: (pid % 2 == 0).then_some(supervisor_pid),
+                fence: (pid % 3 != 0).then_some(starttime),
             },
         )
 }
@@ -996,13 +997,28 @@ proptest! {
         prop_assert_eq!(Record::decode(&bytes), want);
     }
 
-    /// The go-ahead is `g` plus a fixed-size deadline, whatever the text.
+    /// The go-ahead is `g` plus a fixed-size block of NUL-ended
+    /// `KEY=VALUE` entries, whatever the values: those that fit are there
+    /// in order, the others are named as left out.
     #[test]
-    fn go_ahead_is_fixed_size(deadline in prop::option::of(any_text(40))) {
-        let msg = locksup::testing::spawn::go_ahead(deadline.as_deref());
+    fn go_ahead_is_fixed_size(values in prop::collection::vec(any_text(700), 0..6)) {
+        use locksup::testing::spawn::{LATE_LEN, go_ahead};
+        let vars: Vec<(&str, String)> = values.iter().map(|v| ("LOCKSUP_X", v.clone())).collect();
+        let (msg, left_out) = go_ahead(&vars);
         prop_assert_eq!(msg[0], b'g');
-        let want = if deadline.is_some() { 1 + locksup::testing::spawn::DEADLINE_LEN } else { 1 };
-        prop_assert_eq!(msg.len(), want);
+        prop_assert_eq!(msg.len(), 1 + LATE_LEN);
+        prop_assert_eq!(msg[LATE_LEN], 0);
+        let block = &msg[1..];
+        let entries: Vec<&[u8]> = block
+            .split(|b| *b == 0)
+            .take_while(|e| !e.is_empty())
+            .collect();
+        prop_assert_eq!(entries.len() + left_out.len(), values.len());
+        let kept: Vec<&String> = values
+            .iter()
+            .filter(|v| entries.iter().any(|e| *e == format!("LOCKSUP_X={v}").as_bytes()))
+            .collect();
+        prop_assert_eq!(kept.len(), entries.len());
     }
 }
 

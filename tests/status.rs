@@ -44,6 +44,9 @@ const SCHEMA: &[(&str, &[&str])] = &[
     ("heartbeat_age_ms", &["number", "null"]),
     ("metadata", &["object", "null"]),
     ("removed_holders", &["array"]),
+    ("fence", &["number", "null"]),
+    ("queue", &["array"]),
+    ("last_ended", &["object", "null"]),
 ];
 
 fn type_of(v: &Value) -> &'static str {

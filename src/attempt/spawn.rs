@@ -8,14 +8,17 @@
 //! 1. own process group (unless `--foreground`); `PR_SET_PDEATHSIG` =
 //!    SIGKILL, then the `getppid` race check; every signal back to the
 //!    disposition locksup inherited, mask emptied until the exec;
-//! 2. open the lock file (`O_NOFOLLOW`, `O_CLOEXEC`; regular files only);
+//! 2. with `--order fifo`, wait for the supervisor's word that it is the
+//!    attempt's turn (the head of the lock's queue, [`crate::lock::queue`]);
+//!    then open the lock file (`O_NOFOLLOW`, `O_CLOEXEC`; regular files only);
 //! 3. `flock(2)`; if busy, report `waiting` and block (or report `busy`
 //!    and leave, without waiting);
 //! 4. check that the path still names the file locked (it may have been
 //!    removed or replaced meanwhile: then let go and start again at 2);
 //! 5. report `locked`, then block until the supervisor, having written the
-//!    metadata line, sends the go-ahead with the deadline (or `r`: the
-//!    path names another file now, start again at 2);
+//!    metadata line, sends the go-ahead with the variables only known
+//!    now (`LOCKSUP_DEADLINE`, `LOCKSUP_FENCE`, `LOCKSUP_PREVIOUS_*`), or
+//!    `r`: the path names another file now, start again at 2;
 //! 6. restore the inherited signal mask, move the lock descriptor to the
 //!    number promised in `LOCKSUP_LOCK_FD`, inheritable, and exec the
 //!    command.
@@ -36,9 +39,14 @@ use crate::sys::cstring;
 
 /// Size of one report record: tag, then two little-endian u64.
 pub const RECORD_LEN: usize = 17;
-/// Length of an RFC 3339 UTC timestamp with milliseconds.
-pub const DEADLINE_LEN: usize = 24;
-const DEADLINE_KEY: &[u8] = b"LOCKSUP_DEADLINE=";
+/// Size of the go-ahead's block of late variables: `KEY=VALUE` entries,
+/// each ended by a NUL, then NULs. One write of the whole message is
+/// atomic on a pipe (at most `PIPE_BUF`).
+pub const LATE_LEN: usize = 2048;
+/// At most this many late variables.
+const MAX_LATE: usize = 8;
+/// The go-ahead's tag; `RETRY` and `TURN` are the supervisor's other words.
+const GO: u8 = b'g';
 /// Enough digits for any PID (`pid_max` is at most 2^22).
 const PID_DIGITS: usize = 10;
 
@@ -144,11 +152,17 @@ pub(crate) struct Prepared {
     _argv: Vec<CString>,
     argv_ptrs: Vec<*const libc::c_char>,
     /// NUL-terminated `KEY=VALUE` entries; owned mutably so the child can
-    /// fill in the deadline slot of its copy.
+    /// fill in the PID slot of its copy.
     envp: Vec<Vec<u8>>,
+    /// Pointers to `envp`'s entries, then `MAX_LATE + 1` nulls: the child
+    /// points the first of them at the late variables.
     envp_ptrs: Vec<*const libc::c_char>,
-    /// Index in `envp` of `LOCKSUP_DEADLINE=` + placeholder, if any.
-    deadline_slot: Option<usize>,
+    /// Index in `envp_ptrs` of the first slot for late variables.
+    late_slot: usize,
+    /// Where the child's copy keeps the late variables' text.
+    late: Vec<u8>,
+    /// Wait for the supervisor's word (`TURN`) before taking the lock.
+    queued: bool,
     /// Index in `envp` and key length of the variable that gets the
     /// child's PID, with room for the digits.
     pid_slot: Option<(usize, usize)>,
@@ -183,8 +197,9 @@ pub(crate) struct Request<'a> {
     pub env: Vec<(OsString, OsString)>,
     /// Variables removed from the inherited environment.
     pub env_remove: Vec<&'a str>,
-    /// Whether the command gets `LOCKSUP_DEADLINE`.
-    pub with_deadline: bool,
+    /// Wait for the supervisor's word that it is the attempt's turn
+    /// before taking the lock (`--order fifo`).
+    pub queued: bool,
     /// A variable the child sets to its own PID (`WATCHDOG_PID`).
     pub pid_var: Option<&'a str>,
     /// Stay in locksup's process group, so the command can use the
@@ -221,7 +236,7 @@ impl Prepared {
                 !req.env_remove.iter().any(|r| k == r)
                     && !req.env.iter().any(|(e, _)| e == k)
                     && k != "LOCKSUP_LOCK_FD"
-                    && k != "LOCKSUP_DEADLINE"
+                    && !LATE_VARIABLES.iter().any(|v| k == v)
             })
             .collect();
         env.extend(req.env);
@@ -241,15 +256,6 @@ impl Prepared {
             })
             .filter(|e| !e[..e.len() - 1].contains(&0))
             .collect();
-        let deadline_slot = if req.with_deadline {
-            let mut e = DEADLINE_KEY.to_vec();
-            e.extend_from_slice(&[b'0'; DEADLINE_LEN]);
-            e.push(0);
-            envp.push(e);
-            Some(envp.len() - 1)
-        } else {
-            None
-        };
         let pid_slot = req.pid_var.map(|var| {
             let mut e = var.as_bytes().to_vec();
             e.push(b'=');
@@ -262,7 +268,8 @@ impl Prepared {
         argv_ptrs.push(std::ptr::null());
         let mut envp_ptrs: Vec<*const libc::c_char> =
             envp.iter().map(|e| e.as_ptr().cast()).collect();
-        envp_ptrs.push(std::ptr::null());
+        let late_slot = envp_ptrs.len();
+        envp_ptrs.extend([std::ptr::null(); MAX_LATE + 1]);
         Ok(Prepared {
             lock_dir: req.lock_dir,
             lock_name,
@@ -278,7 +285,9 @@ impl Prepared {
             argv_ptrs,
             envp,
             envp_ptrs,
-            deadline_slot,
+            late_slot,
+            late: vec![0; LATE_LEN],
+            queued: req.queued,
             pid_slot,
             lock_fd_slot,
             dispositions: inherited_dispositions(),
@@ -344,16 +353,48 @@ pub(crate) struct Spawned {
 /// path names another file than the one locked: let go and start again.
 pub(crate) const RETRY: &[u8] = b"r";
 
-/// The go-ahead message: `g`, then the deadline if the child expects one.
-pub fn go_ahead(deadline: Option<&str>) -> Vec<u8> {
-    let mut msg = vec![b'g'];
-    if let Some(d) = deadline {
-        let mut fixed = [b'0'; DEADLINE_LEN];
-        let n = d.len().min(DEADLINE_LEN);
-        fixed[..n].copy_from_slice(&d.as_bytes()[..n]);
-        msg.extend_from_slice(&fixed);
+/// What the supervisor sends a queued child when it is its turn to take
+/// the lock.
+pub(crate) const TURN: &[u8] = b"t";
+
+/// Variables the command gets only from the go-ahead (an inherited value
+/// would be another attempt's).
+pub(crate) const LATE_VARIABLES: [&str; 6] = [
+    "LOCKSUP_DEADLINE",
+    "LOCKSUP_FENCE",
+    "LOCKSUP_PREVIOUS_OUTCOME",
+    "LOCKSUP_PREVIOUS_ATTEMPT_ID",
+    "LOCKSUP_PREVIOUS_FENCE",
+    "LOCKSUP_PREVIOUS_EXIT_CODE",
+];
+
+/// The go-ahead message: `g`, then a block of `LATE_LEN` bytes with the
+/// late variables (`KEY=VALUE`, each ended by a NUL). A variable that does
+/// not fit (or holds a NUL) is left out and returned.
+pub fn go_ahead(vars: &[(&str, String)]) -> (Vec<u8>, Vec<String>) {
+    let mut msg = Vec::with_capacity(1 + LATE_LEN);
+    msg.push(GO);
+    let mut left_out = Vec::new();
+    let mut count = 0;
+    for (k, v) in vars {
+        let entry_len = k.len() + 1 + v.len() + 1;
+        // The block always ends with a NUL after the last entry.
+        if count == MAX_LATE
+            || v.contains('\0')
+            || k.contains('\0')
+            || msg.len() - 1 + entry_len >= LATE_LEN
+        {
+            left_out.push((*k).to_owned());
+            continue;
+        }
+        msg.extend_from_slice(k.as_bytes());
+        msg.push(b'=');
+        msg.extend_from_slice(v.as_bytes());
+        msg.push(0);
+        count += 1;
     }
-    msg
+    msg.resize(1 + LATE_LEN, 0);
+    (msg, left_out)
 }
 
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -370,9 +411,10 @@ pub(crate) fn spawn(prep: &mut Prepared) -> io::Result<Spawned> {
     let (status_r, status_w) = pipe()?;
     let (control_r, control_w) = pipe()?;
     let parent = nix::unistd::getpid().as_raw();
-    let deadline_ptr: *mut u8 = match prep.deadline_slot {
-        Some(i) => prep.envp[i][DEADLINE_KEY.len()..].as_mut_ptr(),
-        None => std::ptr::null_mut(),
+    let late = Late {
+        text: prep.late.as_mut_ptr(),
+        // SAFETY: `late_slot + MAX_LATE` is within `envp_ptrs` (built so).
+        slots: unsafe { prep.envp_ptrs.as_mut_ptr().add(prep.late_slot) },
     };
     let pid_ptr: *mut u8 = match prep.pid_slot {
         Some((i, key)) => prep.envp[i][key..].as_mut_ptr(),
@@ -402,7 +444,7 @@ pub(crate) fn spawn(prep: &mut Prepared) -> io::Result<Spawned> {
                 status_w.as_raw_fd(),
                 control_r.as_raw_fd(),
                 [status_r.as_raw_fd(), control_w.as_raw_fd()],
-                deadline_ptr,
+                late,
                 pid_ptr,
             )
         }
@@ -430,6 +472,14 @@ pub(crate) fn spawn(prep: &mut Prepared) -> io::Result<Spawned> {
     })
 }
 
+/// Where the child puts the late variables of the go-ahead.
+struct Late {
+    /// `LATE_LEN` bytes for their text.
+    text: *mut u8,
+    /// `MAX_LATE + 1` null slots at the end of the environment's pointers.
+    slots: *mut *const libc::c_char,
+}
+
 /// The child between fork and exec.
 ///
 /// # Safety
@@ -445,7 +495,7 @@ unsafe fn child_main(
     status: RawFd,
     control: RawFd,
     parent_ends: [RawFd; 2],
-    deadline: *mut u8,
+    late: Late,
     pid_digits: *mut u8,
 ) -> ! {
     // SAFETY: (the whole body) see the function's contract. Every pointer
@@ -512,12 +562,22 @@ unsafe fn child_main(
         let base =
             libc::O_RDWR | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC;
         let dir = prep.lock_dir.as_raw_fd();
-        let want = if deadline.is_null() {
-            1
-        } else {
-            1 + DEADLINE_LEN
-        };
-        let mut buf = [0u8; 1 + DEADLINE_LEN];
+        let want = 1 + LATE_LEN;
+        let mut buf = [0u8; 1 + LATE_LEN];
+        if prep.queued {
+            // Our turn in the lock's queue; anything else (the end of the
+            // pipe: the supervisor gave up or died) ends us.
+            let mut word = [0u8; 1];
+            loop {
+                let n = libc::read(control, word.as_mut_ptr().cast(), 1);
+                if n == 1 && word[0] == TURN[0] {
+                    break;
+                }
+                if n == 1 || n == 0 || *libc::__errno_location() != libc::EINTR {
+                    libc::_exit(crate::exit::FAILURE);
+                }
+            }
+        }
         // Until the lock is held on the file the path names: a lock file
         // removed or replaced while we waited (or before the supervisor
         // wrote its metadata, which it then says with `r`) is let go, and
@@ -614,12 +674,25 @@ unsafe fn child_main(
             }
             break fd;
         };
-        if buf[0] != b'g' {
+        if buf[0] != GO {
             libc::_exit(crate::exit::FAILURE);
         }
-        if !deadline.is_null() {
-            std::ptr::copy_nonoverlapping(buf.as_ptr().add(1), deadline, DEADLINE_LEN);
+        // The late variables: copied to memory that outlives this frame
+        // until the exec, each entry's start put in a slot of the
+        // environment (the block ends with a NUL; see `go_ahead`).
+        std::ptr::copy_nonoverlapping(buf.as_ptr().add(1), late.text, LATE_LEN);
+        *late.text.add(LATE_LEN - 1) = 0;
+        let mut i = 0;
+        let mut k = 0;
+        while i < LATE_LEN && k < MAX_LATE && *late.text.add(i) != 0 {
+            *late.slots.add(k) = late.text.add(i).cast_const().cast();
+            k += 1;
+            while i < LATE_LEN && *late.text.add(i) != 0 {
+                i += 1;
+            }
+            i += 1;
         }
+        *late.slots.add(k) = std::ptr::null();
         libc::close(control);
 
         // The lock goes to the promised number, inheritable.
@@ -763,11 +836,24 @@ mod tests {
     }
 
     #[test]
-    fn go_ahead_is_fixed_size() {
-        assert_eq!(go_ahead(None), b"g");
+    fn go_ahead_is_fixed_size_and_leaves_out_what_does_not_fit() {
+        let (msg, left) = go_ahead(&[]);
+        assert_eq!(msg.len(), 1 + LATE_LEN);
+        assert!(left.is_empty());
+        let (msg, left) = go_ahead(&[
+            ("LOCKSUP_DEADLINE", "2026-11-24T08:14:58.216Z".into()),
+            ("LOCKSUP_FENCE", "17".into()),
+            ("LOCKSUP_PREVIOUS_ATTEMPT_ID", "x".repeat(LATE_LEN)),
+            ("LOCKSUP_PREVIOUS_OUTCOME", "a\0b".into()),
+        ]);
+        assert_eq!(msg.len(), 1 + LATE_LEN);
         assert_eq!(
-            go_ahead(Some("2026-11-24T08:14:58.216Z")).len(),
-            1 + DEADLINE_LEN
+            left,
+            ["LOCKSUP_PREVIOUS_ATTEMPT_ID", "LOCKSUP_PREVIOUS_OUTCOME"]
         );
+        assert!(
+            msg.starts_with(b"gLOCKSUP_DEADLINE=2026-11-24T08:14:58.216Z\0LOCKSUP_FENCE=17\0\0")
+        );
+        assert_eq!(msg[LATE_LEN], 0);
     }
 }

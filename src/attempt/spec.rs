@@ -64,6 +64,30 @@ pub(crate) struct Spec {
     pub die_with_parent: bool,
     /// What to do when the held lock file is removed or replaced.
     pub on_lock_removed: OnLockRemoved,
+    /// In which order waiting attempts get the lock.
+    pub order: Order,
+}
+
+/// In which order attempts waiting for the same lock get it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Order {
+    /// In the order they started waiting: each waits in the lock's queue
+    /// ([`crate::lock::queue`]) before it asks the kernel (the default).
+    #[default]
+    Fifo,
+    /// Whoever the kernel gives it to (plain `flock(2)`; not fair).
+    Any,
+}
+
+impl std::str::FromStr for Order {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s {
+            "fifo" => Ok(Order::Fifo),
+            "any" => Ok(Order::Any),
+            _ => Err(format!("'{s}' is not one of fifo, any")),
+        }
+    }
 }
 
 /// What a supervisor does when the lock file its attempt holds is removed

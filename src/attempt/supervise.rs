@@ -46,13 +46,14 @@ use crate::attempt::guardian::{Link, PARENT_DIED};
 use crate::attempt::liveness::{Due, Liveness};
 use crate::attempt::notify::{self, Notice, NotifySocket};
 use crate::attempt::spawn::{self, Record, Stage};
-use crate::attempt::spec::{OnLockRemoved, Spec, Wait};
+use crate::attempt::spec::{OnLockRemoved, Order, Spec, Wait};
 use crate::attempt::state::{Exits, OnCancel, Outcome, Reason, State};
 use crate::duration::{format_duration, millis};
 use crate::error::{Error, Result};
 use crate::events::{Reporter, rfc3339};
 use crate::exit;
 use crate::lock::lockfile::{self, Metadata};
+use crate::lock::queue::{Passed, Queue, Ticket};
 use crate::process::signals::{CANCEL as CANCEL_SIGNALS, PASS as PASS_SIGNALS};
 use crate::process::{Target, Tree};
 use crate::procfs::{self, FileId};
@@ -62,6 +63,7 @@ use crate::sys::{self, Ended, Reaped};
 mod end;
 mod inputs;
 mod lock_file;
+mod queue;
 
 use inputs::{Alarm, Signals};
 
@@ -145,6 +147,25 @@ async fn attempt(spec: &Spec, report: &mut Reporter, link: Option<Link>) -> Resu
         env.push(("WATCHDOG_USEC".into(), w.as_micros().to_string().into()));
     }
     let (lock_dir, lock_name) = lockfile::open_parent(&spec.lock)?;
+    // The lock's queue, and where the last holder's ending is recorded.
+    // Without it the attempt goes on, in the kernel's order: said if the
+    // lock turns out to be busy (where order matters), not before.
+    let (queue, queue_error) = match Queue::open(&lock_dir, &lock_name, &spec.lock, spec.file_mode)
+    {
+        Ok(q) => (Some(q), None),
+        Err(e) => {
+            let dir = crate::lock::queue::queue_path(&spec.lock);
+            log::debug!("cannot use {}: {e}", dir.display());
+            let warn = (spec.order == Order::Fifo).then(|| {
+                format!(
+                    "cannot queue in {}: {e}; waiting in the kernel's order",
+                    dir.display()
+                )
+            });
+            (None, warn)
+        }
+    };
+    let queued = spec.order == Order::Fifo && queue.is_some();
     let mut prepared = spawn::Prepared::new(spawn::Request {
         lock_dir,
         lock_name: &lock_name,
@@ -154,7 +175,7 @@ async fn attempt(spec: &Spec, report: &mut Reporter, link: Option<Link>) -> Resu
         command: &spec.command,
         env,
         env_remove: NOT_INHERITED.to_vec(),
-        with_deadline: spec.timeout.is_some(),
+        queued,
         pid_var: spec.watchdog.map(|_| "WATCHDOG_PID"),
         foreground: spec.foreground,
     })
@@ -203,7 +224,18 @@ async fn attempt(spec: &Spec, report: &mut Reporter, link: Option<Link>) -> Resu
         main_exit_at: Instant::now(),
         exit_reported: false,
         failure: None,
+        queue,
+        queue_error,
+        ticket: None,
+        queue_wait: None,
+        turn_pending: queued,
+        prev_meta: None,
+        awaiting_previous: None,
+        previous: None,
+        fence: None,
+        end_recorded: false,
     };
+    att.join_queue();
     att.run(status, link).await;
     att.finish().await
 }
@@ -261,6 +293,27 @@ struct Attempt<'a> {
     /// locksup's own failure (or the command could not be executed): it
     /// decides the end, whatever the state.
     failure: Option<Error>,
+    /// The lock's queue directory (also where endings are recorded).
+    queue: Option<Queue>,
+    /// Why the queue cannot be used, to say if the lock is busy.
+    queue_error: Option<String>,
+    /// Our place in the queue while waiting (`--order fifo`).
+    ticket: Option<Ticket>,
+    /// The predecessor in the queue, waited for on a thread.
+    queue_wait: Option<tokio::sync::oneshot::Receiver<Passed>>,
+    /// The first process waits for its turn to take the lock.
+    turn_pending: bool,
+    /// The previous holder's metadata line, read when the lock was taken.
+    prev_meta: Option<Metadata>,
+    /// The lock is held, and the previous holder's supervisor has yet to
+    /// record how it ended: (the lock file, until when to wait).
+    awaiting_previous: Option<(FileId, Instant)>,
+    /// How the previous holder ended.
+    previous: Option<queue::Previous>,
+    /// This attempt's fencing token, once it holds the lock.
+    fence: Option<u64>,
+    /// How this attempt ended was recorded for the next holder.
+    end_recorded: bool,
 }
 
 enum Input {
@@ -274,6 +327,8 @@ enum Input {
     /// From the guardian: `true` when the caller died, `false` at the end
     /// of the link (the guardian died).
     Link(bool),
+    /// The predecessor in the queue left it or died.
+    Passed(Passed),
     Timer,
 }
 
@@ -290,6 +345,7 @@ impl Attempt<'_> {
             let timer = self.next_timer();
             let (signals, alarm) = (&mut self.signals, &mut self.alarm);
             let (notify, touch) = (&self.notify, &mut self.touch);
+            let queue_wait = &mut self.queue_wait;
             let input = tokio::select! {
                 biased;
                 n = async {
@@ -327,6 +383,18 @@ impl Attempt<'_> {
                     Some(Ok(_)) => Input::Touch,
                     _ => {
                         self.touch = None;
+                        continue;
+                    }
+                },
+                passed = async {
+                    match queue_wait.as_mut() {
+                        Some(w) => w.await,
+                        None => std::future::pending().await,
+                    }
+                } => match passed {
+                    Ok(p) => Input::Passed(p),
+                    Err(_) => {
+                        self.queue_wait = None;
                         continue;
                     }
                 },
@@ -368,6 +436,7 @@ impl Attempt<'_> {
                     }
                     self.on_link(parent_died);
                 }
+                Input::Passed(p) => self.on_passed(p),
                 Input::Timer => self.on_timer(),
             }
             self.flush_metadata(false);
@@ -394,6 +463,9 @@ impl Attempt<'_> {
             State::Signalled(e) if e.timing.final_sent() => Some(Instant::now() + KILL_SWEEP),
             State::Signalled(e) => e.timing.final_at(),
             State::Locking { .. } => {
+                if self.awaiting_previous.is_some() {
+                    return Some(Instant::now() + queue::PREVIOUS_POLL);
+                }
                 let wait = match self.spec.wait {
                     Wait::For(d) if self.state.waits_for_lock() => Some(self.started_at + d),
                     _ => None,
@@ -418,6 +490,9 @@ impl Attempt<'_> {
                 let file = FileId::new(dev, ino);
                 self.file = Some(file);
                 let holders = lockfile::kernel_holders(file);
+                if let Some(why) = self.queue_error.take() {
+                    self.report.warn(why);
+                }
                 self.report.event("waiting", json!({ "holders": holders }));
                 let who = holders.first().map_or(String::new(), |p| {
                     let cmd = procfs::cmdline(*p).map_or(String::new(), |c| format!(": {c}"));
@@ -661,6 +736,13 @@ impl Attempt<'_> {
         }
         match self.state {
             State::Locking { .. } => {
+                if let Some((file, until)) = self.awaiting_previous {
+                    if let Some(previous) = self.previous_holder(now, until) {
+                        self.awaiting_previous = None;
+                        self.take_over(file, previous);
+                    }
+                    return;
+                }
                 if let Some(file) = self.behind_removed
                     && lockfile::deleted_holders(&self.spec.lock).is_empty()
                 {

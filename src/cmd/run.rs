@@ -112,6 +112,7 @@ pub(crate) fn resolve(a: &RunArgs, config: &Config) -> Result<Spec> {
         foreground: a.foreground,
         die_with_parent: a.die_with_parent || d.die_with_parent.unwrap_or(false),
         on_lock_removed: a.on_lock_removed.or(d.on_lock_removed).unwrap_or_default(),
+        order: a.order.or(d.order).unwrap_or_default(),
     })
 }
 

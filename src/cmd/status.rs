@@ -116,7 +116,7 @@ pub(crate) fn table(locks: &[LockStatus]) -> String {
                 } else {
                     "-".into()
                 },
-                l.waiters.len().to_string(),
+                l.waiting().to_string(),
                 m.map_or_else(|| "-".to_owned(), |m| m.attempt_id.clone()),
             ]
         })
@@ -149,6 +149,29 @@ pub(crate) fn table(locks: &[LockStatus]) -> String {
     for r in &rows {
         let cells: Vec<&str> = r.iter().map(String::as_str).collect();
         line(&mut out, &cells);
+    }
+    // Then each queue, in order: `queue of NAME: 1 ID (pid P, 3s), ...`.
+    for l in locks.iter().filter(|l| !l.queue.is_empty()) {
+        let waiters: Vec<String> = l
+            .queue
+            .iter()
+            .map(|w| {
+                let id = w.info.as_ref().map_or("?", |i| i.attempt_id.as_str());
+                let pid = w
+                    .holder_pid
+                    .map_or_else(|| "?".to_owned(), |p| p.to_string());
+                let waited = w.waiting_ms.map_or_else(
+                    || "-".to_owned(),
+                    |ms| short_duration(Duration::from_millis(ms)),
+                );
+                format!("{} {id} (pid {pid}, {waited})", w.position)
+            })
+            .collect();
+        out.push_str(&format!(
+            "queue of {}: {}\n",
+            l.display_name(),
+            waiters.join(", ")
+        ));
     }
     out
 }

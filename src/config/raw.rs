@@ -32,6 +32,7 @@ pub(super) struct RawRun {
     pub(super) ready_timeout: Option<CfgDur>,
     pub(super) die_with_parent: Option<bool>,
     pub(super) on_lock_removed: Option<Spanned<String>>,
+    pub(super) order: Option<Spanned<String>>,
 }
 
 /// `[[policy]]`: `match` plus the keys of `[run]`, written out because
@@ -54,6 +55,7 @@ pub(super) struct RawPolicy {
     pub(super) ready_timeout: Option<CfgDur>,
     pub(super) die_with_parent: Option<bool>,
     pub(super) on_lock_removed: Option<Spanned<String>>,
+    pub(super) order: Option<Spanned<String>>,
 }
 
 impl RawPolicy {
@@ -72,6 +74,7 @@ impl RawPolicy {
             ready_timeout: self.ready_timeout,
             die_with_parent: self.die_with_parent,
             on_lock_removed: self.on_lock_removed,
+            order: self.order,
         };
         (self.pattern, run)
     }
@@ -317,6 +320,7 @@ impl RawRun {
             ready_timeout: self.ready_timeout.map(|d| d.0),
             die_with_parent: self.die_with_parent,
             on_lock_removed: self.on_lock_removed.map(on_lock_removed).transpose()?,
+            order: self.order.map(order).transpose()?,
         })
     }
 }
@@ -385,6 +389,13 @@ pub(super) fn on_lock_removed(v: Spanned<String>) -> std::result::Result<OnLockR
     v.into_inner()
         .parse()
         .map_err(|e| (span, format!("on_lock_removed: {e}")))
+}
+
+pub(super) fn order(v: Spanned<String>) -> std::result::Result<Order, Problem> {
+    let span = v.span();
+    v.into_inner()
+        .parse()
+        .map_err(|e| (span, format!("order: {e}")))
 }
 
 pub(super) fn exit_code(c: Spanned<i64>) -> std::result::Result<i32, Problem> {

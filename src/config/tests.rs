@@ -87,6 +87,7 @@ roots = ["/srv/a", "/srv/b"]
             ready_timeout: secs(5),
             die_with_parent: None,
             on_lock_removed: None,
+            order: None,
         }
     );
     assert_eq!(c.policy.len(), 2);
@@ -564,7 +565,7 @@ fn named_files_must_exist_defaults_must_be_valid() {
             "{}:2:1: unknown field `bogus`, expected one of `timeout`, `grace`, \
              `wait`, `signal`, `final_signal`, `file_mode`, `conflict_exit_code`, \
              `watchdog`, `max_timeout`, `ready_timeout`, `die_with_parent`, \
-             `on_lock_removed`",
+             `on_lock_removed`, `order`",
             xdg_file.display()
         )
     );
@@ -753,6 +754,7 @@ fn example_defaults_are_the_built_in_ones() {
             ready_timeout: Some(Dur::Infinite),
             die_with_parent: Some(false),
             on_lock_removed: Some(OnLockRemoved::Cancel),
+            order: Some(Order::Fifo),
         }
     );
     assert!(c.status.roots.is_empty());

@@ -329,11 +329,20 @@ pub(crate) fn removed_lock_holders() -> std::collections::HashMap<PathBuf, Vec<i
 /// lock file (an operator's `touch` or `mv`). A lock file in steady use
 /// always holds its last attempt's line.
 pub(crate) fn without_metadata(path: &Path) -> bool {
+    read_metadata(path).is_none()
+}
+
+/// The metadata line of the lock file at `path` (the holder's, or the
+/// last holder's), if it has one.
+pub(crate) fn read_metadata(path: &Path) -> Option<Metadata> {
     let mut head = [0u8; 4096];
-    let n = File::open(path)
+    let n = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
         .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
         .unwrap_or(0);
-    Metadata::parse(&String::from_utf8_lossy(&head[..n])).is_none()
+    Metadata::parse(&String::from_utf8_lossy(&head[..n]))
 }
 
 /// The identity of an open lock file, as `/proc/locks` names it.
@@ -457,6 +466,10 @@ pub struct Metadata {
     /// supervisor this is (none with `--foreground`).
     #[serde(default)]
     pub guardian_pid: Option<i32>,
+    /// The fencing token of this acquisition: greater than every earlier
+    /// acquisition's of this lock (see `LOCKSUP_FENCE`).
+    #[serde(default)]
+    pub fence: Option<u64>,
 }
 
 impl Metadata {
@@ -501,6 +514,7 @@ mod tests {
             status: Some("ok".into()),
             watchdog_ms: None,
             guardian_pid: None,
+            fence: Some(7),
         };
         let line = serde_json::to_string(&m).unwrap();
         assert!(line.contains("\"createdAt\""));

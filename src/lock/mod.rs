@@ -6,4 +6,5 @@
 
 pub mod etcd;
 pub(crate) mod lockfile;
+pub(crate) mod queue;
 pub(crate) mod status;

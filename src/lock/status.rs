@@ -39,6 +39,7 @@ use crate::error::{Error, Result};
 use crate::events::rfc3339;
 use crate::exit;
 use crate::lock::lockfile::{self, Metadata};
+use crate::lock::queue::{self, Ended, Waiter};
 use crate::procfs::{self, FileId, LockEntry, LockKind};
 
 /// What a lock file's name ends with.
@@ -348,6 +349,10 @@ pub(crate) struct LockStatus {
     /// Processes that still hold a lock on a removed file that had this
     /// path (its lock file was deleted or replaced while held).
     pub removed_holders: Vec<i32>,
+    /// The attempts waiting in the lock's queue, in order.
+    pub queue: Vec<Waiter>,
+    /// How the last holder ended, as its supervisor recorded it.
+    pub last_ended: Option<Ended>,
 }
 
 impl LockStatus {
@@ -367,7 +372,24 @@ impl LockStatus {
             left_ms: None,
             heartbeat_age_ms: None,
             removed_holders: Vec::new(),
+            queue: Vec::new(),
+            last_ended: None,
         }
+    }
+
+    /// Waiting processes: those blocked in the kernel, and the queued
+    /// attempts not yet asking it (the head of the queue may be both).
+    pub(crate) fn waiting(&self) -> usize {
+        let queued = self
+            .queue
+            .iter()
+            .filter(|w| {
+                !w.info
+                    .as_ref()
+                    .is_some_and(|i| self.waiters.contains(&i.pid))
+            })
+            .count();
+        self.waiters.len() + queued
     }
 
     /// The PID to show: the first real holder.
@@ -432,6 +454,9 @@ impl LockStatus {
             heartbeat_age_ms: self.heartbeat_age_ms,
             metadata: m,
             removed_holders: &self.removed_holders,
+            fence: m.and_then(|m| m.fence),
+            queue: &self.queue,
+            last_ended: self.last_ended.as_ref(),
         }
     }
 
@@ -468,6 +493,9 @@ pub(crate) struct LockJson<'a> {
     heartbeat_age_ms: Option<i64>,
     metadata: Option<&'a Metadata>,
     removed_holders: &'a [i32],
+    fence: Option<u64>,
+    queue: &'a [Waiter],
+    last_ended: Option<&'a Ended>,
 }
 
 /// The `--json` document of `status`.
@@ -733,7 +761,19 @@ pub(crate) fn snapshot(paths: &[(PathBuf, bool)]) -> Result<Vec<LockStatus>> {
             }
         }
     }
+    for l in &mut locks {
+        add_queue(l, &kernel);
+    }
     Ok(locks)
+}
+
+/// The lock's queue and its last holder's ending, from its queue directory
+/// (a ticket counts while `/proc/locks` names a holder of it).
+pub(crate) fn add_queue(l: &mut LockStatus, kernel: &Kernel) {
+    l.queue = queue::waiters(&l.file.path, SystemTime::now(), |id| {
+        kernel.on(id).iter().find(|e| !e.waiter).map(|e| e.pid)
+    });
+    l.last_ended = queue::last_ended(&l.file.path);
 }
 
 /// The `--json` document: `{"v": 1, "ts": ..., "locks": [...]}`.
@@ -787,6 +827,7 @@ pub(crate) mod tests {
             status: None,
             watchdog_ms: None,
             guardian_pid: None,
+            fence: Some(42),
         }
     }
 

@@ -13,6 +13,10 @@ impl Attempt<'_> {
             return;
         }
         self.exit_reported = true;
+        // The command's end decides the outcome (what it may have left
+        // half-written): the next holder may be waiting to hear it.
+        let (code, outcome) = self.state.end(Some(st), self.exits());
+        self.record_end(outcome, Some(code));
         let held = self.acquired.map_or(Duration::ZERO, |(at, _)| {
             self.main_exit_at.duration_since(at)
         });
@@ -38,18 +42,29 @@ impl Attempt<'_> {
 
     /// Verify the release, then compute the exit code and the outcome.
     pub(super) async fn finish(mut self) -> Result<(i32, Outcome)> {
+        if self.failure.is_none() {
+            let (code, outcome) = self.state.end(self.main_status, self.exits());
+            self.record_end(outcome, Some(code));
+        }
         if let (Some(file), Some(_)) = (self.file, self.acquired) {
             self.verify_release(file).await;
         }
         if let Some(err) = self.failure.take() {
+            self.record_end(Outcome::of_error(err.code()), Some(err.code()));
             return Err(err);
         }
-        let exits = Exits {
+        let (code, outcome) = self.state.end(self.main_status, self.exits());
+        self.record_end(outcome, Some(code));
+        Ok((code, outcome))
+    }
+
+    /// What decides the exit code besides the state.
+    fn exits(&self) -> Exits {
+        Exits {
             conflict: self.spec.conflict_exit_code,
             preserve_status: self.spec.preserve_status,
             final_signal: self.spec.final_signal.number(),
-        };
-        Ok(self.state.end(self.main_status, exits))
+        }
     }
 
     /// Every process of the attempt is gone; the kernel must have freed the

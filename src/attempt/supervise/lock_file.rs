@@ -10,7 +10,6 @@ impl Attempt<'_> {
     /// then let the command start.
     pub(super) fn on_locked(&mut self, file: FileId, created: bool) {
         let now = Instant::now();
-        let wall = SystemTime::now();
         self.file = Some(file);
         self.behind_removed = None;
         if !self.state.waits_for_lock() {
@@ -42,6 +41,27 @@ impl Attempt<'_> {
                 return;
             }
         }
+        // It is ours: the next in the queue may now ask the kernel.
+        self.leave_queue();
+        self.prev_meta = lockfile::read_metadata(&self.spec.lock);
+        let until = now + queue::PREVIOUS_WAIT;
+        match self.previous_holder(now, until) {
+            Some(previous) => self.take_over(file, previous),
+            None => self.awaiting_previous = Some((file, until)),
+        }
+    }
+
+    /// Take over the held lock: the fencing token, the metadata line, and
+    /// the go-ahead for the command.
+    pub(super) fn take_over(&mut self, file: FileId, previous: queue::Previous) {
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        if !self.state.waits_for_lock() {
+            return;
+        }
+        let fence = self.fence_after(&previous);
+        self.fence = Some(fence);
+        self.previous = Some(previous);
         self.acquired = Some((now, wall));
         self.state.locked();
         let spec = self.spec;
@@ -75,6 +95,7 @@ impl Attempt<'_> {
             last_heartbeat: None,
             status: None,
             watchdog_ms: spec.watchdog.map(millis),
+            fence: Some(fence),
         };
         let line = serde_json::to_string(&meta).unwrap_or_default();
         self.live = Some(Liveness::new(
@@ -97,6 +118,7 @@ impl Attempt<'_> {
             if !lockfile::path_names(&spec.lock, file) {
                 // Removed or replaced since the check above.
                 self.acquired = None;
+                self.fence = None;
                 self.state.relock();
                 self.live = None;
                 self.meta = None;
@@ -108,7 +130,11 @@ impl Attempt<'_> {
             let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
             return;
         }
-        let go = spawn::go_ahead(deadline.as_deref());
+        let (go, left_out) = spawn::go_ahead(&self.late_variables(deadline.as_deref()));
+        for var in left_out {
+            self.report
+                .warn(format!("{var} is too long for the environment; not set"));
+        }
         if let Some(mut control) = self.control.take()
             && let Err(e) = control.write_all(&go)
         {
@@ -126,14 +152,23 @@ impl Attempt<'_> {
                 "wait_ms": wait_ms,
                 "deadline": deadline,
                 "timeout_ms": spec.timeout.map(millis),
+                "fence": fence,
+                "previous": self.previous.as_ref().map(queue::Previous::to_json),
             }),
         );
         let limit = match (spec.timeout, &deadline) {
             (Some(t), Some(d)) => format!("timeout {} (until {d})", format_duration(t)),
             _ => "no timeout".to_owned(),
         };
+        let before = self
+            .previous
+            .as_ref()
+            .map_or(String::new(), |p| match &p.attempt_id {
+                Some(id) => format!("; the previous holder ({id}): {}", p.outcome),
+                None => String::new(),
+            });
         self.report.say(format!(
-            "locked {} after {}; {limit}",
+            "locked {} after {}; {limit}; fence {fence}{before}",
             spec.lock.display(),
             format_duration(now.duration_since(self.started_at))
         ));

@@ -1,0 +1,580 @@
+//! The lock's queue and its memory: fair order among locksup attempts, the
+//! fencing token, and how the last holder ended.
+//!
+//! `flock(2)` is not fair: a process that asks while the lock is being
+//! handed over can take it before the waiter the kernel just woke. So with
+//! `--order fifo` (the default) an attempt first waits its turn in the
+//! lock's queue, the directory `NAME.queue` beside the lock file `NAME`,
+//! and asks the kernel only when no earlier attempt is still waiting:
+//!
+//! * a **ticket** is a small file `t-NUMBER` the waiter's supervisor holds
+//!   an exclusive `flock(2)` on for as long as it waits. It is created
+//!   under a temporary name, locked, filled with the waiter's
+//!   [`TicketInfo`] and only then linked to its number (one more than the
+//!   highest ticket there; `link(2)` fails rather than replace one), so a
+//!   ticket is never visible unlocked while its owner lives;
+//! * a waiter waits on its **predecessor**, the highest live ticket below
+//!   its own, by blocking in `flock(2)` on it: when that waiter leaves
+//!   (it got the lock) or dies (SIGKILL, its supervisor killed, a crash),
+//!   the kernel frees its ticket and wakes exactly this one successor. A
+//!   ticket nobody holds is a dead waiter's: whoever finds it removes it,
+//!   checking first that the name still means that file;
+//! * the head of the queue (no live predecessor) lets its attempt ask the
+//!   kernel for the lock, and leaves the queue once the attempt holds it.
+//!
+//! All state that matters is the kernel's (locks die with their owners);
+//! the files are only names. Plain `flock(1)` users do not queue: they
+//! still exclude and are excluded, in the kernel's order.
+//!
+//! The directory also keeps the record of how the last holder ended
+//! ([`Ended`], the file `ended`), which the next holder reads, and which,
+//! with the metadata line of the lock file, gives the next fencing token
+//! ([`next_fence`]).
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, Flock, FlockArg, OFlag, openat, renameat};
+use nix::sys::stat::{Mode, fchmod, fstat, fstatat, mkdirat};
+use nix::unistd::{UnlinkatFlags, linkat, unlinkat};
+use serde::{Deserialize, Serialize};
+
+use crate::procfs::FileId;
+
+/// The queue directory of lock file `NAME` is `NAME` + this.
+pub(crate) const QUEUE_SUFFIX: &str = ".queue";
+const TICKET_PREFIX: &str = "t-";
+const NEW_PREFIX: &str = ".new-";
+const ENDED: &str = "ended";
+
+/// The queue directory of a lock file.
+pub(crate) fn queue_path(lock: &Path) -> PathBuf {
+    let mut s = lock.as_os_str().to_owned();
+    s.push(QUEUE_SUFFIX);
+    PathBuf::from(s)
+}
+
+/// What a waiter says about itself in its ticket (one JSON line).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct TicketInfo {
+    /// The waiting attempt's id.
+    pub attempt_id: String,
+    /// Its supervisor, which holds the ticket (and can be cancelled).
+    pub supervisor_pid: i32,
+    /// The supervisor's start time (field 22 of `/proc/PID/stat`).
+    pub supervisor_starttime: u64,
+    /// The attempt's first process (it takes the lock once it is its turn).
+    pub pid: i32,
+    /// When it started waiting (RFC 3339).
+    pub since: String,
+    /// Whether it asks for a shared lock.
+    pub shared: bool,
+}
+
+/// How the last holder of a lock ended, as its supervisor recorded it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Ended {
+    /// Its attempt id.
+    pub attempt_id: String,
+    /// Its fencing token.
+    pub fence: Option<u64>,
+    /// Its outcome (the `end` event's name: exited, timeout, killed...).
+    pub outcome: String,
+    /// locksup's exit code for it.
+    pub exit_code: Option<i32>,
+    /// When it was recorded (RFC 3339).
+    pub ended_at: String,
+}
+
+/// The next fencing token: above every token seen (the last holder's, as
+/// its metadata line and its [`Ended`] record give it) and never below the
+/// wall clock in microseconds since 1970, so that it keeps increasing when
+/// both were lost with the lock file and its queue directory (a reboot
+/// with a fresh /run, an operator's `rm`), as long as the clock does not
+/// step back by more than the time between two acquisitions. Below 2^53
+/// until the year 2255, so exact in JavaScript and JSON readers too.
+pub(crate) fn next_fence(seen: impl IntoIterator<Item = u64>) -> u64 {
+    let clock = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+    let after = seen.into_iter().max().map_or(0, |f| f.saturating_add(1));
+    after.max(clock)
+}
+
+/// A lock's queue directory, open.
+pub(crate) struct Queue {
+    dir: OwnedFd,
+    path: PathBuf,
+    mode: u32,
+}
+
+/// The queue directory's mode for lock files of mode `file_mode`: whoever
+/// may open the lock file may queue for it (search where read is allowed).
+fn dir_mode(file_mode: u32) -> u32 {
+    let rw = file_mode & 0o666;
+    rw | ((rw & 0o444) >> 2)
+}
+
+impl Queue {
+    /// Open the queue directory of the lock file `name` in `lock_dir`
+    /// (from [`crate::lock::lockfile::open_parent`]), creating it with
+    /// a mode derived from the lock file's `file_mode`. It must be a real
+    /// directory (not a symbolic link) owned by us, by root or by the owner
+    /// of the lock file: one planted by another user could hold the queue.
+    pub(crate) fn open(
+        lock_dir: &OwnedFd,
+        name: &OsStr,
+        lock: &Path,
+        file_mode: u32,
+    ) -> io::Result<Queue> {
+        let mut qname = name.to_owned();
+        qname.push(QUEUE_SUFFIX);
+        let mode = dir_mode(file_mode);
+        let created = match mkdirat(lock_dir, qname.as_os_str(), Mode::from_bits_truncate(mode)) {
+            Ok(()) => true,
+            Err(Errno::EEXIST) => false,
+            Err(e) => return Err(e.into()),
+        };
+        let dir = openat(
+            lock_dir,
+            qname.as_os_str(),
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
+        let st = fstat(&dir)?;
+        if created {
+            // The umask may have narrowed it; the derived mode is wanted.
+            let _ = fchmod(&dir, Mode::from_bits_truncate(mode));
+        } else {
+            let me = nix::unistd::geteuid().as_raw();
+            let lock_owner = fstatat(lock_dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)
+                .map(|s| s.st_uid)
+                .ok();
+            if st.st_uid != me && st.st_uid != 0 && Some(st.st_uid) != lock_owner {
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!(
+                        "{} belongs to uid {}, neither the lock file's owner nor root",
+                        queue_path(lock).display(),
+                        st.st_uid
+                    ),
+                ));
+            }
+        }
+        Ok(Queue {
+            dir,
+            path: queue_path(lock),
+            mode: file_mode & 0o666,
+        })
+    }
+
+    /// The directory's path, for messages.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Ticket numbers present, and the temporary names of tickets being
+    /// created.
+    fn entries(&self) -> io::Result<(Vec<u64>, Vec<OsString>)> {
+        let dup = self.dir.try_clone()?;
+        let mut dir = nix::dir::Dir::from_fd(dup)?;
+        let mut tickets = Vec::new();
+        let mut new = Vec::new();
+        for entry in dir.iter() {
+            let entry = entry?;
+            let name = OsStr::from_bytes(entry.file_name().to_bytes());
+            if let Some(n) = ticket_number(name) {
+                tickets.push(n);
+            } else if name.as_bytes().starts_with(NEW_PREFIX.as_bytes()) {
+                new.push(name.to_owned());
+            }
+        }
+        // The directory stream shares its offset with every duplicate:
+        // start the next listing from the beginning.
+        let _ = nix::unistd::lseek(&self.dir, 0, nix::unistd::Whence::SeekSet);
+        tickets.sort_unstable();
+        Ok((tickets, new))
+    }
+
+    /// Take a ticket at the back of the queue.
+    pub(crate) fn join(&self, info: &TicketInfo) -> io::Result<Ticket> {
+        let mut line = serde_json::to_vec(info).map_err(io::Error::other)?;
+        line.push(b'\n');
+        for attempt in 0u32.. {
+            let tmp = format!(
+                "{NEW_PREFIX}{}-{}-{attempt}",
+                std::process::id(),
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.subsec_nanos())
+            );
+            let fd = openat(
+                &self.dir,
+                tmp.as_str(),
+                OFlag::O_RDWR
+                    | OFlag::O_CREAT
+                    | OFlag::O_EXCL
+                    | OFlag::O_NOFOLLOW
+                    | OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(self.mode),
+            )?;
+            let _ = fchmod(&fd, Mode::from_bits_truncate(self.mode));
+            let locked = Flock::lock(File::from(fd), FlockArg::LockExclusiveNonblock)
+                .map_err(|(_, e)| io::Error::from(e))?;
+            (&*locked).write_all(&line)?;
+            let linked = loop {
+                let (tickets, stale) = self.entries()?;
+                self.clean_new(&stale, &tmp);
+                let number = tickets.last().map_or(1, |n| n.saturating_add(1));
+                match linkat(
+                    &self.dir,
+                    tmp.as_str(),
+                    &self.dir,
+                    ticket_name(number).as_str(),
+                    AtFlags::empty(),
+                ) {
+                    Ok(()) => break Some(number),
+                    Err(Errno::EEXIST) => continue,
+                    // Removed by a cleaner in the moment between creating
+                    // and locking it: start again.
+                    Err(Errno::ENOENT) => break None,
+                    Err(e) => {
+                        let _ = unlinkat(&self.dir, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+                        return Err(e.into());
+                    }
+                }
+            };
+            let _ = unlinkat(&self.dir, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+            if let Some(number) = linked {
+                return Ok(Ticket {
+                    number,
+                    _held: locked,
+                });
+            }
+            if attempt > 100 {
+                break;
+            }
+        }
+        Err(io::Error::other(
+            "cannot take a ticket: the queue keeps changing",
+        ))
+    }
+
+    /// Remove temporary tickets that their creator left behind (it died
+    /// between creating and linking one): those nobody holds.
+    fn clean_new(&self, names: &[OsString], mine: &str) {
+        for name in names {
+            if name.as_bytes() == mine.as_bytes() {
+                continue;
+            }
+            if let Ok(file) = self.open_entry(name) {
+                let _ = self.remove_if_dead(name, file);
+            }
+        }
+    }
+
+    fn open_entry(&self, name: &OsStr) -> nix::Result<File> {
+        openat(
+            &self.dir,
+            name,
+            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NOCTTY,
+            Mode::empty(),
+        )
+        .map(File::from)
+    }
+
+    /// If nobody holds `file` (named `name`), it is a dead waiter's:
+    /// remove the name, if it still means that file. Whether it was dead.
+    fn remove_if_dead(&self, name: &OsStr, file: File) -> bool {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(held) => {
+                self.unlink_same(name, &held);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Remove `name` if it still names `file` (whose lock we hold, so no
+    /// one else removes it meanwhile, and a new ticket cannot take the name
+    /// before it is gone).
+    fn unlink_same(&self, name: &OsStr, file: &File) {
+        let (Ok(ours), Ok(now)) = (
+            file.metadata(),
+            fstatat(&self.dir, name, AtFlags::AT_SYMLINK_NOFOLLOW),
+        ) else {
+            return;
+        };
+        if ours.ino() == now.st_ino && ours.dev() == now.st_dev {
+            let _ = unlinkat(&self.dir, name, UnlinkatFlags::NoRemoveDir);
+        }
+    }
+
+    /// Where `ticket` stands: at the head, or behind a live predecessor
+    /// (dead waiters' tickets found on the way are removed).
+    pub(crate) fn place(&self, ticket: &Ticket) -> io::Result<Place> {
+        let (tickets, _) = self.entries()?;
+        let ahead: Vec<u64> = tickets.into_iter().filter(|&n| n < ticket.number).collect();
+        for (i, &n) in ahead.iter().enumerate().rev() {
+            let name = ticket_name(n);
+            let Ok(file) = self.open_entry(name.as_ref()) else {
+                continue; // left meanwhile
+            };
+            let mut info = String::new();
+            let _ = (&file).take(4096).read_to_string(&mut info);
+            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(held) => self.unlink_same(name.as_ref(), &held),
+                Err((file, Errno::EWOULDBLOCK)) => {
+                    return Ok(Place::Behind(Predecessor {
+                        number: n,
+                        name,
+                        file,
+                        info: serde_json::from_str(info.trim_end()).ok(),
+                        ahead: i + 1,
+                    }));
+                }
+                Err((_, e)) => return Err(e.into()),
+            }
+        }
+        Ok(Place::Head)
+    }
+
+    /// The predecessor is gone (its ticket's lock was granted to us):
+    /// remove its name if it is still there (it died waiting).
+    pub(crate) fn passed(&self, gone: Passed) {
+        if let Ok(held) = &gone.held {
+            self.unlink_same(gone.name.as_ref(), held);
+        }
+    }
+
+    /// Leave the queue: remove the ticket's name, then let go of it, which
+    /// wakes the successor.
+    pub(crate) fn leave(&self, ticket: Ticket) {
+        let name = ticket_name(ticket.number);
+        let _ = unlinkat(&self.dir, name.as_str(), UnlinkatFlags::NoRemoveDir);
+        drop(ticket);
+    }
+
+    /// Record how this holder ended, for the next one (atomically: a
+    /// temporary file renamed over `ended`).
+    pub(crate) fn record_end(&self, ended: &Ended) -> io::Result<()> {
+        let mut line = serde_json::to_vec(ended).map_err(io::Error::other)?;
+        line.push(b'\n');
+        let tmp = format!("{NEW_PREFIX}ended-{}", std::process::id());
+        let fd = openat(
+            &self.dir,
+            tmp.as_str(),
+            OFlag::O_WRONLY
+                | OFlag::O_CREAT
+                | OFlag::O_TRUNC
+                | OFlag::O_NOFOLLOW
+                | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(self.mode),
+        )?;
+        let _ = fchmod(&fd, Mode::from_bits_truncate(self.mode));
+        let mut file = File::from(fd);
+        let written = file.write_all(&line).and_then(|()| {
+            renameat(&self.dir, tmp.as_str(), &self.dir, ENDED).map_err(io::Error::from)
+        });
+        if written.is_err() {
+            let _ = unlinkat(&self.dir, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+        }
+        written
+    }
+
+    /// The last holder's record, if any.
+    pub(crate) fn last_ended(&self) -> Option<Ended> {
+        let file = self.open_entry(OsStr::new(ENDED)).ok()?;
+        read_ended(file)
+    }
+}
+
+fn read_ended(file: File) -> Option<Ended> {
+    let mut text = String::new();
+    (&file).take(64 * 1024).read_to_string(&mut text).ok()?;
+    serde_json::from_str(text.lines().next()?).ok()
+}
+
+/// A place in the queue: its number, held locked.
+pub(crate) struct Ticket {
+    number: u64,
+    /// Held for as long as the ticket is: dropping it lets go.
+    _held: Flock<File>,
+}
+
+impl Ticket {
+    /// The ticket's number.
+    pub(crate) fn number(&self) -> u64 {
+        self.number
+    }
+}
+
+/// Where a ticket stands.
+pub(crate) enum Place {
+    /// No live waiter before it: its attempt may ask for the lock.
+    Head,
+    /// Behind this waiter.
+    Behind(Predecessor),
+}
+
+/// The live waiter just before a ticket.
+pub(crate) struct Predecessor {
+    number: u64,
+    name: String,
+    file: File,
+    /// What it says about itself.
+    pub(crate) info: Option<TicketInfo>,
+    /// How many tickets are before ours (this one included; some may be
+    /// dead waiters' not yet noticed).
+    pub(crate) ahead: usize,
+}
+
+impl Predecessor {
+    /// Its ticket number.
+    pub(crate) fn number(&self) -> u64 {
+        self.number
+    }
+
+    /// Block until it leaves the queue or dies (the kernel grants us its
+    /// ticket's lock then). For a thread of its own.
+    pub(crate) fn wait(self) -> Passed {
+        let mut file = self.file;
+        let held = loop {
+            match Flock::lock(file, FlockArg::LockExclusive) {
+                Ok(held) => break Ok(held),
+                Err((f, Errno::EINTR)) => file = f,
+                Err((_, e)) => break Err(io::Error::from(e)),
+            }
+        };
+        Passed {
+            name: self.name,
+            held,
+        }
+    }
+}
+
+/// A predecessor that left the queue or died: its ticket, now ours.
+pub(crate) struct Passed {
+    name: String,
+    /// The ticket's lock, or why it could not be had.
+    pub(crate) held: io::Result<Flock<File>>,
+}
+
+fn ticket_name(n: u64) -> String {
+    format!("{TICKET_PREFIX}{n:020}")
+}
+
+fn ticket_number(name: &OsStr) -> Option<u64> {
+    let digits = name.as_bytes().strip_prefix(TICKET_PREFIX.as_bytes())?;
+    if digits.len() != 20 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// A waiter in a lock's queue, as `status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(crate) struct Waiter {
+    /// 1 for the head of the queue.
+    pub position: usize,
+    /// The ticket number.
+    pub ticket: u64,
+    /// What the waiter says about itself (none if unreadable).
+    #[serde(flatten)]
+    pub info: Option<TicketInfo>,
+    /// The process holding the ticket, as `/proc/locks` says.
+    pub holder_pid: Option<i32>,
+    /// How long it has been waiting, in milliseconds.
+    pub waiting_ms: Option<u64>,
+}
+
+/// The live waiters of the lock file `lock`, in queue order: tickets that
+/// some process holds (`holder_of` says who, from `/proc/locks`).
+pub(crate) fn waiters(
+    lock: &Path,
+    now: SystemTime,
+    holder_of: impl Fn(FileId) -> Option<i32>,
+) -> Vec<Waiter> {
+    let dir = queue_path(lock);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut tickets: Vec<(u64, PathBuf)> = entries
+        .flatten()
+        .filter_map(|e| ticket_number(&e.file_name()).map(|n| (n, e.path())))
+        .collect();
+    tickets.sort_unstable_by_key(|(n, _)| *n);
+    let mut out = Vec::new();
+    for (n, path) in tickets {
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let Some(holder) = holder_of(FileId::new(meta.dev(), meta.ino())) else {
+            continue; // a dead waiter's, not yet removed
+        };
+        let info: Option<TicketInfo> = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| serde_json::from_str(t.lines().next()?).ok());
+        let waiting_ms = info
+            .as_ref()
+            .and_then(|i| humantime::parse_rfc3339(&i.since).ok())
+            .and_then(|since| now.duration_since(since).ok())
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        out.push(Waiter {
+            position: out.len() + 1,
+            ticket: n,
+            info,
+            holder_pid: (holder > 0).then_some(holder),
+            waiting_ms,
+        });
+    }
+    out
+}
+
+/// The last holder's ending record of the lock file `lock`, by path (for
+/// `status`).
+pub(crate) fn last_ended(lock: &Path) -> Option<Ended> {
+    read_ended(File::open(queue_path(lock).join(ENDED)).ok()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticket_names_sort_as_numbers() {
+        assert_eq!(ticket_name(42), "t-00000000000000000042");
+        assert_eq!(
+            ticket_number(OsStr::new("t-00000000000000000042")),
+            Some(42)
+        );
+        assert_eq!(ticket_number(OsStr::new("t-42")), None);
+        assert_eq!(ticket_number(OsStr::new(".new-1-2-0")), None);
+        assert!(ticket_name(9) < ticket_name(10));
+    }
+
+    #[test]
+    fn queue_dir_mode_follows_the_lock_file() {
+        assert_eq!(dir_mode(0o644), 0o755);
+        assert_eq!(dir_mode(0o600), 0o700);
+        assert_eq!(dir_mode(0o660), 0o770);
+        assert_eq!(dir_mode(0o666), 0o777);
+    }
+
+    #[test]
+    fn fences_increase_and_follow_the_clock() {
+        let a = next_fence([]);
+        let b = next_fence([a]);
+        assert!(b > a);
+        let far = u64::MAX / 2;
+        assert_eq!(next_fence([far, 3]), far + 1);
+        assert_eq!(next_fence([u64::MAX]), u64::MAX);
+    }
+}
