@@ -22,6 +22,14 @@
 //! - `free`: nothing to do (exit 2); held by another tool without `--force`:
 //!   exit 3.
 //!
+//! An attempt id may also name an attempt waiting in a lock's queue
+//! ([`crate::lock::queue`]): its supervisor gets the signal (pinned and
+//! checked against the start time its ticket records) and gives up
+//! waiting; the attempts behind it move up.
+//!
+//! Before ending an orphan, cancel records `orphan-reaped` as the lock's
+//! last ending, which the next holder is told (`LOCKSUP_PREVIOUS_OUTCOME`).
+//!
 //! With `--only-orphan` it acts only on an orphan (`locksup serve` reaps
 //! orphans with it) and leaves any other lock alone (exit 2). With
 //! `--daemon` the request goes to `locksup serve` instead
@@ -45,6 +53,7 @@ use crate::duration::{Dur, format_duration};
 use crate::error::{Error, Result};
 use crate::exit;
 use crate::lock::lockfile::{self, Metadata};
+use crate::lock::queue::{Ended, Queue, Waiter};
 use crate::lock::status::{self, Evaluator, Kernel, LockFile, LockStatus, State};
 use crate::paths::absolute;
 use crate::process::{self, signals::CANCEL as SUPERVISOR_SIGNALS};
@@ -71,7 +80,10 @@ pub fn main(args: CancelArgs, config_path: Option<&Path>) -> Result<i32> {
     } else {
         args.root.iter().map(|r| absolute(r)).collect()
     };
-    let file = resolve(args.target.as_os_str(), &roots)?;
+    let (file, waiter) = match resolve(args.target.as_os_str(), &roots)? {
+        Target::Lock(file) => (file, None),
+        Target::Waiter(file, w) => (file, Some(w)),
+    };
     let sig = args.signal.unwrap_or(Sig::TERM);
     let wait = match args.wait {
         None => None,
@@ -88,18 +100,30 @@ pub fn main(args: CancelArgs, config_path: Option<&Path>) -> Result<i32> {
         wait,
         out: io::stdout(),
     };
-    c.run()
+    match waiter {
+        Some(w) => c.waiter(&w),
+        None => c.run(),
+    }
+}
+
+/// What TARGET names.
+#[derive(Debug)]
+enum Target {
+    /// A lock file.
+    Lock(LockFile),
+    /// An attempt waiting in that lock's queue.
+    Waiter(LockFile, Waiter),
 }
 
 /// What to cancel, resolved to one lock file.
-fn resolve(target: &OsStr, roots: &[PathBuf]) -> Result<LockFile> {
+fn resolve(target: &OsStr, roots: &[PathBuf]) -> Result<Target> {
     if target.is_empty() {
         return Err(Error::usage("empty TARGET"));
     }
     let given = PathBuf::from(target);
     let path = absolute(&given);
     if status::is_lock_name(target) || given.extension() == Some(OsStr::new("lock")) {
-        return lock_file(&path).ok_or_else(|| {
+        return lock_file(&path).map(Target::Lock).ok_or_else(|| {
             Error::with_code(
                 exit::TARGET_NOT_FOUND,
                 format!("no lock file {}", path.display()),
@@ -108,10 +132,10 @@ fn resolve(target: &OsStr, roots: &[PathBuf]) -> Result<LockFile> {
     }
     let sidecar = lockfile::lock_path_for_session(&path);
     if let Some(f) = lock_file(&sidecar) {
-        return Ok(f);
+        return Ok(Target::Lock(f));
     }
     if let Some(f) = lock_file(&path) {
-        return Ok(f);
+        return Ok(Target::Lock(f));
     }
     // With no roots an attempt id cannot be looked up, so a TARGET
     // written as a file name (`abc.jsonl`) is a file that is not there.
@@ -137,11 +161,31 @@ fn resolve(target: &OsStr, roots: &[PathBuf]) -> Result<LockFile> {
         )));
     }
     let paths: Vec<(PathBuf, bool)> = roots.iter().map(|r| (r.clone(), false)).collect();
-    let found: Vec<LockStatus> = status::snapshot(&paths)?
+    let all = status::snapshot(&paths)?;
+    let queued: Vec<(LockFile, Waiter)> = all
+        .iter()
+        .flat_map(|l| {
+            l.queue
+                .iter()
+                .filter(|w| w.info.as_ref().is_some_and(|i| i.attempt_id == id))
+                .map(|w| (l.file.clone(), w.clone()))
+        })
+        .collect();
+    let mut found: Vec<LockStatus> = all
         .into_iter()
         .filter(|l| l.metadata.as_ref().is_some_and(|m| m.attempt_id == id))
         .collect();
-    let mut found = found;
+    if found.is_empty()
+        && let [(file, waiter)] = queued.as_slice()
+    {
+        return Ok(Target::Waiter(file.clone(), waiter.clone()));
+    }
+    if found.is_empty() && queued.len() > 1 {
+        return Err(Error::usage(format!(
+            "attempt id '{id}' waits in {} queues; name the lock file instead",
+            queued.len()
+        )));
+    }
     if found.len() > 1 {
         return Err(Error::usage(format!(
             "attempt id '{id}' is recorded in {} held locks; name the lock file instead",
@@ -149,11 +193,11 @@ fn resolve(target: &OsStr, roots: &[PathBuf]) -> Result<LockFile> {
         )));
     }
     match found.pop() {
-        Some(l) => Ok(l.file),
+        Some(l) => Ok(Target::Lock(l.file)),
         None => Err(Error::with_code(
             exit::TARGET_NOT_FOUND,
             format!(
-                "{}no held lock under {} has attempt id '{id}'",
+                "{}no held lock or queue under {} has attempt id '{id}'",
                 if given.extension().is_some() {
                     format!("{} does not exist, and ", sidecar.display())
                 } else {
@@ -313,6 +357,89 @@ impl Cancel {
         self.wait_released(&attempt, sent)
     }
 
+    /// Make a waiting attempt's supervisor give up: it leaves the queue.
+    fn waiter(&mut self, w: &Waiter) -> Result<i32> {
+        let Some(info) = &w.info else {
+            return Err(Error::with_code(
+                exit::NOT_AN_ATTEMPT,
+                format!(
+                    "ticket {} in the queue of {} cannot be read",
+                    w.ticket,
+                    self.file.path.display()
+                ),
+            ));
+        };
+        if !self
+            .sig
+            .standard()
+            .is_some_and(|s| SUPERVISOR_SIGNALS.contains(&s))
+        {
+            return Err(Error::usage(format!(
+                "--signal {} would not make the supervisor of attempt '{}' give up; \
+                 use TERM, INT, HUP or QUIT",
+                self.sig.name(),
+                info.attempt_id
+            )));
+        }
+        let sup = info.supervisor_pid;
+        let gone = || {
+            Error::with_code(
+                exit::NOT_HELD,
+                format!(
+                    "attempt '{}' is not waiting for {} any more",
+                    info.attempt_id,
+                    self.file.path.display()
+                ),
+            )
+        };
+        // Pinned first, then checked: the ticket's holder is the recorded
+        // supervisor, started when the ticket says.
+        let pidfd = PidFd::open(sup).map_err(|e| match e.raw_os_error() {
+            Some(libc::ESRCH) => gone(),
+            _ => os_error(e, &format!("cannot open supervisor pid {sup}")),
+        })?;
+        if w.holder_pid != Some(sup) || procfs::starttime(sup) != Some(info.supervisor_starttime) {
+            return Err(gone());
+        }
+        pidfd
+            .send_signal(self.sig.number())
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ESRCH) => gone(),
+                _ => os_error(e, &format!("cannot signal supervisor pid {sup}")),
+            })?;
+        let sent = Instant::now();
+        let _ = pidfd.send_signal(libc::SIGCONT);
+        self.say(&format!(
+            "sent {} to supervisor pid {sup} of attempt '{}' waiting for {} (position {})",
+            self.sig.name(),
+            info.attempt_id,
+            self.file.path.display(),
+            w.position
+        ));
+        let Some(limit) = self.wait else {
+            return Ok(exit::SUCCESS);
+        };
+        while procfs::starttime(sup) == Some(info.supervisor_starttime) {
+            if limit.is_some_and(|l| sent.elapsed() >= l) {
+                return Err(Error::with_code(
+                    exit::TIMED_OUT,
+                    format!(
+                        "attempt '{}' still waits after {}",
+                        info.attempt_id,
+                        format_duration(sent.elapsed())
+                    ),
+                ));
+            }
+            std::thread::sleep(POLL);
+        }
+        self.say(&format!(
+            "attempt '{}' gave up after {}",
+            info.attempt_id,
+            format_duration(sent.elapsed())
+        ));
+        Ok(exit::SUCCESS)
+    }
+
     /// Run the escalation against the processes that hold the lock.
     fn reap(&mut self, st: &LockStatus, why: Option<&str>) -> Result<i32> {
         let path = self.file.path.display().to_string();
@@ -342,6 +469,10 @@ impl Cancel {
                     "cannot see the processes holding {path} ({label}): not permitted to inspect them?"
                 ),
             ));
+        }
+        if let Some(m) = &st.metadata {
+            // The next holder is told how this one ended.
+            record_orphan_reaped(&self.file.path, m);
         }
         let sent = Instant::now();
         let targets = self.signal_all(&first, self.sig.number(), true)?;
@@ -470,6 +601,27 @@ impl Cancel {
     }
 }
 
+/// Record `orphan-reaped` as the lock's last ending (best effort).
+fn record_orphan_reaped(lock: &Path, m: &Metadata) {
+    let mode = fs::symlink_metadata(lock).map_or(0o600, |md| md.mode() & 0o666);
+    let recorded = lockfile::open_parent(lock)
+        .map_err(|e| e.message().to_owned())
+        .and_then(|(dir, name)| Queue::open(&dir, &name, lock, mode).map_err(|e| e.to_string()))
+        .and_then(|q| {
+            q.record_end(&Ended {
+                attempt_id: m.attempt_id.clone(),
+                fence: m.fence,
+                outcome: "orphan-reaped".into(),
+                exit_code: None,
+                ended_at: crate::events::rfc3339(SystemTime::now()),
+            })
+            .map_err(|e| e.to_string())
+        });
+    if let Err(e) = recorded {
+        log::warn!("cannot record the orphan's end for {}: {e}", lock.display());
+    }
+}
+
 fn describe(st: &LockStatus) -> String {
     match st.holders.first() {
         Some(h) => match &h.command {
@@ -507,9 +659,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let lock = dir.path().join("s.jsonl.lock");
         fs::write(&lock, "").unwrap();
-        let by_session = resolve(dir.path().join("s.jsonl").as_os_str(), &[]).unwrap();
+        let file = |t: Target| match t {
+            Target::Lock(f) => f,
+            Target::Waiter(..) => panic!("not a waiter"),
+        };
+        let by_session = file(resolve(dir.path().join("s.jsonl").as_os_str(), &[]).unwrap());
         assert_eq!(by_session.path, lock);
-        let by_lock = resolve(lock.as_os_str(), &[]).unwrap();
+        let by_lock = file(resolve(lock.as_os_str(), &[]).unwrap());
         assert_eq!(by_lock.id, by_session.id);
         let e = resolve(dir.path().join("nope.lock").as_os_str(), &[]).unwrap_err();
         assert_eq!(e.code(), exit::TARGET_NOT_FOUND);

@@ -1,0 +1,502 @@
+//! The fair queue, the fencing token and the previous holder's outcome,
+//! on the real binary with real processes and the kernel's locks.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// Tickets of live or dead waiters in the queue of `lock`.
+fn tickets(lock: &Path) -> usize {
+    let mut dir = lock.as_os_str().to_owned();
+    dir.push(".queue");
+    fs::read_dir(dir).map_or(0, |d| {
+        d.flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("t-"))
+            .count()
+    })
+}
+
+/// The queue of `lock` as `status --json` shows it: attempt ids in order.
+fn queue_ids(env: &Env, lock: &Path) -> Vec<String> {
+    let out = env
+        .cmd()
+        .args(["status", "--json"])
+        .arg(lock)
+        .output()
+        .expect("status");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
+    doc["locks"][0]["queue"]
+        .as_array()
+        .map(|q| {
+            q.iter()
+                .map(|w| w["attempt_id"].as_str().unwrap_or("?").to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Start `n` attempts on `lock` one after another, each once the one
+/// before is in the queue (no sleeps: the ticket count says so); each
+/// appends its number to `order`.
+fn queue_up(
+    env: &Env,
+    guard: &Guard,
+    lock: &Path,
+    order: &Path,
+    n: usize,
+    extra: &[&str],
+) -> Vec<Running> {
+    let mut out = Vec::new();
+    for i in 1..=n {
+        let before = tickets(lock);
+        let mut cmd = env.run(["--lock"]);
+        cmd.arg(lock)
+            .args(["--attempt-id", &format!("w{i}")])
+            .args(extra)
+            .args([
+                "--",
+                "sh",
+                "-c",
+                &format!("echo {i} >> '{}'", order.display()),
+            ]);
+        out.push(spawn(cmd, guard));
+        assert!(
+            wait_until(LIMIT, || tickets(lock) > before),
+            "attempt {i} never queued"
+        );
+    }
+    out
+}
+
+fn order_of(order: &Path) -> Vec<String> {
+    fs::read_to_string(order)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A CPU hog for "under load", ended by the guard.
+fn load(env: &Env, guard: &Guard) -> Vec<Running> {
+    (0..2)
+        .map(|_| {
+            let mut c = env.command("sh");
+            c.args(["-c", "while :; do :; done"]);
+            spawn(c, guard)
+        })
+        .collect()
+}
+
+#[test]
+fn ten_attempts_run_in_the_order_they_started_waiting_every_time_under_load() {
+    let env = Env::new();
+    let guard = Guard::new();
+    let _hogs = load(&env, &guard);
+    for round in 0..3 {
+        let lock = env.join(&format!("r{round}.lock"));
+        let order = env.join(&format!("order{round}"));
+        let holder = hold_lock(&lock);
+        let mut waiters = queue_up(&env, &guard, &lock, &order, 10, &[]);
+        let want: Vec<String> = (1..=10).map(|i| format!("w{i}")).collect();
+        assert_eq!(
+            queue_ids(&env, &lock),
+            want,
+            "status shows the queue in order"
+        );
+        drop(holder);
+        for w in &mut waiters {
+            assert_eq!(w.code(LIMIT), 0);
+        }
+        let want: Vec<String> = (1..=10).map(|i| i.to_string()).collect();
+        assert_eq!(order_of(&order), want, "round {round}");
+        assert_eq!(tickets(&lock), 0, "every ticket is gone");
+    }
+}
+
+#[test]
+fn a_holder_that_asks_again_at_once_never_overtakes_a_waiter() {
+    // Two loops for 2 s, each attempt holding 30 ms: with a fair queue
+    // every re-request goes behind the other loop's waiting attempt, so
+    // the holders alternate.
+    let env = Env::new();
+    let guard = Guard::new();
+    let lock = env.join("s.lock");
+    let log = env.join("log");
+    let bin = env!("CARGO_BIN_EXE_locksup");
+    let script = format!(
+        "end=$(($(date +%s) + 2)); while [ $(date +%s) -lt $end ]; do \
+           '{bin}' run --lock '{}' -- sh -c 'echo $0 >> \"{}\"; sleep 0.03' $0 || exit 9; \
+         done",
+        lock.display(),
+        log.display()
+    );
+    let mut loops: Vec<Running> = ["A", "B"]
+        .iter()
+        .map(|name| {
+            let mut c = env.command("sh");
+            c.args(["-c", &script, name]);
+            spawn(c, &guard)
+        })
+        .collect();
+    for l in &mut loops {
+        assert_eq!(l.code(LIMIT), 0);
+    }
+    let seq = order_of(&log);
+    assert!(seq.len() >= 20, "{seq:?}");
+    // While both loops run (not in the first or the last hand-off), the
+    // same one twice in a row is an overtake.
+    let inner = &seq[1..seq.len() - 1];
+    let overtakes = inner.windows(2).filter(|w| w[0] == w[1]).count();
+    assert_eq!(overtakes, 0, "{seq:?}");
+}
+
+#[test]
+fn waiters_killed_in_the_middle_drop_out_and_the_rest_keep_their_order() {
+    let env = Env::new();
+    let guard = Guard::new();
+    let lock = env.join("s.lock");
+    let order = env.join("order");
+    let holder = hold_lock(&lock);
+    let waiters = queue_up(&env, &guard, &lock, &order, 5, &[]);
+    // w2: the process the caller started (the guardian) killed with -9;
+    // w4: its supervisor killed with -9.
+    kill(waiters[1].pid(), libc::SIGKILL);
+    let sup4 = supervisor_of(waiters[3].pid());
+    kill(sup4, libc::SIGKILL);
+    assert!(
+        wait_until(LIMIT, || queue_ids(&env, &lock) == ["w1", "w3", "w5"]),
+        "{:?}",
+        queue_ids(&env, &lock)
+    );
+    drop(holder);
+    let mut waiters = waiters;
+    for i in [0, 2, 4] {
+        assert_eq!(waiters[i].code(LIMIT), 0);
+    }
+    assert_eq!(order_of(&order), ["1", "3", "5"]);
+    assert!(wait_until(LIMIT, || tickets(&lock) == 0));
+}
+
+#[test]
+fn a_queued_waiter_whose_wait_runs_out_leaves_the_others_unaffected() {
+    let env = Env::new();
+    let guard = Guard::new();
+    let lock = env.join("s.lock");
+    let order = env.join("order");
+    let holder = hold_lock(&lock);
+    let mut first = queue_up(&env, &guard, &lock, &order, 1, &[]);
+    let mut impatient = queue_up(&env, &guard, &lock, &order, 1, &["--wait", "300ms"]);
+    let mut last = queue_up(&env, &guard, &lock, &order, 1, &[]);
+    assert_eq!(impatient[0].code(LIMIT), 75);
+    assert!(wait_until(LIMIT, || queue_ids(&env, &lock).len() == 2));
+    drop(holder);
+    assert_eq!(first[0].code(LIMIT), 0);
+    assert_eq!(last[0].code(LIMIT), 0);
+    // Both are numbered 1 (queue_up numbers each batch from 1).
+    assert_eq!(order_of(&order), ["1", "1"]);
+}
+
+#[test]
+fn no_wait_does_not_jump_the_queue() {
+    let env = Env::new();
+    let guard = Guard::new();
+    let lock = env.join("s.lock");
+    let order = env.join("order");
+    let holder = hold_lock(&lock);
+    let mut waiting = queue_up(&env, &guard, &lock, &order, 1, &[]);
+    let o = run_to_end({
+        let mut c = env.run(["--no-wait", "--events", "-", "--lock"]);
+        c.arg(&lock).args(["--", "true"]);
+        c
+    });
+    assert_eq!(o.code, 75, "{o:?}");
+    let conflict = events_in(&o.stderr)
+        .into_iter()
+        .find(|e| e["event"] == "conflict")
+        .expect("a conflict event");
+    assert_eq!(conflict["reason"], "busy");
+    drop(holder);
+    assert_eq!(waiting[0].code(LIMIT), 0);
+}
+
+#[test]
+fn cancel_removes_a_waiter_from_the_queue() {
+    let env = Env::new();
+    let guard = Guard::new();
+    let lock = env.join("s.lock");
+    let order = env.join("order");
+    let holder = hold_lock(&lock);
+    let mut waiters = queue_up(&env, &guard, &lock, &order, 3, &[]);
+    let o = run_to_end({
+        let mut c = env.cmd();
+        c.args(["cancel", "--wait", "10s", "--root"])
+            .arg(env.path())
+            .arg("w2");
+        c
+    });
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.stdout.contains("waiting for"), "{o:?}");
+    assert_eq!(waiters[1].code(LIMIT), 143);
+    assert_eq!(queue_ids(&env, &lock), ["w1", "w3"]);
+    drop(holder);
+    assert_eq!(waiters[0].code(LIMIT), 0);
+    assert_eq!(waiters[2].code(LIMIT), 0);
+    assert_eq!(order_of(&order), ["1", "3"]);
+}
+
+#[test]
+fn fences_strictly_increase_over_1000_acquisitions_deletions_and_a_reboot() {
+    let env = Env::new();
+    let lock = env.join("s.lock");
+    let fences = env.join("fences");
+    let bin = env!("CARGO_BIN_EXE_locksup");
+    let queue = env.join("s.lock.queue");
+    // 1,000 acquisitions in four runs of 250: after the first the lock
+    // file is deleted (the stored counter with it), after the second the
+    // queue directory too, and after the third both (what a reboot with a
+    // fresh /run leaves: no file, no process).
+    for run in 0..4 {
+        let script = format!(
+            "for i in $(seq 250); do '{bin}' run --lock '{}' -- sh -c 'echo $LOCKSUP_FENCE >> \"{}\"' || exit 9; done",
+            lock.display(),
+            fences.display()
+        );
+        let o = run_to_end({
+            let mut c = env.command("sh");
+            c.args(["-c", &script]);
+            c
+        });
+        assert_eq!(o.code, 0, "{o:?}");
+        match run {
+            0 => fs::remove_file(&lock).unwrap(),
+            1 => fs::remove_dir_all(&queue).unwrap(),
+            2 => {
+                fs::remove_file(&lock).unwrap();
+                fs::remove_dir_all(&queue).unwrap();
+            }
+            _ => {}
+        }
+    }
+    let seen: Vec<u64> = order_of(&fences)
+        .iter()
+        .map(|l| l.parse().expect("a fence is a number"))
+        .collect();
+    assert_eq!(seen.len(), 1000);
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+}
+
+#[test]
+fn the_fence_is_in_the_environment_the_metadata_the_events_and_status() {
+    let env = Env::new();
+    let guard = Guard::new();
+    let lock = env.join("s.lock");
+    let mut r = spawn(
+        {
+            let mut c = env.run(["--events", "-", "--lock"]);
+            c.arg(&lock)
+                .args(["--", "sh", "-c", "echo fence=$LOCKSUP_FENCE; sleep 30"]);
+            c
+        },
+        &guard,
+    );
+    let acquired = json(&r.err.expect("\"acquired\"", LIMIT));
+    let fence = acquired["fence"].as_u64().expect("fence in acquired");
+    r.out.expect(&format!("fence={fence}"), LIMIT);
+    let meta: serde_json::Value =
+        serde_json::from_str(fs::read_to_string(&lock).unwrap().lines().next().unwrap()).unwrap();
+    assert_eq!(meta["fence"].as_u64(), Some(fence));
+    let out = env
+        .cmd()
+        .args(["status", "--json"])
+        .arg(&lock)
+        .output()
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["locks"][0]["fence"].as_u64(), Some(fence));
+    kill(r.pid(), libc::SIGTERM);
+    assert_eq!(r.code(LIMIT), 143);
+}
+
+/// Run one attempt on `lock` that prints the previous-holder variables,
+/// and return them as `OUTCOME ATTEMPT_ID EXIT_CODE`.
+fn previous(env: &Env, lock: &Path) -> String {
+    let o = run_to_end({
+        let mut c = env.run(["--lock"]);
+        c.arg(lock).args([
+            "--",
+            "sh",
+            "-c",
+            "echo \"$LOCKSUP_PREVIOUS_OUTCOME ${LOCKSUP_PREVIOUS_ATTEMPT_ID:--} ${LOCKSUP_PREVIOUS_EXIT_CODE:--}\"",
+        ]);
+        c
+    });
+    assert_eq!(o.code, 0, "{o:?}");
+    o.stdout.trim().to_owned()
+}
+
+/// Run one attempt to its end, with id `id`.
+fn attempt(env: &Env, lock: &Path, id: &str, opts: &[&str], cmd: &[&str]) -> i32 {
+    let mut c = env.run(["--attempt-id", id, "--lock"]);
+    c.arg(lock).args(opts).arg("--").args(cmd);
+    run_to_end(c).code
+}
+
+#[test]
+fn the_next_holder_is_told_how_the_previous_one_ended() {
+    let env = Env::new();
+    let lock = env.join("s.lock");
+    // The very first holder has no predecessor.
+    assert_eq!(
+        previous(&env, &lock),
+        "exited - -".replace("exited", "none")
+    );
+
+    assert_eq!(
+        attempt(&env, &lock, "a-exit", &[], &["sh", "-c", "exit 3"]),
+        3
+    );
+    assert_eq!(previous(&env, &lock), "exited a-exit 3");
+
+    let code = attempt(
+        &env,
+        &lock,
+        "a-timeout",
+        &["--timeout", "200ms", "--grace", "5s"],
+        &["sleep", "30"],
+    );
+    assert_eq!(code, 124);
+    assert_eq!(previous(&env, &lock), "timeout a-timeout 124");
+
+    let code = attempt(&env, &lock, "a-killed", &[], &["sh", "-c", "kill -9 $$"]);
+    assert_eq!(code, 137);
+    assert_eq!(previous(&env, &lock), "killed a-killed 137");
+
+    let code = attempt(&env, &lock, "a-missing", &[], &["locksup-no-such-command"]);
+    assert_eq!(code, 127);
+    assert_eq!(previous(&env, &lock), "not-found a-missing 127");
+
+    let code = attempt(
+        &env,
+        &lock,
+        "a-watchdog",
+        &["--watchdog", "200ms", "--grace", "5s"],
+        &["sleep", "30"],
+    );
+    assert_eq!(code, 124);
+    assert_eq!(previous(&env, &lock), "watchdog a-watchdog 124");
+}
+
+#[test]
+fn the_next_holder_is_told_of_a_cancel_a_dead_supervisor_and_a_reaped_orphan() {
+    let env = Env::new();
+    let guard = Guard::new();
+    let lock = env.join("s.lock");
+
+    // Cancelled: TERM to the locksup the caller started.
+    let mut r = spawn(
+        {
+            let mut c = env.run(["--attempt-id", "a-cancel", "--lock"]);
+            c.arg(&lock).args(["--", "sh", "-c", "echo up; sleep 30"]);
+            c
+        },
+        &guard,
+    );
+    r.out.expect("up", LIMIT);
+    kill(r.pid(), libc::SIGTERM);
+    assert_eq!(r.code(LIMIT), 143);
+    assert_eq!(previous(&env, &lock), "cancelled a-cancel 143");
+
+    // Its supervisor killed with -9 (and the guardian with it): the
+    // attempt dies with it, and nothing was recorded.
+    let mut r = spawn(
+        {
+            let mut c = env.run(["--attempt-id", "a-sup", "--lock"]);
+            c.arg(&lock).args(["--", "sh", "-c", "echo up; sleep 30"]);
+            c
+        },
+        &guard,
+    );
+    r.out.expect("up", LIMIT);
+    kill_guardian_and_supervisor(r.pid());
+    assert!(wait_lock_free(&lock, LIMIT));
+    assert_eq!(previous(&env, &lock), "supervisor-died a-sup -");
+
+    // An orphan: supervisor and guardian killed while a process that left
+    // the attempt's process group keeps the lock; `cancel --only-orphan`
+    // (what locksup serve runs) ends it.
+    let mut r = spawn(
+        {
+            let mut c = env.run(["--attempt-id", "a-orphan", "--lock"]);
+            c.arg(&lock).args([
+                "--",
+                "sh",
+                "-c",
+                "setsid sh -c 'echo $$; exec sleep 60' & wait",
+            ]);
+            c
+        },
+        &guard,
+    );
+    let escapee = r.out.expect_pid("escapee pid", LIMIT);
+    guard.add(escapee);
+    kill_guardian_and_supervisor(r.pid());
+    let o = run_to_end({
+        let mut c = env.cmd();
+        c.args(["cancel", "--only-orphan", "--grace", "1s", "--wait", "20s"])
+            .arg(&lock);
+        c
+    });
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(wait_pid_gone(escapee, LIMIT));
+    assert_eq!(previous(&env, &lock), "orphan-reaped a-orphan -");
+}
+
+#[test]
+fn flock_users_still_exclude_and_are_excluded_beside_the_queue() {
+    // A JSONL-like log: each writer writes "begin X" and later "end X"
+    // while holding the lock; plain flock(1) writers mixed with queued
+    // locksup attempts must never interleave.
+    let env = Env::new();
+    let guard = Guard::new();
+    let lock = env.join("s.lock");
+    let log = env.join("log");
+    let holder = hold_lock(&lock);
+    let write = |who: &str| {
+        format!(
+            "echo 'begin {who}' >> '{l}'; sleep 0.05; echo 'end {who}' >> '{l}'",
+            l = log.display()
+        )
+    };
+    let mut all = Vec::new();
+    for i in 0..6 {
+        let who = format!("x{i}");
+        let cmd = if i % 2 == 0 {
+            let mut c = env.run(["--lock"]);
+            c.arg(&lock).args(["--", "sh", "-c", &write(&who)]);
+            c
+        } else {
+            let mut c = env.command("flock");
+            c.arg(&lock).args(["sh", "-c", &write(&who)]);
+            c
+        };
+        all.push(spawn(cmd, &guard));
+    }
+    // Everyone is waiting (3 in the queue's head or behind it, 3 in flock).
+    assert!(wait_until(LIMIT, || tickets(&lock) >= 1));
+    drop(holder);
+    for r in &mut all {
+        assert_eq!(r.code(LIMIT), 0);
+    }
+    let lines = order_of(&log);
+    assert_eq!(lines.len(), 12, "{lines:?}");
+    for pair in lines.chunks(2) {
+        let who = pair[0].strip_prefix("begin ").expect("begin first");
+        assert_eq!(pair[1], format!("end {who}"), "{lines:?}");
+    }
+}
