@@ -36,6 +36,9 @@ pub fn main(args: RunArgs, config_path: Option<&Path>) -> Result<i32> {
         &spec.attempt_id,
         &spec.lock,
     )?;
+    if let Some(fd) = args.daemon_events_fd {
+        report.tee(daemon_events(fd)?);
+    }
     // The process the caller started becomes the guardian; the supervisor
     // goes on in its child. In the foreground both stay in the terminal's
     // process group, where the guardian would add nothing but a second
@@ -50,6 +53,22 @@ pub fn main(args: RunArgs, config_path: Option<&Path>) -> Result<i32> {
         .build()
         .map_err(|e| Error::io(format!("cannot start the runtime: {e}")))?;
     rt.block_on(supervise::supervise(&spec, &mut report, link))
+}
+
+/// The descriptor `locksup serve` passed for its copy of the events:
+/// kept from the command (close-on-exec) and non-blocking.
+fn daemon_events(fd: i32) -> Result<std::fs::File> {
+    use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
+    let bad = |e: &dyn std::fmt::Display| Error::usage(format!("--daemon-events-fd {fd}: {e}"));
+    let owned = crate::sys::adopt_inherited_fd(fd).map_err(|e| bad(&e))?;
+    fcntl(&owned, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(|e| bad(&e))?;
+    let fl = fcntl(&owned, FcntlArg::F_GETFL).map_err(|e| bad(&e))?;
+    fcntl(
+        &owned,
+        FcntlArg::F_SETFL(OFlag::from_bits_truncate(fl) | OFlag::O_NONBLOCK),
+    )
+    .map_err(|e| bad(&e))?;
+    Ok(std::fs::File::from(owned))
 }
 
 /// Merge command line, the config's `[run]` and matching `[[policy]]`, and
