@@ -140,7 +140,7 @@ pub(super) async fn connection(state: Shared, stream: UnixStream) {
         }
         other => {
             let msg = format!(
-                "expected a run, cancel_attempt, list or history frame first, not {}",
+                "expected a run, cancel_attempt or list frame first (or a history frame), not {}",
                 other.kind()
             );
             refuse(&state, &mut conn, exit::FAILURE, Refusal::Protocol, msg).await;
