@@ -467,11 +467,6 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH", requires = "daemon")]
     pub socket: Option<PathBuf>,
 
-    /// Internal, for locksup serve: also write every event to this
-    /// inherited descriptor (a pipe the daemon reads).
-    #[arg(long, value_name = "FD", hide = true, conflicts_with = "daemon")]
-    pub daemon_events_fd: Option<i32>,
-
     /// The command to run, with its arguments (after "--").
     #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,

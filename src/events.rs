@@ -90,7 +90,7 @@ impl Reporter {
         }
     }
 
-    /// Also write every event to `file` (`run --daemon-events-fd`).
+    /// Also write every event to `file` (`LOCKSUP_DAEMON_EVENTS_FD`, set by `locksup serve`).
     pub(crate) fn tee(&mut self, file: File) {
         self.daemon = Some(file);
     }

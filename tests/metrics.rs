@@ -891,3 +891,58 @@ fn history_keeps_the_last_attempts_with_their_outcomes() {
     assert_eq!(o.code, 125, "{o:?}");
     assert_one_error_line(&o);
 }
+
+/// The pipes among `pid`'s descriptors (`pipe:[INODE]`).
+fn pipes_of(pid: i32) -> Vec<String> {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(|e| fs::read_link(e.ok()?.path()).ok())
+                .map(|t| t.display().to_string())
+                .filter(|t| t.starts_with("pipe:"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_command_gets_neither_the_events_pipe_nor_its_variable() {
+    let env = Env::new();
+    let guard = Guard::new();
+    let d = Daemon::start(&env, "", None, &guard);
+    let lock = env.join("locks/c.lock");
+    let mut c = spawn(
+        d.client(
+            &env,
+            args!["--lock", &lock, "--", "sh", "-c", "echo $$; exec sleep 30"],
+        ),
+        &guard,
+    );
+    let pid: i32 = c
+        .out
+        .next(BOUND)
+        .and_then(|l| l.trim().parse().ok())
+        .expect("the command's pid");
+    guard.add(pid);
+    // The daemon reads the events of this attempt through a pipe of its
+    // own (not one it inherited from this test, or its stdout and stderr).
+    let ours = pipes_of(std::process::id() as i32);
+    let daemon_pipes: Vec<String> = pipes_of(d.pid())
+        .into_iter()
+        .filter(|p| !ours.contains(p))
+        .collect();
+    assert!(!daemon_pipes.is_empty());
+    let command_pipes = pipes_of(pid);
+    for p in &command_pipes {
+        assert!(
+            !daemon_pipes.contains(p),
+            "the command has the daemon's {p}"
+        );
+    }
+    let environ = fs::read(format!("/proc/{pid}/environ")).expect("environ");
+    assert!(
+        !String::from_utf8_lossy(&environ).contains("LOCKSUP_DAEMON_EVENTS_FD"),
+        "the command sees LOCKSUP_DAEMON_EVENTS_FD"
+    );
+    kill(pid, libc::SIGTERM);
+    let _ = c.code(LIMIT);
+}

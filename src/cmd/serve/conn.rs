@@ -210,7 +210,7 @@ pub(super) fn validate(
             "--config is not accepted through the daemon: its own configuration applies".into(),
         );
     }
-    if run.daemon || run.socket.is_some() || run.daemon_events_fd.is_some() {
+    if run.daemon || run.socket.is_some() {
         return Err("--daemon and --socket are options of the client, not of the attempt".into());
     }
     if let Some(ev) = &run.events

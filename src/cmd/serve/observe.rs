@@ -1,5 +1,5 @@
 //! What the daemon learns of each attempt: its supervisor writes a copy of
-//! every event (`run --daemon-events-fd`) to a pipe the daemon reads here.
+//! every event (`LOCKSUP_DAEMON_EVENTS_FD`, set by `locksup serve`) to a pipe the daemon reads here.
 //! Waits, holds, release latencies and leaks go to the metrics as they
 //! happen; when the attempt is over (its supervisor reaped and the pipe
 //! at its end) its outcome is counted and its record joins the history.

@@ -223,15 +223,14 @@ impl State {
         cmd.arg0("locksup")
             .arg("--config")
             .arg(&snapshot.path)
-            .arg("run")
-            .arg("--daemon-events-fd")
-            .arg(events_fd.to_string());
+            .arg("run");
         if req.add_id {
             cmd.arg("--attempt-id").arg(&req.attempt_id);
         }
         cmd.args(&req.args)
             .env_clear()
             .envs(req.env.iter().map(|(k, v)| (k, v)))
+            .env(crate::cmd::run::DAEMON_EVENTS_ENV, events_fd.to_string())
             .current_dir(&req.cwd)
             .stdin(Stdio::from(stdin))
             .stdout(Stdio::from(stdout))
