@@ -158,7 +158,15 @@ pub fn main(args: ServeArgs, config_path: Option<&Path>) -> Result<i32> {
                 .serve
                 .socket_mode
                 .unwrap_or(DEFAULT_SOCKET_MODE);
-            Some(http::Bound::bind(at, mode)?)
+            match http::Bound::bind(at, mode) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    if let Some((path, ino)) = &bound {
+                        remove_socket(path, *ino);
+                    }
+                    return Err(e);
+                }
+            }
         }
         None => None,
     };
