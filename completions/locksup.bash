@@ -407,7 +407,7 @@ _locksup() {
             return 0
             ;;
         locksup__subcmd__status)
-            opts="-h --json --state --session-key --daemon --socket --config --help"
+            opts="-h --json --state --session-key --daemon --history --socket --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -132,6 +132,7 @@ complete -c locksup -n "__fish_locksup_using_subcommand status" -l socket -d 'Th
 complete -c locksup -n "__fish_locksup_using_subcommand status" -l config -d 'Read configuration from FILE instead of the default locations' -r -F
 complete -c locksup -n "__fish_locksup_using_subcommand status" -l json -d 'Print JSON (a stable schema with a top-level "locks" array)'
 complete -c locksup -n "__fish_locksup_using_subcommand status" -l daemon -d 'Ask the daemon (locksup serve) for the attempts it runs now, and how they are contained (its own user, root and [serve] admin_groups see every attempt; others see their own)'
+complete -c locksup -n "__fish_locksup_using_subcommand status" -l history -d 'With --daemon: the attempts that have ended lately instead (the last [serve] history of them, newest first), with their outcome, exit status, wait and hold times'
 complete -c locksup -n "__fish_locksup_using_subcommand status" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c locksup -n "__fish_locksup_using_subcommand watch" -l config -d 'Read configuration from FILE instead of the default locations' -r -F
 complete -c locksup -n "__fish_locksup_using_subcommand watch" -l json -d 'Print one JSON change event per line'

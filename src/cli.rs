@@ -276,6 +276,12 @@ pub struct StatusArgs {
     #[arg(long, conflicts_with_all = ["paths", "state", "session_key"])]
     pub daemon: bool,
 
+    /// With --daemon: the attempts that have ended lately instead (the
+    /// last [serve] history of them, newest first), with their outcome,
+    /// exit status, wait and hold times.
+    #[arg(long, requires = "daemon")]
+    pub history: bool,
+
     /// The daemon's socket [default: [serve] socket, else
     /// $RUNTIME_DIRECTORY/locksup.sock, else /run/locksup/locksup.sock].
     #[arg(long, value_name = "PATH", requires = "daemon")]

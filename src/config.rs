@@ -166,6 +166,53 @@ pub struct ServeConfig {
     pub reap_orphans: Option<bool>,
     /// How often to look for orphans [default 5s].
     pub reap_interval: Option<Dur>,
+    /// Where to serve `/metrics` [default: nowhere].
+    pub metrics: Option<MetricsEndpoint>,
+    /// How many finished attempts the daemon remembers [default 1000].
+    pub history: Option<usize>,
+}
+
+/// The largest accepted `[serve] history`.
+pub(crate) const MAX_HISTORY: usize = 100_000;
+
+/// `[serve] metrics`: a TCP address (`127.0.0.1:9187`, `[::1]:9187`) or a
+/// Unix socket (`unix:/run/locksup/metrics.sock`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetricsEndpoint {
+    /// An IP address and a port.
+    Tcp(std::net::SocketAddr),
+    /// An absolute path for a Unix stream socket.
+    Unix(PathBuf),
+}
+
+impl MetricsEndpoint {
+    /// Parse the key's value; the error is the message without location.
+    pub(crate) fn parse(s: &str) -> std::result::Result<MetricsEndpoint, String> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            let p = PathBuf::from(path);
+            if !p.is_absolute() {
+                return Err(format!(
+                    "metrics '{s}': the socket after unix: must be an absolute path"
+                ));
+            }
+            return Ok(MetricsEndpoint::Unix(p));
+        }
+        s.parse().map(MetricsEndpoint::Tcp).map_err(|_| {
+            format!(
+                "metrics '{s}' is neither ADDRESS:PORT (an IP address and a port, e.g. \
+                 127.0.0.1:9187) nor unix:/absolute/path"
+            )
+        })
+    }
+}
+
+impl std::fmt::Display for MetricsEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MetricsEndpoint::Tcp(a) => write!(f, "http://{a}/metrics"),
+            MetricsEndpoint::Unix(p) => write!(f, "unix:{} (GET /metrics)", p.display()),
+        }
+    }
 }
 
 /// A loaded configuration.

@@ -24,6 +24,9 @@ enum Sink {
 /// Where an attempt's lifecycle goes.
 pub(crate) struct Reporter {
     sink: Option<Sink>,
+    /// A second copy of every event for `locksup serve` (a pipe it reads;
+    /// non-blocking, so a busy daemon costs events, never time).
+    daemon: Option<File>,
     verbose: bool,
     attempt_id: String,
     lock: String,
@@ -53,6 +56,7 @@ impl Reporter {
         };
         Ok(Self {
             sink,
+            daemon: None,
             verbose,
             attempt_id: attempt_id.to_owned(),
             lock: lock.display().to_string(),
@@ -62,9 +66,9 @@ impl Reporter {
     /// Emit one event with its extra fields. Write errors are ignored: the
     /// attempt matters more than its log.
     pub(crate) fn event(&mut self, event: &str, fields: Value) {
-        let Some(sink) = &mut self.sink else {
+        if self.sink.is_none() && self.daemon.is_none() {
             return;
-        };
+        }
         let mut obj = Map::new();
         obj.insert("ts".into(), rfc3339(SystemTime::now()).into());
         obj.insert("event".into(), event.into());
@@ -75,10 +79,20 @@ impl Reporter {
         }
         let mut line = Value::Object(obj).to_string();
         line.push('\n');
-        let _ = match sink {
-            Sink::Stderr => io::stderr().write_all(line.as_bytes()),
-            Sink::File(f) => f.write_all(line.as_bytes()),
+        let _ = match &mut self.sink {
+            None => Ok(()),
+            Some(Sink::Stderr) => io::stderr().write_all(line.as_bytes()),
+            Some(Sink::File(f)) => f.write_all(line.as_bytes()),
         };
+        if let Some(d) = &mut self.daemon {
+            // One write: a line of at most PIPE_BUF bytes is atomic.
+            let _ = d.write(line.as_bytes());
+        }
+    }
+
+    /// Also write every event to `file` (`LOCKSUP_DAEMON_EVENTS_FD`, set by `locksup serve`).
+    pub(crate) fn tee(&mut self, file: File) {
+        self.daemon = Some(file);
     }
 
     /// A human-readable line on stderr with `--verbose`.

@@ -94,6 +94,20 @@ pub(crate) enum Frame {
         /// The attempts running now.
         attempts: Vec<AttemptInfo>,
     },
+    /// Client → daemon, first frame: the attempts that have ended lately
+    /// (all of them for the daemon's user, root and `admin_groups`; one's
+    /// own otherwise), answered with `finished`.
+    History {},
+    /// Daemon → client: the answer to `history`, newest first, as many as
+    /// fit in one frame.
+    Finished {
+        /// How many finished attempts the daemon keeps (`[serve] history`).
+        bound: u64,
+        /// The attempts, newest first.
+        attempts: Vec<FinishedInfo>,
+        /// How many more the daemon has that did not fit in the frame.
+        omitted: u64,
+    },
     /// Daemon → client: the attempt's supervisor started.
     Started {
         /// PID of the attempt's supervisor (a `locksup run` process, the
@@ -150,6 +164,35 @@ pub(crate) struct AttemptInfo {
     pub running_ms: u64,
 }
 
+/// One attempt that ended, in a `finished` frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FinishedInfo {
+    /// Its attempt id.
+    pub attempt_id: String,
+    /// The user who submitted it.
+    pub uid: u32,
+    /// Its lock file.
+    pub lock: String,
+    /// When it was submitted (RFC 3339, UTC).
+    pub started: String,
+    /// When it got its lock; null if it never did.
+    pub acquired: Option<String>,
+    /// When it ended.
+    pub ended: String,
+    /// exited, timeout, killed, cancelled, watchdog, lease-lost, conflict
+    /// or failure (locksup-serve(8)).
+    pub outcome: String,
+    /// The exit status its client got.
+    pub exit_code: i32,
+    /// How long it waited for the lock, in milliseconds; null if unknown.
+    pub wait_ms: Option<u64>,
+    /// How long it held the lock, until its command exited; null if unknown.
+    pub held_ms: Option<u64>,
+    /// Its fencing token; null (not recorded yet).
+    pub fence: Option<u64>,
+}
+
 impl Frame {
     /// The `"type"` of the frame.
     pub(crate) fn kind(&self) -> &'static str {
@@ -160,6 +203,8 @@ impl Frame {
             Frame::CancelAttempt { .. } => "cancel_attempt",
             Frame::List {} => "list",
             Frame::Attempts { .. } => "attempts",
+            Frame::History {} => "history",
+            Frame::Finished { .. } => "finished",
             Frame::Started { .. } => "started",
             Frame::Signalled { .. } => "signalled",
             Frame::Cancelled { .. } => "cancelled",
@@ -555,6 +600,24 @@ mod tests {
                     lock: "/l".into(),
                     running_ms: 5,
                 }],
+            },
+            Frame::History {},
+            Frame::Finished {
+                bound: 1000,
+                attempts: vec![FinishedInfo {
+                    attempt_id: "a".into(),
+                    uid: 0,
+                    lock: "/l".into(),
+                    started: "2026-01-01T00:00:00.000Z".into(),
+                    acquired: None,
+                    ended: "2026-01-01T00:00:01.000Z".into(),
+                    outcome: "timeout".into(),
+                    exit_code: 124,
+                    wait_ms: Some(0),
+                    held_ms: None,
+                    fence: None,
+                }],
+                omitted: 0,
             },
         ];
         for f in frames {

@@ -584,9 +584,133 @@ pub fn cancel(args: &CancelArgs, config_path: Option<&Path>) -> Result<i32> {
     }
 }
 
+/// Write `text` to stdout; a reader that went away is not our failure.
+fn print(text: &str) -> Result<i32> {
+    match io::stdout().write_all(text.as_bytes()) {
+        Ok(()) => Ok(exit::SUCCESS),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(exit::SUCCESS),
+        Err(e) => Err(Error::io(format!("cannot write the status: {e}"))),
+    }
+}
+
+/// Rows as columns of their widest cell; the last column is not padded.
+fn columns<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0usize; N];
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(widths)
+            .enumerate()
+            .map(|(i, (c, w))| {
+                if i + 1 == N {
+                    c.clone()
+                } else {
+                    format!("{c:<w$}")
+                }
+            })
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// A user's name, else the uid as a number.
+fn user_name(uid: u32, names: &mut std::collections::HashMap<u32, String>) -> String {
+    names
+        .entry(uid)
+        .or_insert_with(|| {
+            nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+                .ok()
+                .flatten()
+                .map_or_else(|| uid.to_string(), |u| u.name)
+        })
+        .clone()
+}
+
+/// `locksup status --daemon --history`: the attempts that ended lately.
+fn history(args: &StatusArgs, socket: &Path) -> Result<i32> {
+    let mut stream = connect(socket)?;
+    stream
+        .write_all(&protocol::encode(&Frame::History {}))
+        .map_err(|e| Error::protocol(format!("cannot send the request: {e}")))?;
+    let answer = read_frame(&mut stream, Some(Instant::now() + Duration::from_secs(30)))?
+        .ok_or_else(|| Error::protocol("locksup serve did not answer within 30s"))?;
+    let (bound, attempts, omitted) = match answer {
+        Frame::Finished {
+            bound,
+            attempts,
+            omitted,
+        } => (bound, attempts, omitted),
+        Frame::Error { code, message } => return Err(Error::with_code(code, message)),
+        other => {
+            return Err(Error::protocol(format!(
+                "unexpected {} frame from the daemon",
+                other.kind()
+            )));
+        }
+    };
+    if args.json {
+        let doc = serde_json::json!({
+            "v": 1,
+            "socket": socket.display().to_string(),
+            "bound": bound,
+            "omitted": omitted,
+            "attempts": attempts,
+        });
+        return print(&format!("{doc}\n"));
+    }
+    let ms = |v: Option<u64>| {
+        v.map_or_else(
+            || "-".to_owned(),
+            |ms| crate::cmd::status::short_duration(Duration::from_millis(ms)),
+        )
+    };
+    let mut names = std::collections::HashMap::new();
+    let mut rows = vec![
+        [
+            "ENDED", "ATTEMPT", "USER", "OUTCOME", "EXIT", "WAITED", "HELD", "LOCK",
+        ]
+        .map(str::to_owned),
+    ];
+    for a in &attempts {
+        rows.push([
+            a.ended.clone(),
+            a.attempt_id.clone(),
+            user_name(a.uid, &mut names),
+            a.outcome.clone(),
+            a.exit_code.to_string(),
+            ms(a.wait_ms),
+            ms(a.held_ms),
+            a.lock.clone(),
+        ]);
+    }
+    let more = if omitted > 0 {
+        format!(" ({omitted} more did not fit in one answer; --json shows the same)")
+    } else {
+        String::new()
+    };
+    let mut out = format!(
+        "locksup serve at {}: the last {} finished attempt(s), newest first (keeps {bound}){more}\n",
+        socket.display(),
+        attempts.len()
+    );
+    out.push_str(&columns(&rows));
+    print(&out)
+}
+
 /// `locksup status --daemon`: the daemon's attempts, as a table or JSON.
 pub fn status(args: &StatusArgs, config_path: Option<&Path>) -> Result<i32> {
     let socket = socket_for(args.socket.as_deref(), config_path)?;
+    if args.history {
+        return history(args, &socket);
+    }
     let mut stream = connect(&socket)?;
     stream
         .write_all(&protocol::encode(&Frame::List {}))

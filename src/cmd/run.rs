@@ -25,8 +25,19 @@ pub(crate) const DEFAULT_WAIT: Duration = Duration::from_secs(60);
 /// Default mode of a new lock file.
 pub(crate) const DEFAULT_FILE_MODE: u32 = 0o600;
 
+/// Set by `locksup serve` for each attempt's supervisor: the number of an
+/// inherited descriptor (a pipe) to copy every event to. Taken out of the
+/// environment at once, so the command never sees it.
+pub(crate) const DAEMON_EVENTS_ENV: &str = "LOCKSUP_DAEMON_EVENTS_FD";
+
 /// Run the subcommand; returns the exit code.
 pub fn main(args: RunArgs, config_path: Option<&Path>) -> Result<i32> {
+    // Still one thread: nothing else reads the environment.
+    let daemon_events = std::env::var(DAEMON_EVENTS_ENV).ok();
+    if daemon_events.is_some() {
+        crate::sys::unset_env_single_threaded(&[DAEMON_EVENTS_ENV]);
+    }
+    let daemon_events = daemon_events.and_then(|v| daemon_events_pipe(&v));
     let config = Config::load(config_path)?;
     let spec = resolve(&args, &config)?;
     lockfile::preflight(&spec.lock)?;
@@ -36,6 +47,9 @@ pub fn main(args: RunArgs, config_path: Option<&Path>) -> Result<i32> {
         &spec.attempt_id,
         &spec.lock,
     )?;
+    if let Some(pipe) = daemon_events {
+        report.tee(pipe);
+    }
     // The process the caller started becomes the guardian; the supervisor
     // goes on in its child. In the foreground both stay in the terminal's
     // process group, where the guardian would add nothing but a second
@@ -50,6 +64,36 @@ pub fn main(args: RunArgs, config_path: Option<&Path>) -> Result<i32> {
         .build()
         .map_err(|e| Error::io(format!("cannot start the runtime: {e}")))?;
     rt.block_on(supervise::supervise(&spec, &mut report, link))
+}
+
+/// The pipe `locksup serve` passed ([`DAEMON_EVENTS_ENV`]) for its copy
+/// of the events, made close-on-exec (the command does not get it) and
+/// non-blocking (a busy daemon costs events, never time). Anything else
+/// (not a number, not open, not a pipe) is ignored and left alone.
+fn daemon_events_pipe(value: &str) -> Option<std::fs::File> {
+    use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
+    use nix::sys::stat::{SFlag, fstat};
+    use std::os::fd::IntoRawFd;
+    let fd: i32 = value.trim().parse().ok()?;
+    let owned = crate::sys::adopt_inherited_fd(fd).ok()?;
+    let is_pipe = fstat(&owned)
+        .is_ok_and(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFIFO);
+    let set = || -> nix::Result<()> {
+        fcntl(&owned, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
+        let fl = fcntl(&owned, FcntlArg::F_GETFL)?;
+        fcntl(
+            &owned,
+            FcntlArg::F_SETFL(OFlag::from_bits_truncate(fl) | OFlag::O_NONBLOCK),
+        )?;
+        Ok(())
+    };
+    if !is_pipe || set().is_err() {
+        log::debug!("{DAEMON_EVENTS_ENV}={value} is not a pipe of ours; ignored");
+        // Not ours to close.
+        let _ = owned.into_raw_fd();
+        return None;
+    }
+    Some(std::fs::File::from(owned))
 }
 
 /// Merge command line, the config's `[run]` and matching `[[policy]]`, and

@@ -71,6 +71,10 @@ use crate::protocol::{Conn, Frame, ProtoError, RUN_FDS};
 use crate::sdnotify::Notifier;
 
 mod conn;
+mod history;
+mod http;
+mod metrics;
+mod observe;
 mod state;
 
 use conn::connection;
@@ -146,6 +150,31 @@ pub fn main(args: ServeArgs, config_path: Option<&Path>) -> Result<i32> {
     listener
         .set_nonblocking(true)
         .map_err(|e| Error::io(format!("socket: {e}")))?;
+    let metrics_at = settings.config.serve.metrics.clone();
+    let metrics_bound = match &metrics_at {
+        Some(at) => {
+            let mode = settings
+                .config
+                .serve
+                .socket_mode
+                .unwrap_or(DEFAULT_SOCKET_MODE);
+            match http::Bound::bind(at, mode) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    if let Some((path, ino)) = &bound {
+                        remove_socket(path, *ino);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        None => None,
+    };
+    let history_bound = settings
+        .config
+        .serve
+        .history
+        .unwrap_or(history::DEFAULT_BOUND);
     let containment = cgroup::detect();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -161,6 +190,9 @@ pub fn main(args: ServeArgs, config_path: Option<&Path>) -> Result<i32> {
         };
         log::info!("listening on {where_}");
         log::info!("containment: {}", containment.describe());
+        if let Some(at) = &metrics_at {
+            log::info!("metrics at {at}");
+        }
         let state = Rc::new(RefCell::new(State {
             settings: Rc::new(settings),
             config_path: config_path.map(Path::to_path_buf),
@@ -183,9 +215,21 @@ pub fn main(args: ServeArgs, config_path: Option<&Path>) -> Result<i32> {
             reload_again: false,
             config_busy: Arc::new(AtomicBool::new(false)),
             reload_done: Rc::new(tokio::sync::Notify::new()),
+            metrics: Rc::new(metrics::Metrics::new()),
+            history: history::History::new(history_bound),
         }));
+        let mut metrics_cleanup = None;
+        if let Some(b) = metrics_bound {
+            if let http::Bound::Unix(_, path, ino) = &b {
+                metrics_cleanup = Some((path.clone(), *ino));
+            }
+            tokio::task::spawn_local(http::serve(state.clone(), b));
+        }
         let code = run(state.clone(), listener).await;
         if let Some((path, ino)) = &bound {
+            remove_socket(path, *ino);
+        }
+        if let Some((path, ino)) = &metrics_cleanup {
             remove_socket(path, *ino);
         }
         code

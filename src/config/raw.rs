@@ -100,6 +100,8 @@ pub(super) struct RawServe {
     pub(super) admin_groups: Vec<Spanned<RawPrincipal>>,
     pub(super) reap_orphans: Option<bool>,
     pub(super) reap_interval: Option<CfgDur>,
+    pub(super) metrics: Option<Spanned<String>>,
+    pub(super) history: Option<Spanned<i64>>,
 }
 
 impl RawServe {
@@ -131,6 +133,29 @@ impl RawServe {
                 .map(|p| principal(p, text, path, key))
                 .collect::<std::result::Result<Vec<_>, Problem>>()
         };
+        let metrics = match self.metrics {
+            None => None,
+            Some(m) => {
+                let span = m.span();
+                Some(MetricsEndpoint::parse(m.get_ref()).map_err(|e| (span, e))?)
+            }
+        };
+        let history = match self.history {
+            None => None,
+            Some(h) => {
+                let span = h.span();
+                let v = *h.get_ref();
+                match usize::try_from(v) {
+                    Ok(n) if n <= MAX_HISTORY => Some(n),
+                    _ => {
+                        return Err((
+                            span,
+                            format!("history {v} is out of range (0 to {MAX_HISTORY})"),
+                        ));
+                    }
+                }
+            }
+        };
         Ok(ServeConfig {
             socket,
             socket_mode,
@@ -139,6 +164,8 @@ impl RawServe {
             admin_groups: list(self.admin_groups, "admin_groups")?,
             reap_orphans: self.reap_orphans,
             reap_interval: self.reap_interval.map(|d| d.0),
+            metrics,
+            history,
         })
     }
 }

@@ -374,6 +374,17 @@ fn serve_section() {
         Some(Dur::Finite(Duration::from_millis(250)))
     );
     assert_eq!(parse("[serve]\n").unwrap().serve, ServeConfig::default());
+    let m = |t: &str| parse(&format!("[serve]\n{t}\n")).unwrap().serve;
+    assert_eq!(
+        m("metrics = \"[::1]:9187\"").metrics,
+        Some(MetricsEndpoint::Tcp("[::1]:9187".parse().unwrap()))
+    );
+    assert_eq!(
+        m("metrics = \"unix:/run/locksup/metrics.sock\"").metrics,
+        Some(MetricsEndpoint::Unix("/run/locksup/metrics.sock".into()))
+    );
+    assert_eq!(m("history = 0").history, Some(0));
+    assert_eq!(m("history = 100000").history, Some(100_000));
 }
 
 #[test]
@@ -409,6 +420,26 @@ fn serve_bad_values() {
         17,
         "invalid duration",
     );
+    err_at(
+        "[serve]\nmetrics = \"localhost\"\n",
+        2,
+        11,
+        "neither ADDRESS:PORT",
+    );
+    err_at(
+        "[serve]\nmetrics = \"unix:rel.sock\"\n",
+        2,
+        11,
+        "absolute path",
+    );
+    err_at("[serve]\nmetrics = 9187\n", 2, 11, "invalid type");
+    err_at(
+        "[serve]\nhistory = -1\n",
+        2,
+        11,
+        "out of range (0 to 100000)",
+    );
+    err_at("[serve]\nhistory = 100001\n", 2, 11, "out of range");
 }
 
 #[test]
@@ -768,6 +799,8 @@ fn example_defaults_are_the_built_in_ones() {
             admin_groups: Vec::new(),
             reap_orphans: Some(false),
             reap_interval: secs(5),
+            metrics: Some(MetricsEndpoint::Tcp("127.0.0.1:9187".parse().unwrap())),
+            history: Some(1000),
         }
     );
     assert_eq!(c.policy.len(), 1);

@@ -1,6 +1,7 @@
 //! One client connection: its `run`, `cancel`, `signal` and `list`
 //! frames, each request checked exactly as the command line would be.
 
+use super::metrics::Refusal;
 use super::state::{Peer, RunRequest};
 use super::*;
 
@@ -28,9 +29,16 @@ pub(super) async fn reply(conn: &mut Conn, frame: Frame) {
     send(conn, &frame).await;
 }
 
-pub(super) async fn refuse(conn: &mut Conn, code: i32, message: String) {
+pub(super) async fn refuse(
+    state: &Shared,
+    conn: &mut Conn,
+    code: i32,
+    reason: Refusal,
+    message: String,
+) {
     // Nothing the client sent is kept while it is answered.
     conn.close_fds();
+    state.borrow().metrics.refused(reason);
     log::info!("refused: {message}");
     reply(conn, Frame::error(code, message)).await;
 }
@@ -60,8 +68,10 @@ pub(super) async fn connection(state: Shared, stream: UnixStream) {
     if !may_submit && !is_admin {
         let at = socket.map_or(String::new(), |p| format!(" at {}", p.display()));
         refuse(
+            &state,
             &mut conn,
             exit::FAILURE,
+            Refusal::NotAllowed,
             format!(
                 "{} may not use locksup serve{at} (see [serve] allow_users and allow_groups)",
                 peer.describe()
@@ -73,8 +83,10 @@ pub(super) async fn connection(state: Shared, stream: UnixStream) {
     let first = match timeout(REQUEST_TIMEOUT, conn.read()).await {
         Err(_) => {
             refuse(
+                &state,
                 &mut conn,
                 exit::FAILURE,
+                Refusal::Timeout,
                 format!(
                     "no request within {} of connecting",
                     crate::duration::format_duration(REQUEST_TIMEOUT)
@@ -86,7 +98,8 @@ pub(super) async fn connection(state: Shared, stream: UnixStream) {
         Ok(Ok(Some(f))) => f,
         Ok(Ok(None)) => return,
         Ok(Err(e)) => {
-            refuse(&mut conn, exit::FAILURE, proto_message(&e)).await;
+            let m = proto_message(&e);
+            refuse(&state, &mut conn, exit::FAILURE, Refusal::Protocol, m).await;
             return;
         }
     };
@@ -96,7 +109,7 @@ pub(super) async fn connection(state: Shared, stream: UnixStream) {
             "unexpected descriptors with a {} frame: only a run request carries any",
             first.kind()
         );
-        refuse(&mut conn, exit::FAILURE, msg).await;
+        refuse(&state, &mut conn, exit::FAILURE, Refusal::Protocol, msg).await;
         return;
     }
     match first {
@@ -106,7 +119,7 @@ pub(super) async fn connection(state: Shared, stream: UnixStream) {
                     "{} may not submit attempts (see [serve] allow_users and allow_groups)",
                     peer.describe()
                 );
-                refuse(&mut conn, exit::FAILURE, msg).await;
+                refuse(&state, &mut conn, exit::FAILURE, Refusal::NotAllowed, msg).await;
                 return;
             }
             run_attempt(state, conn, peer, args, env, cwd).await;
@@ -121,12 +134,16 @@ pub(super) async fn connection(state: Shared, stream: UnixStream) {
             let frame = state.borrow().list(&peer, is_admin);
             reply(&mut conn, frame).await;
         }
+        Frame::History {} => {
+            let frame = state.borrow().finished(&peer, is_admin);
+            reply(&mut conn, frame).await;
+        }
         other => {
             let msg = format!(
-                "expected a run, cancel_attempt or list frame first, not {}",
+                "expected a run, cancel_attempt or list frame first (or a history frame), not {}",
                 other.kind()
             );
-            refuse(&mut conn, exit::FAILURE, msg).await;
+            refuse(&state, &mut conn, exit::FAILURE, Refusal::Protocol, msg).await;
         }
     }
 }
@@ -254,7 +271,7 @@ pub(super) async fn run_attempt(
             fds.len()
         );
         drop(fds);
-        refuse(&mut conn, exit::FAILURE, msg).await;
+        refuse(&state, &mut conn, exit::FAILURE, Refusal::Protocol, msg).await;
         return;
     }
     let config = state.borrow().settings.clone();
@@ -262,7 +279,7 @@ pub(super) async fn run_attempt(
         Ok(r) => r,
         Err(msg) => {
             drop(fds);
-            refuse(&mut conn, exit::FAILURE, msg).await;
+            refuse(&state, &mut conn, exit::FAILURE, Refusal::Invalid, msg).await;
             return;
         }
     };
@@ -278,13 +295,14 @@ pub(super) async fn run_attempt(
     }
     let _owed = PendingGuard::new(&state.borrow().pending);
     let started = state.borrow_mut().start(req, fds, peer.uid);
-    let (pid, attempt_id, mut done) = match started {
+    let (pid, attempt_id, mut done, watch) = match started {
         Ok(x) => x,
-        Err(msg) => {
-            refuse(&mut conn, exit::FAILURE, msg).await;
+        Err((reason, msg)) => {
+            refuse(&state, &mut conn, exit::FAILURE, reason, msg).await;
             return;
         }
     };
+    tokio::task::spawn_local(super::observe::watch(state.clone(), watch));
     let gone = |why: &str| {
         if state.borrow().signal_attempt(pid, Signal::SIGTERM) {
             log::info!("attempt {attempt_id}: {why}: sent TERM to its supervisor");
@@ -322,7 +340,7 @@ pub(super) async fn run_attempt(
                         }
                     }
                     Err(msg) => {
-                        refuse(&mut conn, exit::FAILURE, msg).await;
+                        refuse(&state, &mut conn, exit::FAILURE, Refusal::Invalid, msg).await;
                         gone("the client sent a bad cancel frame");
                         return;
                     }
@@ -332,14 +350,14 @@ pub(super) async fn run_attempt(
                         state.borrow().signal_attempt(pid, sig);
                     }
                     Err(msg) => {
-                        refuse(&mut conn, exit::FAILURE, msg).await;
+                        refuse(&state, &mut conn, exit::FAILURE, Refusal::Invalid, msg).await;
                         gone("the client sent a bad signal frame");
                         return;
                     }
                 },
                 Ok(Some(other)) => {
                     let msg = format!("unexpected {} frame while the attempt runs", other.kind());
-                    refuse(&mut conn, exit::FAILURE, msg).await;
+                    refuse(&state, &mut conn, exit::FAILURE, Refusal::Protocol, msg).await;
                     gone("the client broke the protocol");
                     return;
                 }
@@ -352,7 +370,8 @@ pub(super) async fn run_attempt(
                     return;
                 }
                 Err(e) => {
-                    refuse(&mut conn, exit::FAILURE, proto_message(&e)).await;
+                    let m = proto_message(&e);
+                    refuse(&state, &mut conn, exit::FAILURE, Refusal::Protocol, m).await;
                     gone("the client broke the protocol");
                     return;
                 }
@@ -375,7 +394,9 @@ pub(super) async fn cancel_attempt(
     let _owed = wait.then(|| PendingGuard::new(&state.borrow().pending));
     let sig = match parse_signal(&signal, &CANCEL_SIGNALS) {
         Ok(s) => s,
-        Err(msg) => return refuse(&mut conn, exit::FAILURE, msg).await,
+        Err(msg) => {
+            return refuse(&state, &mut conn, exit::FAILURE, Refusal::Invalid, msg).await;
+        }
     };
     let found = {
         let s = state.borrow();
@@ -383,7 +404,14 @@ pub(super) async fn cancel_attempt(
     };
     let pid = match found {
         Ok(pid) => pid,
-        Err((code, msg)) => return refuse(&mut conn, code, msg).await,
+        Err((code, msg)) => {
+            let reason = if code == exit::TARGET_NOT_FOUND {
+                Refusal::NotFound
+            } else {
+                Refusal::Invalid
+            };
+            return refuse(&state, &mut conn, code, reason, msg).await;
+        }
     };
     let known = state
         .borrow()
@@ -392,7 +420,8 @@ pub(super) async fn cancel_attempt(
         .map(|a| (a.uid, a.attempt_id.clone()));
     let Some((owner, attempt_id)) = known else {
         let msg = format!("attempt '{target}' has just ended");
-        return refuse(&mut conn, exit::TARGET_NOT_FOUND, msg).await;
+        let code = exit::TARGET_NOT_FOUND;
+        return refuse(&state, &mut conn, code, Refusal::NotFound, msg).await;
     };
     if owner != peer.uid && !is_admin {
         let msg = format!(
@@ -400,7 +429,14 @@ pub(super) async fn cancel_attempt(
              members of [serve] admin_groups may)",
             peer.describe()
         );
-        return refuse(&mut conn, exit::NOT_PERMITTED, msg).await;
+        return refuse(
+            &state,
+            &mut conn,
+            exit::NOT_PERMITTED,
+            Refusal::NotPermitted,
+            msg,
+        )
+        .await;
     }
     let rx = {
         let mut s = state.borrow_mut();

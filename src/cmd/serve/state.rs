@@ -2,6 +2,9 @@
 //! cgroups, with the reaping (`waitpid(-1)`, in one place) and what
 //! follows each child's end.
 
+use super::history::History;
+use super::metrics::{Metrics, Refusal};
+use super::observe::{Pipe, Submitted, Watch};
 use super::*;
 
 /// A client, as the kernel identified it when it connected.
@@ -42,6 +45,9 @@ pub(super) struct Attempt {
     pub(super) grace: Option<Duration>,
     /// Told the exit status when the supervisor has been reaped.
     pub(super) watchers: Vec<oneshot::Sender<i32>>,
+    /// Told the exit status and whether the supervisor was killed, for
+    /// its record ([`super::observe`]).
+    pub(super) observer: Option<oneshot::Sender<(i32, bool)>>,
     pub(super) cgroup: Option<PathBuf>,
     /// The configuration it was started with stays readable.
     pub(super) _config: Rc<Snapshot>,
@@ -90,6 +96,9 @@ pub(super) struct State {
     /// Told when a reload is over, for the event loop to look at the new
     /// settings.
     pub(super) reload_done: Rc<tokio::sync::Notify>,
+    pub(super) metrics: Rc<Metrics>,
+    /// The attempts that ended lately.
+    pub(super) history: History,
 }
 
 /// Counts connections that still owe their client a result.
@@ -168,26 +177,47 @@ impl State {
         self.notify(&format!("STATUS={}", self.status_line()));
     }
 
-    /// Start an attempt's supervisor.
+    /// Start an attempt's supervisor; also returns what
+    /// [`super::observe::watch`] needs to follow it.
+    #[allow(clippy::type_complexity)]
     pub(super) fn start(
         &mut self,
         req: RunRequest,
         fds: Vec<OwnedFd>,
         uid: u32,
-    ) -> std::result::Result<(i32, String, oneshot::Receiver<i32>), String> {
+    ) -> std::result::Result<(i32, String, oneshot::Receiver<i32>, Watch), (Refusal, String)> {
         if self.stopping {
-            return Err("the daemon is shutting down".into());
+            return Err((Refusal::ShuttingDown, "the daemon is shutting down".into()));
         }
         if !req.cwd.is_dir() {
-            return Err(format!(
-                "working directory {} does not exist as the daemon sees it",
-                req.cwd.display()
+            return Err((
+                Refusal::Invalid,
+                format!(
+                    "working directory {} does not exist as the daemon sees it",
+                    req.cwd.display()
+                ),
             ));
         }
         let mut fds = fds.into_iter();
         let (Some(stdin), Some(stdout), Some(stderr)) = (fds.next(), fds.next(), fds.next()) else {
-            return Err("the client's stdin, stdout and stderr are missing".into());
+            return Err((
+                Refusal::Protocol,
+                "the client's stdin, stdout and stderr are missing".into(),
+            ));
         };
+        let spawn_failed = |what: &str, e: &dyn std::fmt::Display| {
+            (
+                Refusal::SpawnFailed,
+                format!("cannot start the attempt's supervisor: {what}{e}"),
+            )
+        };
+        // The supervisor's copy of the events. The write end is inherited
+        // by this one child only: nothing else is started between here
+        // and the drop below (one thread starts children).
+        let events = Pipe::new().map_err(|e| spawn_failed("events pipe: ", &e))?;
+        let events_fd = events
+            .for_child()
+            .map_err(|e| spawn_failed("events pipe: ", &e))?;
         let snapshot = self.settings.snapshot.clone();
         let mut cmd = Command::new("/proc/self/exe");
         cmd.arg0("locksup")
@@ -200,6 +230,7 @@ impl State {
         cmd.args(&req.args)
             .env_clear()
             .envs(req.env.iter().map(|(k, v)| (k, v)))
+            .env(crate::cmd::run::DAEMON_EVENTS_ENV, events_fd.to_string())
             .current_dir(&req.cwd)
             .stdin(Stdio::from(stdin))
             .stdout(Stdio::from(stdout))
@@ -226,13 +257,19 @@ impl State {
                 .ok()
         });
         self.prepare_child(&mut cmd, cgroup_procs);
-        let child = match cmd.spawn() {
+        let spawned = cmd.spawn();
+        let Pipe {
+            read: events,
+            write,
+        } = events;
+        drop(write);
+        let child = match spawned {
             Ok(c) => c,
             Err(e) => {
                 if let Some(d) = &cgroup {
                     let _ = cgroup::remove(d);
                 }
-                return Err(format!("cannot start the attempt's supervisor: {e}"));
+                return Err(spawn_failed("", &e));
             }
         };
         // Reaped by `reap` (waitpid), never by std.
@@ -246,6 +283,17 @@ impl State {
             req.lock.display()
         );
         let id = req.attempt_id.clone();
+        let (observer, exit) = oneshot::channel();
+        let watch = Watch {
+            submitted: Submitted {
+                attempt_id: req.attempt_id.clone(),
+                lock: req.lock.clone(),
+                uid,
+                at: std::time::SystemTime::now(),
+            },
+            events,
+            exit,
+        };
         self.attempts.insert(
             pid,
             Attempt {
@@ -255,12 +303,25 @@ impl State {
                 started: Instant::now(),
                 grace: req.grace,
                 watchers: vec![tx],
+                observer: Some(observer),
                 cgroup,
                 _config: snapshot,
             },
         );
+        self.metrics.started();
         self.update_status();
-        Ok((pid, id, rx))
+        Ok((pid, id, rx, watch))
+    }
+
+    /// The `finished` answer: every finished attempt for an admin, else
+    /// the peer's.
+    pub(super) fn finished(&self, peer: &Peer, is_admin: bool) -> Frame {
+        let (attempts, omitted) = self.history.answer(|r| is_admin || r.uid == peer.uid);
+        Frame::Finished {
+            bound: u64::try_from(self.history.bound()).unwrap_or(u64::MAX),
+            attempts,
+            omitted,
+        }
     }
 
     /// The `attempts` answer: every attempt for an admin, else the peer's.
@@ -336,7 +397,10 @@ impl State {
                 self.attempt_ended(pid, a, code, signal);
             } else if let Some(lock) = self.helpers.remove(&pid) {
                 match code {
-                    0 => log::info!("orphaned lock {} ended", lock.display()),
+                    0 => {
+                        self.metrics.orphan_reaped();
+                        log::info!("orphaned lock {} ended", lock.display());
+                    }
                     exit::NOT_HELD => log::debug!("{} is not an orphan any more", lock.display()),
                     c => log::warn!(
                         "ending the orphaned lock {} failed (locksup cancel exit status {c})",
@@ -408,6 +472,9 @@ impl State {
                 Some(_) => a.grace.map(|g| Instant::now() + g),
             };
             self.cgroups_left.push((dir, kill_at));
+        }
+        if let Some(o) = a.observer {
+            let _ = o.send((code, signal.is_some()));
         }
         for w in a.watchers {
             let _ = w.send(code);
@@ -535,6 +602,15 @@ impl State {
                 {
                     log::warn!("[serve] socket and socket_mode take effect at the next start");
                 }
+                if s.config.serve.metrics != self.settings.config.serve.metrics {
+                    log::warn!("[serve] metrics takes effect at the next start");
+                }
+                self.history.set_bound(
+                    s.config
+                        .serve
+                        .history
+                        .unwrap_or(super::history::DEFAULT_BOUND),
+                );
                 self.settings = Rc::new(s);
                 log::info!("configuration reloaded from {where_}");
             }
