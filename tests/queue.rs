@@ -305,9 +305,15 @@ fn the_fence_is_in_the_environment_the_metadata_the_events_and_status() {
         },
         &guard,
     );
-    let acquired = json(&r.err.expect("\"acquired\"", LIMIT));
+    let acquired = json(
+        &r.err
+            .expect_match("acquired", LIMIT, |l| l.contains("\"event\":\"acquired\"")),
+    );
     let fence = acquired["fence"].as_u64().expect("fence in acquired");
-    r.out.expect(&format!("fence={fence}"), LIMIT);
+    let line = r
+        .out
+        .expect_match("fence=", LIMIT, |l| l.starts_with("fence="));
+    assert_eq!(line, format!("fence={fence}"));
     let meta: serde_json::Value =
         serde_json::from_str(fs::read_to_string(&lock).unwrap().lines().next().unwrap()).unwrap();
     assert_eq!(meta["fence"].as_u64(), Some(fence));
@@ -407,7 +413,7 @@ fn the_next_holder_is_told_of_a_cancel_a_dead_supervisor_and_a_reaped_orphan() {
         },
         &guard,
     );
-    r.out.expect("up", LIMIT);
+    r.out.expect_match("up", LIMIT, |l| l == "up");
     kill(r.pid(), libc::SIGTERM);
     assert_eq!(r.code(LIMIT), 143);
     assert_eq!(previous(&env, &lock), "cancelled a-cancel 143");
@@ -422,7 +428,7 @@ fn the_next_holder_is_told_of_a_cancel_a_dead_supervisor_and_a_reaped_orphan() {
         },
         &guard,
     );
-    r.out.expect("up", LIMIT);
+    r.out.expect_match("up", LIMIT, |l| l == "up");
     kill_guardian_and_supervisor(r.pid());
     assert!(wait_lock_free(&lock, LIMIT));
     assert_eq!(previous(&env, &lock), "supervisor-died a-sup -");
@@ -498,5 +504,49 @@ fn flock_users_still_exclude_and_are_excluded_beside_the_queue() {
     for pair in lines.chunks(2) {
         let who = pair[0].strip_prefix("begin ").expect("begin first");
         assert_eq!(pair[1], format!("end {who}"), "{lines:?}");
+    }
+}
+
+#[test]
+fn watch_reports_each_attempt_joining_the_queue_in_order() {
+    let env = Env::new();
+    let guard = Guard::new();
+    let lock = env.join("s.lock");
+    let order = env.join("order");
+    let holder = hold_lock(&lock);
+    let mut watch = spawn(
+        {
+            let mut c = env.cmd();
+            c.args(["watch", "--json"]).arg(env.path());
+            c
+        },
+        &guard,
+    );
+    watch
+        .out
+        .expect_match("ready", LIMIT, |l| l.contains("\"event\":\"ready\""));
+    let mut waiters = queue_up(&env, &guard, &lock, &order, 2, &[]);
+    let mut seen = Vec::new();
+    loop {
+        let line = watch
+            .out
+            .expect_match("queued", LIMIT, |l| l.contains("\"event\":\"queued\""));
+        let ev = json(&line);
+        assert_eq!(ev["path"], lock.to_string_lossy().as_ref());
+        let ids: Vec<String> = ev["lock"]["queue"]
+            .as_array()
+            .expect("queue")
+            .iter()
+            .map(|w| w["attempt_id"].as_str().unwrap_or("?").to_owned())
+            .collect();
+        seen.push(ids.clone());
+        if ids == ["w1", "w2"] {
+            break;
+        }
+        assert_eq!(ids, ["w1"], "{seen:?}");
+    }
+    drop(holder);
+    for w in &mut waiters {
+        assert_eq!(w.code(LIMIT), 0);
     }
 }

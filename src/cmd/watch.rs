@@ -17,7 +17,10 @@
 //! - `IN_DELETE_SELF`, `IN_MOVE_SELF`, `IN_IGNORED`: a watched directory
 //!   went away; a root that goes away is watched for from its parent and
 //!   taken up again when it comes back;
-//! - `IN_Q_OVERFLOW`: events were lost; everything is scanned again.
+//! - `IN_Q_OVERFLOW`: events were lost; everything is scanned again;
+//! - any event on a ticket (`t-N`) in a lock's queue directory
+//!   (`NAME.queue`, [`crate::lock::queue`]): a waiter joined or left, so
+//!   the queue is read again (reported as `queued`).
 //!
 //! Each batch of events leads to one *round*: `/proc/locks` read once,
 //! the lock files that are held (or were) evaluated as `status` does, and
@@ -663,6 +666,18 @@ impl Watcher {
             } else if vanished && (recursive || is_root) {
                 self.drop_tree(&path);
             }
+            return;
+        }
+        // A ticket appearing or let go in a lock's queue directory
+        // (`NAME.lock.queue/t-N`): the queue changed.
+        if recursive
+            && name.as_encoded_bytes().starts_with(b"t-")
+            && dir
+                .as_os_str()
+                .as_encoded_bytes()
+                .ends_with(crate::lock::queue::QUEUE_SUFFIX.as_bytes())
+        {
+            self.dirty();
             return;
         }
         if !(is_root || (recursive && is_lock_name(name))) {

@@ -55,7 +55,8 @@ impl Watcher {
             t.meta.clone()
         });
         let started = self.started;
-        for s in statuses {
+        for mut s in statuses {
+            status::add_queue(&mut s, &kernel);
             let Some(t) = self.files.get_mut(&s.file.path) else {
                 continue;
             };
@@ -121,6 +122,23 @@ impl Watcher {
                         pids: fresh,
                     });
                 }
+                // Attempts that joined the lock's queue since the last round.
+                let queued_before: HashSet<&str> = prev
+                    .map(|p| p.queue.iter().filter_map(queue_id).collect())
+                    .unwrap_or_default();
+                let joined: Vec<i32> = s
+                    .queue
+                    .iter()
+                    .filter(|w| queue_id(w).is_some_and(|id| !queued_before.contains(id)))
+                    .filter_map(|w| w.holder_pid)
+                    .collect();
+                if !joined.is_empty() {
+                    changes.push(Change {
+                        event: "queued",
+                        lock: s.clone(),
+                        pids: joined,
+                    });
+                }
                 let again = acquiring || changed_holder;
                 if s.state == State::Overdue && (was != State::Overdue || again) {
                     changes.push(Change {
@@ -137,7 +155,7 @@ impl Watcher {
                     });
                 }
             }
-            t.last = if s.state.is_held() || !s.waiters.is_empty() {
+            t.last = if s.state.is_held() || !s.waiters.is_empty() || !s.queue.is_empty() {
                 Some(s)
             } else {
                 None
@@ -223,7 +241,7 @@ impl Watcher {
                     c.lock.state.as_str()
                 };
                 obj.insert("state".into(), state.into());
-                if c.event == "waiting" {
+                if c.event == "waiting" || c.event == "queued" {
                     obj.insert("pids".into(), json!(c.pids));
                 }
                 obj.insert("lock".into(), c.lock.to_json());
@@ -324,9 +342,21 @@ pub(super) fn human(c: &Change) -> String {
     if let Some(m) = &l.metadata {
         s.push_str(&format!(" attempt {}", m.attempt_id));
     }
-    if !c.pids.is_empty() {
+    if c.event == "queued" {
+        let queue: Vec<String> = l
+            .queue
+            .iter()
+            .map(|w| format!("{}:{}", w.position, queue_id(w).unwrap_or("?")))
+            .collect();
+        s.push_str(&format!(" queue {}", queue.join(",")));
+    } else if !c.pids.is_empty() {
         let pids: Vec<String> = c.pids.iter().map(i32::to_string).collect();
         s.push_str(&format!(" waiters {}", pids.join(",")));
     }
     s
+}
+
+/// A queued attempt's id.
+fn queue_id(w: &crate::lock::queue::Waiter) -> Option<&str> {
+    w.info.as_ref().map(|i| i.attempt_id.as_str())
 }
