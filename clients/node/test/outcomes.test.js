@@ -14,6 +14,7 @@ function noFutureFields(r) {
   assert.equal(r.fence, null);
   assert.equal(r.previousOutcome, null);
   assert.equal(r.error, null);
+  assert.equal(r.message, null);
 }
 
 test("exited: the command's own status", async (t) => {
@@ -180,17 +181,19 @@ test("not-found: the command does not exist", async (t) => {
   assert.equal(r.code, 127);
   assert.equal(r.heldMs, null);
   assert.match(h.stderrText, /cannot run 'locksup-test-no-such-command'/);
+  assert.match(r.message, /cannot run 'locksup-test-no-such-command'/);
   assert.ok(lockIsFree(h.lockFile));
 });
 
-test("failed: locksup cannot use the lock file (125) or run the command (126)", async (t) => {
+test("failed: locksup cannot use the lock file (125); cannot-execute: it cannot run the command (126)", async (t) => {
   const sb = sandbox(t);
   let h = sb.attempt({ session: sb.path("no/such/dir/s.jsonl") }, "true");
   let r = await within(h.result, SOON, "the attempt");
   assert.equal(r.outcome, "failed");
   assert.equal(r.code, 125);
   assert.equal(r.heldMs, null);
-  assert.equal(h.events.length, 0);
+  assert.equal(h.events.length, 0, "locksup failed before it opened --events: no end event");
+  assert.equal(r.message, null);
   assert.match(h.stderrText, /does not exist/);
 
   const script = sb.path("not-executable.sh");
@@ -198,6 +201,7 @@ test("failed: locksup cannot use the lock file (125) or run the command (126)", 
   chmodSync(script, 0o644);
   h = sb.attempt({ session: sb.path("s.jsonl") }, script);
   r = await within(h.result, SOON, "the attempt");
-  assert.equal(r.outcome, "failed");
+  assert.equal(r.outcome, "cannot-execute");
   assert.equal(r.code, 126);
+  assert.match(r.message, /cannot run .*not-executable\.sh.*Permission denied/);
 });
