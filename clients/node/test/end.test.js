@@ -159,12 +159,23 @@ test("real attempts: the result's outcome is the end event's, which comes last",
   }
 });
 
-test("the supervisor SIGKILLed: the guardian ends the attempt and says so in its end event", async (t) => {
+/**
+ * A running attempt, its `started` event, and its supervisor: the
+ * command's parent, a child of the `locksup run` the client started (the
+ * guardian).
+ */
+async function running(t) {
   const sb = sandbox(t);
   const h = sb.attempt({ session: sb.path("s.jsonl"), timeout: 0, grace: "2s" }, "sleep", ["30"]);
   const st = await next(h, "started");
   const supervisor = parentOf(st.pid);
   assert.ok(supervisor && supervisor !== h.pid, "the command's parent is the supervisor, not the guardian");
+  assert.equal(parentOf(supervisor), h.pid);
+  return { h, st, supervisor };
+}
+
+test("the supervisor SIGKILLed: the guardian ends the attempt and says so in its end event", async (t) => {
+  const { h, st, supervisor } = await running(t);
   process.kill(supervisor, "SIGKILL");
   const r = await within(h.result, SOON, "the attempt");
   assert.equal(h.events.at(-1).event, "end");
@@ -176,10 +187,7 @@ test("the supervisor SIGKILLed: the guardian ends the attempt and says so in its
 });
 
 test("locksup SIGKILLed before it could write an end: a result from the fallback", async (t) => {
-  const sb = sandbox(t);
-  const h = sb.attempt({ session: sb.path("s.jsonl"), timeout: 0, grace: "2s" }, "sleep", ["30"]);
-  const st = await next(h, "started");
-  const supervisor = parentOf(st.pid);
+  const { h, st, supervisor } = await running(t);
   // Stopped first, so that neither can write another event; then killed.
   for (const pid of [h.pid, supervisor]) process.kill(pid, "SIGSTOP");
   for (const pid of [supervisor, h.pid]) process.kill(pid, "SIGKILL");
