@@ -173,6 +173,21 @@ test("watchdog: no heartbeat within the interval", async (t) => {
   assert.ok(lockIsFree(h.lockFile));
 });
 
+test("ready-timeout: no READY=1 within the configured ready_timeout", async (t) => {
+  const sb = sandbox(t);
+  writeFileSync(sb.config, '[run]\nready_timeout = "300ms"\n');
+  const h = sb.attempt({ session: sb.path("s.jsonl"), timeout: 0, grace: "5s" }, "sleep", ["30"]);
+  const r = await within(h.result, SOON, "the attempt");
+  assert.equal(r.outcome, "ready-timeout");
+  assert.equal(r.code, 124);
+  assert.equal(r.signal, "SIGTERM");
+  assert.deepEqual(
+    h.events.filter((e) => e.event === "signal").map((e) => e.reason),
+    ["ready-timeout"],
+  );
+  assert.ok(lockIsFree(h.lockFile));
+});
+
 test("not-found: the command does not exist", async (t) => {
   const sb = sandbox(t);
   const h = sb.attempt({ session: sb.path("s.jsonl") }, "locksup-test-no-such-command");
