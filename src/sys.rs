@@ -337,6 +337,20 @@ pub(crate) fn reap_one() -> io::Result<Reaped> {
     }
 }
 
+/// Have the kernel send `sig` to this process when its parent thread ends
+/// (`PR_SET_PDEATHSIG`); any signal number, real-time ones included.
+pub(crate) fn set_parent_death_signal(sig: i32) -> io::Result<()> {
+    let sig =
+        libc::c_ulong::try_from(sig).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: PR_SET_PDEATHSIG takes a signal number by value and touches
+    // no memory of ours.
+    let rc = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig, 0, 0, 0) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// The real-time signal range of this C library: `SIGRTMIN()` to
 /// `SIGRTMAX()` (34 to 64 with glibc, which keeps 32 and 33 for itself).
 pub(crate) fn realtime_range() -> (i32, i32) {

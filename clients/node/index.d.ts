@@ -78,13 +78,19 @@ export interface WaitingEvent extends EventBase {
   event: "waiting";
   holders: number[];
 }
+/** The attempt that held the lock before this one, as `acquired` names it. */
+export interface PreviousHolder {
+  outcome: Outcome | (string & {});
+  attempt_id: string;
+  fence: number | string | null;
+}
 export interface AcquiredEvent extends EventBase {
   event: "acquired";
   wait_ms: number;
-  /** From a later locksup release; absent from this one. */
+  /** The lock's fencing token, from binaries that report one; else absent. */
   fence?: number | string;
-  /** From a later locksup release; absent from this one. */
-  previous_outcome?: string;
+  /** How the previous holder ended, from binaries that report it; else absent. */
+  previous?: PreviousHolder | null;
 }
 export interface StartedEvent extends EventBase {
   event: "started";
@@ -94,7 +100,17 @@ export interface StartedEvent extends EventBase {
 export interface SignalEvent extends EventBase {
   event: "signal";
   signal: string;
-  reason: "timeout" | "watchdog" | "ready-timeout" | "supervisor-signal" | "cleanup" | (string & {});
+  reason:
+    | "timeout"
+    | "watchdog"
+    | "ready-timeout"
+    | "supervisor-signal"
+    | "guardian-died"
+    | "parent-died"
+    | "lock-removed"
+    | "supervisor-died"
+    | "cleanup"
+    | (string & {});
   targets: number[];
 }
 export interface ExitedEvent extends EventBase {
@@ -133,6 +149,16 @@ export interface StatusEvent extends EventBase {
 export interface ReadyEvent extends EventBase {
   event: "ready";
 }
+/** locksup's last event of every attempt: how it ended. */
+export interface EndEvent extends EventBase {
+  event: "end";
+  /** The exit status locksup ends with. */
+  exit_code: number;
+  /** One of {@link Outcome}, or a name of a newer binary. */
+  outcome: Outcome | (string & {});
+  /** locksup's own explanation (a command it could not run, a failure), else null. */
+  error: string | null;
+}
 
 /** A line of `locksup run --events`. */
 export type LocksupEvent =
@@ -147,17 +173,20 @@ export type LocksupEvent =
   | HeartbeatEvent
   | ExtendedEvent
   | StatusEvent
-  | ReadyEvent;
+  | ReadyEvent
+  | EndEvent;
 
 export type EventName = LocksupEvent["event"];
 export type EventOf<N extends EventName> = Extract<LocksupEvent, { event: N }>;
 
-/** How an attempt ended. */
+/** How an attempt ended: the `outcome` of locksup's `end` event. */
 export type Outcome =
   /** The command exited by itself (`code` is its status). */
   | "exited"
   /** Its deadline passed and it was ended (124, or 128 + the final signal). */
   | "timeout"
+  /** It did not become ready (sd_notify `READY=1`) in time, and was ended. */
+  | "ready-timeout"
   /** The command died of a signal nobody asked locksup to send (or locksup itself was killed). */
   | "killed"
   /** The lock was busy and `wait` was 0. */
@@ -168,11 +197,13 @@ export type Outcome =
   | "cancelled"
   /** No heartbeat within `watchdog`. */
   | "watchdog"
-  /** From a later locksup release. */
+  /** The lock's lease was lost (a distributed lock backend, such as etcd). */
   | "lease-lost"
   /** The command was not found (127, before it ran). */
   | "not-found"
-  /** locksup failed (125: usage, configuration, lock file unusable), or the command could not be executed (126). */
+  /** The command could not be executed (126: not executable, a bad interpreter). */
+  | "cannot-execute"
+  /** locksup failed (125: usage, configuration, lock file unusable; its supervisor was killed), or the client could not start it. */
   | "failed";
 
 export interface AttemptResult {
@@ -187,17 +218,20 @@ export interface AttemptResult {
   heldMs: number | null;
   /** The `fence` of the `acquired` event, when the binary reports one. */
   fence: number | string | null;
-  /** The `previous_outcome` of the `acquired` event, when the binary reports one. */
-  previousOutcome: string | null;
+  /** The previous holder's outcome (`previous.outcome` of the `acquired` event), when the binary reports it. */
+  previousOutcome: Outcome | (string & {}) | null;
+  /** locksup's own explanation, the `error` of its `end` event (e.g. why a command could not run); else null. */
+  message: string | null;
   /** A failure of the client itself (spawning locksup, reading its events); null normally. */
   error: Error | null;
 }
 
 interface AttemptEvents {
   event: [LocksupEvent];
+  /** The typed result (locksup's own `end` event comes through "event" and the iterator only). */
   end: [AttemptResult];
 }
-type AttemptEventMap = AttemptEvents & { [N in EventName]: [EventOf<N>] };
+type AttemptEventMap = AttemptEvents & { [N in Exclude<EventName, "end">]: [EventOf<N>] };
 
 /** One attempt under `locksup run`: an EventEmitter and an async iterable of its events. */
 export declare class Attempt extends EventEmitter implements AsyncIterable<LocksupEvent> {
@@ -282,8 +316,12 @@ export function status(paths?: string | readonly string[], options?: StatusOptio
 export type DatagramSender = (socket: string, message: string) => void | Promise<void>;
 
 export interface LivenessOptions {
+  /** Where to read LOCKSUP_* and NOTIFY_SOCKET from, and the PATH to find python3 on. Default `process.env`. */
   env?: NodeJS.ProcessEnv;
-  /** How to send sd_notify datagrams; Node's core cannot. Without it, heartbeats touch the lock file. */
+  /**
+   * How to send sd_notify datagrams (Node's core cannot). Default for extendDeadline() and setStatus():
+   * a `python3 -c` child process. Without it, heartbeat() touches the lock file.
+   */
   send?: DatagramSender;
 }
 
@@ -300,9 +338,9 @@ export function currentAttempt(env?: NodeJS.ProcessEnv): CurrentAttempt | null;
 
 /** A heartbeat for `--watchdog`: `WATCHDOG=1` when `send` is given, else a touch of the lock file. */
 export function heartbeat(options?: LivenessOptions): Promise<"notify" | "touch">;
-/** `EXTEND_TIMEOUT_USEC`: the deadline becomes now + duration if later. Needs `send`. */
+/** `EXTEND_TIMEOUT_USEC`: the deadline becomes now + duration if later (never past `maxTimeout`). Sends through `send`, else python3. */
 export function extendDeadline(duration: Duration, options?: LivenessOptions): Promise<void>;
-/** `STATUS=`: the attempt's one-line status. Needs `send`. */
+/** `STATUS=`: the attempt's one-line status (the `status` event, `locksup status`). Sends through `send`, else python3. */
 export function setStatus(text: string, options?: LivenessOptions): Promise<void>;
 
 /** Milliseconds of a duration (`Infinity` for "infinity"); throws on a malformed one. */
@@ -319,7 +357,8 @@ export type LocksupErrorCode =
   | "ERR_LOCKSUP_TOO_OLD"
   | "ERR_LOCKSUP_STATUS"
   | "ERR_LOCKSUP_NOT_IN_ATTEMPT"
-  | "ERR_LOCKSUP_NOTIFY_UNAVAILABLE";
+  | "ERR_LOCKSUP_NOTIFY_UNAVAILABLE"
+  | "ERR_LOCKSUP_NOTIFY_FAILED";
 
 export declare class LocksupError extends Error {
   readonly code: LocksupErrorCode;

@@ -24,8 +24,8 @@
 //! daemon's reaper ends them).
 //!
 //! With `--die-with-parent` the guardian also watches the caller
-//! (`PR_SET_PDEATHSIG`): when the caller dies, it tells the supervisor,
-//! which ends the attempt with reason `parent-died`.
+//! (`PR_SET_PDEATHSIG`, [`parent_death_signal`]): when the caller dies, it
+//! tells the supervisor, which ends the attempt with reason `parent-died`.
 
 use std::io::Write;
 use std::os::fd::OwnedFd;
@@ -55,6 +55,18 @@ const FORWARDED: [i32; 7] = [
     libc::SIGWINCH,
 ];
 
+/// The signal the kernel sends the guardian when its parent thread ends,
+/// with `--die-with-parent`. Not SIGHUP: the kernel sends it also when the
+/// *thread* that started locksup ends while the caller lives on (a worker
+/// thread of a Node or Java caller; a multi-threaded caller dying thread
+/// by thread), with the caller still the parent. That must neither end the
+/// attempt nor pass for a SIGHUP sent to locksup (which is passed on as a
+/// cancel), so it is a real-time signal nobody else sends, answered by a
+/// look at the parent ([`Guardian::check_caller`]).
+fn parent_death_signal() -> i32 {
+    libc::SIGRTMIN()
+}
+
 /// The signals the guardian waits for: its child's end, those it passes
 /// on (but the ones ignored when locksup started), and the caller's death.
 fn guardian_signals(spec: &Spec) -> Vec<i32> {
@@ -66,7 +78,7 @@ fn guardian_signals(spec: &Spec) -> Vec<i32> {
         .collect();
     waited.push(libc::SIGCHLD);
     if spec.die_with_parent {
-        waited.push(libc::SIGHUP);
+        waited.push(parent_death_signal());
     }
     waited
 }
@@ -142,7 +154,9 @@ impl Guardian<'_> {
     fn run(&mut self, set: &libc::sigset_t) -> i32 {
         let _ = nix::sys::prctl::set_child_subreaper(true);
         if self.spec.die_with_parent {
-            let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGHUP);
+            if let Err(e) = sys::set_parent_death_signal(parent_death_signal()) {
+                log::warn!("guardian: cannot watch the caller: {e}");
+            }
             // The caller may have died before the request.
             self.check_caller();
         }
@@ -209,14 +223,10 @@ impl Guardian<'_> {
     }
 
     fn on_signal(&mut self, sig: i32, supervisor_alive: bool, ending: &mut Option<Ending>) {
-        if sig == libc::SIGHUP && self.spec.die_with_parent {
-            if nix::unistd::getppid().as_raw() != self.caller {
-                self.check_caller();
-                return;
-            }
-            if sys::inherited().ignored(libc::SIGHUP) {
-                return;
-            }
+        if self.spec.die_with_parent && sig == parent_death_signal() {
+            // The caller died, or only the thread of it that started us.
+            self.check_caller();
+            return;
         }
         if supervisor_alive {
             let _ = sys::kill(self.supervisor, sig);

@@ -91,6 +91,27 @@ pub(crate) enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome, in the order of the enum.
+    pub(crate) const ALL: [Outcome; 11] = [
+        Outcome::Exited,
+        Outcome::Killed,
+        Outcome::Timeout,
+        Outcome::Watchdog,
+        Outcome::ReadyTimeout,
+        Outcome::Cancelled,
+        Outcome::Busy,
+        Outcome::WaitExpired,
+        Outcome::NotFound,
+        Outcome::CannotExecute,
+        Outcome::Failed,
+    ];
+
+    /// The outcome an event names ([`Outcome::as_str`] undone); `None`
+    /// for a name this version does not send.
+    pub(crate) fn parse(name: &str) -> Option<Outcome> {
+        Outcome::ALL.into_iter().find(|o| o.as_str() == name)
+    }
+
     /// The name in events.
     pub(crate) fn as_str(self) -> &'static str {
         match self {
@@ -408,6 +429,19 @@ mod tests {
         assert!(s.exec());
         assert_eq!(s, State::Running);
         s
+    }
+
+    #[test]
+    fn every_outcome_is_listed_once_and_parsed_back_from_its_name() {
+        for (i, o) in Outcome::ALL.into_iter().enumerate() {
+            assert_eq!(o as usize, i, "ALL is in the order of the enum");
+            assert_eq!(Outcome::parse(o.as_str()), Some(o));
+        }
+        // The last variant: one added after it must join ALL.
+        assert_eq!(Outcome::ALL.len(), Outcome::Failed as usize + 1);
+        for name in ["", "Exited", "exited ", "lease-lost", "other"] {
+            assert_eq!(Outcome::parse(name), None, "{name:?}");
+        }
     }
 
     #[test]

@@ -32,6 +32,7 @@ use std::time::UNIX_EPOCH;
 
 use serde_json::Value;
 
+use crate::attempt::state::Outcome as Ended;
 use crate::cli::TimelineArgs;
 use crate::error::{Error, Result};
 

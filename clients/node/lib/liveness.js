@@ -5,15 +5,62 @@
 // an AF_UNIX datagram socket), and heartbeats also from a touch of the lock
 // file. Node's core has no AF_UNIX datagram sockets (node:dgram is UDP only,
 // node:net is stream sockets only, and a stream socket cannot connect to a
-// datagram one), so without help this module can only touch the lock file:
-// heartbeat() works everywhere; extendDeadline() and setStatus(), which
-// locksup reads only from the notify socket, need a datagram sender passed
-// as `send` (any module that can send an AF_UNIX datagram) and throw
-// ERR_LOCKSUP_NOTIFY_UNAVAILABLE without one.
+// datagram one), and this package has no dependencies, so:
+// - heartbeat() touches the lock file (no process to start, every beat);
+// - extendDeadline() and setStatus(), which locksup reads only from the
+//   notify socket, send their datagram through a `send` when given one, and
+//   else through a short-lived `python3 -c` child (a process of the attempt,
+//   as locksup requires: it ignores datagrams from anyone else).
 
+import { execFile } from "node:child_process";
 import { utimes } from "node:fs/promises";
 import { LocksupError } from "./errors.js";
 import { parseDuration } from "./duration.js";
+
+// Socket address and message come hex-encoded, so that no locale or
+// encoding of argv can change a byte. `@name` is the abstract namespace.
+const PY_SEND = `
+import socket, sys
+addr = bytes.fromhex(sys.argv[1])
+if addr[:1] == b"@":
+    addr = b"\\0" + addr[1:]
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+try:
+    s.connect(addr)
+    s.send(bytes.fromhex(sys.argv[2]))
+except OSError as e:
+    sys.stderr.write("%s\\n" % (e.strerror or e))
+    sys.exit(1)
+`;
+
+/** Bound on the python3 child: it starts, sends one datagram and exits. */
+const PY_TIMEOUT_MS = 10_000;
+
+/**
+ * The default sender: one datagram through `python3 -c`, found on the
+ * PATH of `env`.
+ */
+function pythonSender(env, what) {
+  return (socket, message) =>
+    new Promise((resolve, reject) => {
+      const args = ["-I", "-S", "-c", PY_SEND, Buffer.from(socket).toString("hex"), Buffer.from(message).toString("hex")];
+      execFile("python3", args, { env, timeout: PY_TIMEOUT_MS, windowsHide: true }, (err, _stdout, stderr) => {
+        if (!err) return resolve();
+        if (err.code === "ENOENT") {
+          return reject(
+            new LocksupError(
+              "ERR_LOCKSUP_NOTIFY_UNAVAILABLE",
+              `${what} sends an sd_notify datagram through python3, which is not on PATH: install it or pass { send } (see README)`,
+            ),
+          );
+        }
+        const why = err.killed
+          ? `python3 did not finish within ${PY_TIMEOUT_MS} ms`
+          : String(stderr).trim().split("\n").at(-1) || err.message;
+        reject(new LocksupError("ERR_LOCKSUP_NOTIFY_FAILED", `${what}: cannot send to NOTIFY_SOCKET ${socket}: ${why}`));
+      });
+    });
+}
 
 /**
  * The attempt this process runs in, from the environment locksup gives its
@@ -50,13 +97,10 @@ async function notify(env, send, message, what) {
   if (!a.notifySocket) {
     throw new LocksupError("ERR_LOCKSUP_NOTIFY_UNAVAILABLE", `${what}: NOTIFY_SOCKET is not set in this attempt`);
   }
-  if (typeof send !== "function") {
-    throw new LocksupError(
-      "ERR_LOCKSUP_NOTIFY_UNAVAILABLE",
-      `${what} needs an sd_notify datagram, which Node cannot send without a module: pass { send } (see README)`,
-    );
+  if (send !== undefined && typeof send !== "function") {
+    throw new TypeError(`${what}: options.send must be a function (socket, message)`);
   }
-  await send(a.notifySocket, message);
+  await (send ?? pythonSender(env, what))(a.notifySocket, message);
 }
 
 /**
@@ -79,7 +123,7 @@ export async function heartbeat({ env = process.env, send } = {}) {
 /**
  * Ask for more time: the deadline becomes now + `duration` if that is
  * later (never past `--max-timeout`). `EXTEND_TIMEOUT_USEC` on the notify
- * socket; needs `send`.
+ * socket, through `send` or else python3.
  * @param {number|string} duration milliseconds or a locksup duration string
  */
 export async function extendDeadline(duration, { env = process.env, send } = {}) {
@@ -91,7 +135,8 @@ export async function extendDeadline(duration, { env = process.env, send } = {})
 
 /**
  * The attempt's status line, shown in the `status` event, the lock's
- * metadata and `locksup status`. `STATUS=` on the notify socket; needs `send`.
+ * metadata and `locksup status`. `STATUS=` on the notify socket, through
+ * `send` or else python3.
  * @param {string} text one line
  */
 export async function setStatus(text, { env = process.env, send } = {}) {

@@ -97,62 +97,108 @@ function buildArgs(options, attemptId, eventsPath, command, args) {
 }
 
 /**
- * The typed result of an attempt, from its events first (they say why it
- * ended) and its exit status second (for what happened before any event).
+ * The outcomes of the result (index.d.ts `Outcome`): every name locksup's
+ * `end` event sends (`Outcome::as_str` in src/attempt/state.rs), and
+ * `lease-lost`, which a distributed lock backend's `end` sends. A name
+ * outside this list (from a newer binary) is not passed through: the
+ * result then comes from the other events, as without an `end`.
  */
-function resultOf(events, exit, cancelRequested, error) {
+export const OUTCOMES = Object.freeze([
+  "exited",
+  "killed",
+  "timeout",
+  "watchdog",
+  "ready-timeout",
+  "lease-lost",
+  "cancelled",
+  "busy",
+  "wait-expired",
+  "not-found",
+  "cannot-execute",
+  "failed",
+]);
+const KNOWN = new Set(OUTCOMES);
+
+/** The outcome a `signal` event's reason leads to (src/attempt/state.rs `State::end`). */
+const BY_REASON = {
+  timeout: "timeout",
+  "ready-timeout": "ready-timeout",
+  watchdog: "watchdog",
+  "lease-lost": "lease-lost",
+  "supervisor-signal": "cancelled",
+  "guardian-died": "cancelled",
+  "parent-died": "cancelled",
+  "lock-removed": "cancelled",
+};
+
+/**
+ * The outcome without an `end` event (locksup was SIGKILLed, or could not
+ * write it), or with one this client does not know: from the other events
+ * first, the exit status second.
+ */
+function fallbackOutcome(find, exit, cancelRequested, events) {
+  const { code, signal: ownSignal } = exit;
+  const conflict = find("conflict");
+  const exited = find("exited");
+  const escalation = events.find((e) => e.event === "signal" && e.reason !== "cleanup");
+  if (conflict) {
+    return conflict.reason === "busy" ? "busy" : conflict.reason === "wait-expired" ? "wait-expired" : "failed";
+  }
+  if (escalation) return BY_REASON[escalation.reason] ?? "failed";
+  // locksup itself died of a signal (before it could handle it, or KILL).
+  if (ownSignal) return cancelRequested ? "cancelled" : "killed";
+  if (exited) return exited.signal ? "killed" : "exited";
+  if (!find("started") && code === 127) return "not-found";
+  if (!find("started") && code === 126) return "cannot-execute";
+  // A cancel while waiting for the lock exits 128+N.
+  if (!find("acquired") && code > 128 && code < 128 + 65) return "cancelled";
+  return "failed";
+}
+
+/**
+ * The typed result of an attempt: the outcome from locksup's own last
+ * event, `end`, when it came with a known outcome; else from the other
+ * events and the exit status (see fallbackOutcome).
+ */
+export function resultOf(events, exit, cancelRequested, error) {
   const find = (name) => events.find((e) => e.event === name);
+  const end = events.findLast((e) => e.event === "end");
   const acquired = find("acquired");
-  const started = find("started");
   const exited = find("exited");
   const conflict = find("conflict");
-  const escalation = events.find((e) => e.event === "signal" && e.reason !== "cleanup");
   const { code, signal: ownSignal } = exit;
 
   let outcome;
   if (error) outcome = "failed";
-  else if (conflict) {
-    outcome = conflict.reason === "busy" ? "busy" : conflict.reason === "wait-expired" ? "wait-expired" : "failed";
-  } else if (escalation) {
-    outcome =
-      {
-        timeout: "timeout",
-        "ready-timeout": "timeout",
-        watchdog: "watchdog",
-        "supervisor-signal": "cancelled",
-        "lease-lost": "lease-lost",
-      }[escalation.reason] ?? "failed";
-  } else if (ownSignal) {
-    // locksup itself died of a signal (before it could handle it, or KILL).
-    outcome = cancelRequested ? "cancelled" : "killed";
-  } else if (exited) {
-    outcome = exited.signal ? "killed" : "exited";
-  } else if (!started && code === 127) {
-    outcome = "not-found";
-  } else if (!acquired && code > 128 && code < 128 + 65) {
-    // A cancel while waiting for the lock exits 128+N with no event.
-    outcome = "cancelled";
-  } else {
-    outcome = "failed";
-  }
+  else if (end && KNOWN.has(end.outcome)) outcome = end.outcome;
+  else outcome = fallbackOutcome(find, exit, cancelRequested, events);
 
   let waitedMs = null;
   if (acquired && typeof acquired.wait_ms === "number") waitedMs = acquired.wait_ms;
   else if (conflict && conflict.reason === "busy") waitedMs = 0;
   else {
     const waiting = find("waiting");
-    const end = conflict ?? events.at(-1);
-    if (waiting && end) waitedMs = Math.max(0, Date.parse(end.ts) - Date.parse(waiting.ts));
+    const last = conflict ?? events.at(-1);
+    if (waiting && last) waitedMs = Math.max(0, Date.parse(last.ts) - Date.parse(waiting.ts));
   }
 
+  // The exit status as the process ended; the `end` event's when the
+  // process status is unknown (never for a process that exited).
+  let exitCode = code ?? null;
+  if (exitCode === null && !ownSignal && Number.isInteger(end?.exit_code)) exitCode = end.exit_code;
+
+  const previous = acquired?.previous;
+  const isFence = (v) => (typeof v === "number" && Number.isFinite(v)) || (typeof v === "string" && v !== "");
   return {
     outcome,
-    code: code ?? null,
+    code: exitCode,
     signal: exited?.signal ?? ownSignal ?? null,
     waitedMs,
     heldMs: typeof exited?.held_ms === "number" ? exited.held_ms : null,
-    fence: acquired?.fence ?? null,
-    previousOutcome: acquired?.previous_outcome ?? null,
+    fence: isFence(acquired?.fence) ? acquired.fence : null,
+    previousOutcome:
+      previous && typeof previous === "object" && typeof previous.outcome === "string" ? previous.outcome : null,
+    message: typeof end?.error === "string" ? end.error : null,
     error: error ?? null,
   };
 }

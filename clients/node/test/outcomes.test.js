@@ -14,6 +14,7 @@ function noFutureFields(r) {
   assert.equal(r.fence, null);
   assert.equal(r.previousOutcome, null);
   assert.equal(r.error, null);
+  assert.equal(r.message, null);
 }
 
 test("exited: the command's own status", async (t) => {
@@ -172,6 +173,21 @@ test("watchdog: no heartbeat within the interval", async (t) => {
   assert.ok(lockIsFree(h.lockFile));
 });
 
+test("ready-timeout: no READY=1 within the configured ready_timeout", async (t) => {
+  const sb = sandbox(t);
+  writeFileSync(sb.config, '[run]\nready_timeout = "300ms"\n');
+  const h = sb.attempt({ session: sb.path("s.jsonl"), timeout: 0, grace: "5s" }, "sleep", ["30"]);
+  const r = await within(h.result, SOON, "the attempt");
+  assert.equal(r.outcome, "ready-timeout");
+  assert.equal(r.code, 124);
+  assert.equal(r.signal, "SIGTERM");
+  assert.deepEqual(
+    h.events.filter((e) => e.event === "signal").map((e) => e.reason),
+    ["ready-timeout"],
+  );
+  assert.ok(lockIsFree(h.lockFile));
+});
+
 test("not-found: the command does not exist", async (t) => {
   const sb = sandbox(t);
   const h = sb.attempt({ session: sb.path("s.jsonl") }, "locksup-test-no-such-command");
@@ -180,17 +196,19 @@ test("not-found: the command does not exist", async (t) => {
   assert.equal(r.code, 127);
   assert.equal(r.heldMs, null);
   assert.match(h.stderrText, /cannot run 'locksup-test-no-such-command'/);
+  assert.match(r.message, /cannot run 'locksup-test-no-such-command'/);
   assert.ok(lockIsFree(h.lockFile));
 });
 
-test("failed: locksup cannot use the lock file (125) or run the command (126)", async (t) => {
+test("failed: locksup cannot use the lock file (125); cannot-execute: it cannot run the command (126)", async (t) => {
   const sb = sandbox(t);
   let h = sb.attempt({ session: sb.path("no/such/dir/s.jsonl") }, "true");
   let r = await within(h.result, SOON, "the attempt");
   assert.equal(r.outcome, "failed");
   assert.equal(r.code, 125);
   assert.equal(r.heldMs, null);
-  assert.equal(h.events.length, 0);
+  assert.equal(h.events.length, 0, "locksup failed before it opened --events: no end event");
+  assert.equal(r.message, null);
   assert.match(h.stderrText, /does not exist/);
 
   const script = sb.path("not-executable.sh");
@@ -198,6 +216,7 @@ test("failed: locksup cannot use the lock file (125) or run the command (126)", 
   chmodSync(script, 0o644);
   h = sb.attempt({ session: sb.path("s.jsonl") }, script);
   r = await within(h.result, SOON, "the attempt");
-  assert.equal(r.outcome, "failed");
+  assert.equal(r.outcome, "cannot-execute");
   assert.equal(r.code, 126);
+  assert.match(r.message, /cannot run .*not-executable\.sh.*Permission denied/);
 });

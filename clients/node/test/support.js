@@ -3,7 +3,7 @@
 // ends, and kernel-side lock probes through flock(1).
 
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, realpathSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -62,6 +62,49 @@ export function stderrMatches(h, re, ms = SOON) {
     ms,
     `${re} on the stderr of ${h.attemptId}`,
   );
+}
+
+/** Poll `check` every 50 ms until it is true, or fail after `ms` saying what was awaited. */
+export async function until(check, ms, what) {
+  const end = Date.now() + ms;
+  for (;;) {
+    if (await check()) return;
+    if (Date.now() > end) throw new Error(`timed out after ${ms}ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** A process's /proc/PID/stat fields after the command: [state, ppid, pgrp, ...]; null when gone. */
+function stat(pid) {
+  try {
+    const text = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return text.slice(text.lastIndexOf(")") + 2).split(" ");
+  } catch {
+    return null;
+  }
+}
+
+/** Whether `pid` runs (a zombie, ended but not reaped yet, does not). */
+export function alive(pid) {
+  const f = stat(pid);
+  return f !== null && f[0] !== "Z" && f[0] !== "X";
+}
+
+/** The parent of a running process; null when it is gone. */
+export function parentOf(pid) {
+  const f = stat(pid);
+  return f === null ? null : Number(f[1]);
+}
+
+/** The live processes of process group `pgid`. */
+export function groupMembers(pgid) {
+  return readdirSync("/proc")
+    .filter((d) => /^\d+$/.test(d))
+    .filter((d) => {
+      const f = stat(d);
+      return f !== null && f[0] !== "Z" && f[0] !== "X" && Number(f[2]) === pgid;
+    })
+    .map(Number);
 }
 
 /** Whether the lock is free, as the kernel sees it: `flock -n` gets it. */

@@ -260,21 +260,16 @@ impl<R: BufRead> Iterator for JsonLines<R> {
 // Attempts
 // ---------------------------------------------------------------------------
 
-/// How an attempt ended, from its `end` event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// How an attempt ended, as the timeline classes it: the outcome its `end`
+/// event names (parsed by its one owner, [`Ended`]), or a class of the
+/// timeline's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Outcome {
-    Exited,
-    Killed,
-    Timeout,
-    Watchdog,
-    ReadyTimeout,
+    /// An outcome this version's `end` event sends.
+    End(Ended),
+    /// The lease of a distributed lock was lost (an outcome of the etcd
+    /// backend's `end` events).
     LeaseLost,
-    Cancelled,
-    Busy,
-    WaitExpired,
-    NotFound,
-    CannotExecute,
-    Failed,
     /// An outcome this version does not know.
     Other,
     /// No `end` event.
@@ -282,46 +277,41 @@ pub(crate) enum Outcome {
 }
 
 impl Outcome {
-    pub(super) const ALL: [Outcome; 14] = [
-        Outcome::Exited,
-        Outcome::Killed,
-        Outcome::Timeout,
-        Outcome::Watchdog,
-        Outcome::ReadyTimeout,
-        Outcome::LeaseLost,
-        Outcome::Cancelled,
-        Outcome::Busy,
-        Outcome::WaitExpired,
-        Outcome::NotFound,
-        Outcome::CannotExecute,
-        Outcome::Failed,
-        Outcome::Other,
-        Outcome::Unknown,
-    ];
+    /// How many classes there are.
+    pub(super) const COUNT: usize = Ended::ALL.len() + 3;
+
+    /// Every class, in the order of the legend: [`Ended::ALL`] with
+    /// `lease-lost` after the other limits (`ready-timeout`), then `other`
+    /// and `unknown`.
+    pub(super) const ALL: [Outcome; Outcome::COUNT] = {
+        let mut all = [Outcome::Unknown; Outcome::COUNT];
+        let (mut i, mut j) = (0, 0);
+        while i < Ended::ALL.len() {
+            all[j] = Outcome::End(Ended::ALL[i]);
+            j += 1;
+            if matches!(Ended::ALL[i], Ended::ReadyTimeout) {
+                all[j] = Outcome::LeaseLost;
+                j += 1;
+            }
+            i += 1;
+        }
+        all[j] = Outcome::Other;
+        all
+    };
 
     pub(super) fn of(name: &str) -> Outcome {
-        Outcome::ALL
-            .into_iter()
-            .filter(|o| !matches!(o, Outcome::Other | Outcome::Unknown))
-            .find(|o| o.name() == name)
-            .unwrap_or(Outcome::Other)
+        match Ended::parse(name) {
+            Some(o) => Outcome::End(o),
+            None if name == LEASE_LOST => Outcome::LeaseLost,
+            None => Outcome::Other,
+        }
     }
 
     /// The name in events, and in the CSS class `outcome-NAME`.
     pub(crate) fn name(self) -> &'static str {
         match self {
-            Outcome::Exited => "exited",
-            Outcome::Killed => "killed",
-            Outcome::Timeout => "timeout",
-            Outcome::Watchdog => "watchdog",
-            Outcome::ReadyTimeout => "ready-timeout",
+            Outcome::End(o) => o.as_str(),
             Outcome::LeaseLost => LEASE_LOST,
-            Outcome::Cancelled => "cancelled",
-            Outcome::Busy => "busy",
-            Outcome::WaitExpired => "wait-expired",
-            Outcome::NotFound => "not-found",
-            Outcome::CannotExecute => "cannot-execute",
-            Outcome::Failed => "failed",
             Outcome::Other => "other",
             Outcome::Unknown => "unknown",
         }
@@ -331,25 +321,31 @@ impl Outcome {
     /// incident (a colour-blind-safe set first), greys for no outcome.
     pub(crate) fn colour(self) -> &'static str {
         match self {
-            Outcome::Exited => "#3a9a5b",
-            Outcome::Killed => "#8c510a",
-            Outcome::Timeout => "#e69f00",
-            Outcome::Watchdog => "#d55e00",
-            Outcome::ReadyTimeout => "#cc79a7",
+            Outcome::End(o) => match o {
+                Ended::Exited => "#3a9a5b",
+                Ended::Killed => "#8c510a",
+                Ended::Timeout => "#e69f00",
+                Ended::Watchdog => "#d55e00",
+                Ended::ReadyTimeout => "#cc79a7",
+                Ended::Cancelled => "#5f6b7a",
+                Ended::Busy => "#56b4e9",
+                Ended::WaitExpired => "#0072b2",
+                Ended::NotFound => "#b2182b",
+                Ended::CannotExecute => "#e7298a",
+                Ended::Failed => "#222222",
+            },
             Outcome::LeaseLost => "#7b3294",
-            Outcome::Cancelled => "#5f6b7a",
-            Outcome::Busy => "#56b4e9",
-            Outcome::WaitExpired => "#0072b2",
-            Outcome::NotFound => "#b2182b",
-            Outcome::CannotExecute => "#e7298a",
-            Outcome::Failed => "#222222",
             Outcome::Other => "#a6761d",
             Outcome::Unknown => "#bdbdbd",
         }
     }
 
+    /// Its place in [`Outcome::ALL`].
     pub(super) fn index(self) -> usize {
-        self as usize
+        Outcome::ALL
+            .iter()
+            .position(|&o| o == self)
+            .unwrap_or(Outcome::COUNT - 1)
     }
 }
 
@@ -432,9 +428,9 @@ impl Attempt {
 
     /// The command exited by itself with a status other than 0.
     pub(super) fn failed_exit(&self) -> bool {
-        self.end
-            .as_ref()
-            .is_some_and(|e| e.outcome == Outcome::Exited && e.exit_code.is_some_and(|c| c != 0))
+        self.end.as_ref().is_some_and(|e| {
+            e.outcome == Outcome::End(Ended::Exited) && e.exit_code.is_some_and(|c| c != 0)
+        })
     }
 }
 

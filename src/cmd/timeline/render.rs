@@ -50,7 +50,7 @@ pub(crate) fn render(tl: &Timeline, malformed: u64) -> String {
         v.sort_unstable();
     }
 
-    let mut present = [0usize; 14];
+    let mut present = [0usize; Outcome::COUNT];
     let mut nonzero = 0usize;
     for a in &tl.attempts {
         present[a.outcome().index()] += 1;
@@ -62,7 +62,7 @@ pub(crate) fn render(tl: &Timeline, malformed: u64) -> String {
     for a in &tl.attempts {
         marks_present[0] |= a.first_signal.is_some();
         marks_present[1] |= a.final_signal.is_some();
-        marks_present[2] |= a.watchdog_at.is_some() || a.outcome() == Outcome::Watchdog;
+        marks_present[2] |= a.watchdog_at.is_some() || a.outcome() == Outcome::End(Ended::Watchdog);
         marks_present[3] |= a.leak.is_some();
         marks_present[4] |= a.lease_lost.is_some();
     }
@@ -576,7 +576,7 @@ impl Ctx<'_> {
         if a.signals > 2 {
             let _ = write!(t, " ({} signals in all)", a.signals);
         }
-        if a.watchdog_at.is_some() || a.outcome() == Outcome::Watchdog {
+        if a.watchdog_at.is_some() || a.outcome() == Outcome::End(Ended::Watchdog) {
             let at = a.watchdog_at.or(a.end.as_ref().map(|e| e.ts));
             match (a.last_heartbeat, at) {
                 (Some(h), Some(w)) => {
@@ -611,7 +611,7 @@ impl Ctx<'_> {
         if let Some(s) = &a.final_signal {
             out.push((Mark::Final, s.ts, format!("{} ({})", s.signal, s.reason)));
         }
-        if (a.watchdog_at.is_some() || a.outcome() == Outcome::Watchdog)
+        if (a.watchdog_at.is_some() || a.outcome() == Outcome::End(Ended::Watchdog))
             && let Some(h) = a.last_heartbeat
         {
             out.push((Mark::HeartbeatLast, h, "last heartbeat".to_owned()));
@@ -692,8 +692,9 @@ impl Ctx<'_> {
         for &i in &lane.attempts {
             let a = &self.tl.attempts[i];
             if let (Some(h), Some(w)) = (
-                a.last_heartbeat
-                    .filter(|_| a.watchdog_at.is_some() || a.outcome() == Outcome::Watchdog),
+                a.last_heartbeat.filter(|_| {
+                    a.watchdog_at.is_some() || a.outcome() == Outcome::End(Ended::Watchdog)
+                }),
                 a.watchdog_at.or(a.end.as_ref().map(|e| e.ts)),
             ) {
                 let _ = writeln!(
@@ -736,7 +737,7 @@ impl Ctx<'_> {
             let c = ((self.scale.x(t) - PLOT_X) / AGG_PX).floor();
             c.clamp(0.0, (n - 1) as f64) as usize
         };
-        let mut counts = vec![[0u32; 14]; n];
+        let mut counts = vec![[0u32; Outcome::COUNT]; n];
         let mut waiting = vec![0u32; n];
         let mut marks = vec![[0u32; 5]; n];
         for &i in &lane.attempts {

@@ -39,10 +39,24 @@ async function gateway(): Promise<Outcome> {
     void why;
   });
   a.once("end", (r) => void r.outcome);
+  // locksup's own `end` event comes through "event": "end" is the typed result.
+  a.on("end", (r) => {
+    // @ts-expect-error the result has no exit_code (that is the end event's)
+    void r.exit_code;
+  });
   for await (const e of a) {
     if (e.event === "exited") {
       const held: number = e.held_ms;
       void held;
+    }
+    if (e.event === "end") {
+      const exitCode: number = e.exit_code;
+      const why: string | null = e.error;
+      void exitCode, why;
+    }
+    if (e.event === "acquired" && e.previous) {
+      const before: string = e.previous.outcome;
+      void before;
     }
     const ev: LocksupEvent = e;
     void ev;
@@ -56,10 +70,11 @@ async function gateway(): Promise<Outcome> {
   const fence: number | string | null = r.fence;
   const prev: string | null = r.previousOutcome;
   const waited: number | null = r.waitedMs;
-  void code, fence, prev, waited;
+  const message: string | null = r.message;
+  void code, fence, prev, waited, message;
   switch (r.outcome) {
-    case "exited": case "timeout": case "killed": case "busy": case "wait-expired":
-    case "cancelled": case "watchdog": case "lease-lost": case "not-found": case "failed":
+    case "exited": case "timeout": case "ready-timeout": case "killed": case "busy": case "wait-expired":
+    case "cancelled": case "watchdog": case "lease-lost": case "not-found": case "cannot-execute": case "failed":
       return r.outcome;
   }
 }
