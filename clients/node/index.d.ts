@@ -78,11 +78,24 @@ export interface WaitingEvent extends EventBase {
   event: "waiting";
   holders: number[];
 }
+/** The attempt is waiting in the lock's fair queue (`--order fifo`). */
+export interface QueuedEvent extends EventBase {
+  event: "queued";
+  /** 1 for the head of the queue. */
+  position: number;
+  ticket: number;
+  /** The attempt just before this one, if it could be read. */
+  behind: string | null;
+  behind_ticket: number;
+}
 /** The attempt that held the lock before this one, as `acquired` names it. */
 export interface PreviousHolder {
-  outcome: Outcome | (string & {});
-  attempt_id: string;
+  /** An end outcome, or "none" (no earlier holder), "supervisor-died",
+   * "orphan-reaped", "unknown". */
+  outcome: Outcome | "none" | "supervisor-died" | "orphan-reaped" | "unknown" | (string & {});
+  attempt_id: string | null;
   fence: number | string | null;
+  exit_code?: number | null;
 }
 export interface AcquiredEvent extends EventBase {
   event: "acquired";
@@ -163,6 +176,7 @@ export interface EndEvent extends EventBase {
 /** A line of `locksup run --events`. */
 export type LocksupEvent =
   | WaitingEvent
+  | QueuedEvent
   | AcquiredEvent
   | StartedEvent
   | SignalEvent

@@ -10,12 +10,24 @@ import { lockIsFree, next, sandbox, SOON, stderrMatches, within } from "./suppor
 const IGNORE_TERM = ["-c", "trap '' TERM; echo ignoring >&2; sleep 30"];
 
 function noFutureFields(r) {
-  // Fields a later locksup adds to `acquired`: absent here, so null.
-  assert.equal(r.fence, null);
-  assert.equal(r.previousOutcome, null);
+  // The first attempt on a fresh lock: a fencing token, no previous holder.
+  assert.ok(Number.isSafeInteger(r.fence) && r.fence > 0, `fence ${r.fence}`);
+  assert.equal(r.previousOutcome, "none");
   assert.equal(r.error, null);
   assert.equal(r.message, null);
 }
+
+test("fence and previousOutcome: the next holder hears how the last one ended", async (t) => {
+  const sb = sandbox(t);
+  const session = sb.path("s.jsonl");
+  const first = sb.attempt({ session, timeout: 300, grace: "5s" }, "sleep", ["30"]);
+  const r1 = await within(first.result, SOON, "the first attempt");
+  assert.equal(r1.outcome, "timeout");
+  const second = sb.attempt({ session }, "sh", ["-c", "exit 0"]);
+  const r2 = await within(second.result, SOON, "the second attempt");
+  assert.equal(r2.previousOutcome, "timeout");
+  assert.ok(r2.fence > r1.fence, `${r2.fence} > ${r1.fence}`);
+});
 
 test("exited: the command's own status", async (t) => {
   const sb = sandbox(t);

@@ -210,7 +210,8 @@ impl Attempt<'_> {
         }
         let alive = meta.supervisor_pid != self.me
             && meta.supervisor_pid > 0
-            && procfs::starttime(meta.supervisor_pid) == Some(meta.supervisor_starttime);
+            && procfs::starttime(meta.supervisor_pid) == Some(meta.supervisor_starttime)
+            && procfs::alive(meta.supervisor_pid);
         if alive && !self.spec.shared && now < until {
             return None;
         }
