@@ -13,11 +13,17 @@
 // (locksup took it before starting us), appends its records to the JSONL
 // session file, and proves it is alive with heartbeat(), which touches the
 // lock file ($LOCKSUP_LOCK_FILE); locksup counts that under --watchdog.
+// First it repairs what a killed predecessor may have left: when
+// $LOCKSUP_PREVIOUS_OUTCOME says the previous holder did not end by itself,
+// a torn last line (no newline at the end) is cut off and kept in
+// SESSION.torn. Every record carries $LOCKSUP_FENCE, so a reader can tell
+// the writers apart and reject a stale one. (`--tear` makes a worker write
+// half a record and hang, to see the repair.)
 //
 //   node examples/gateway.mjs --session /tmp/s.jsonl --attempts 8 --wait 30s
 //
 // The locksup binary: --locksup PATH, else $LOCKSUP, else locksup on PATH.
-import { appendFileSync } from "node:fs";
+import { appendFileSync, closeSync, existsSync, openSync, readSync, fstatSync, ftruncateSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { heartbeat, run } from "../clients/node/index.js";
@@ -26,7 +32,7 @@ function options(argv) {
   const o = {
     session: null, attempts: 4, steps: 5, stepMs: 20, timeout: "10s",
     wait: "30s", watchdog: "2s", locksup: process.env.LOCKSUP || undefined,
-    worker: false, id: "0",
+    worker: false, id: "0", tear: false,
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -41,15 +47,53 @@ function options(argv) {
     else if (a === "--locksup") o.locksup = next();
     else if (a === "--worker") o.worker = true;
     else if (a === "--id") o.id = next();
+    else if (a === "--tear") o.tear = true;
     else throw new Error(`unknown argument ${a}`);
   }
   if (!o.session) throw new Error("--session FILE is required");
   return o;
 }
 
+// Endings after which the last record may be half-written.
+const CLEAN = new Set(["exited", "none", "busy", "wait-expired", "not-found", "cannot-execute"]);
+
+// Cut a torn last line off the session file, keeping it in SESSION.torn.
+// Returns how many bytes were cut.
+function repair(session) {
+  if (!existsSync(session)) return 0;
+  const fd = openSync(session, "r+");
+  try {
+    const size = fstatSync(fd).size;
+    const chunk = Buffer.alloc(Math.min(size, 1 << 20));
+    readSync(fd, chunk, 0, chunk.length, size - chunk.length);
+    if (chunk.length === 0 || chunk[chunk.length - 1] === 0x0a) return 0;
+    const nl = chunk.lastIndexOf(0x0a);
+    const keep = size - chunk.length + nl + 1;
+    appendFileSync(`${session}.torn`, chunk.subarray(nl + 1));
+    ftruncateSync(fd, keep);
+    return size - keep;
+  } finally {
+    closeSync(fd);
+  }
+}
+
 async function worker(o) {
-  const record = (r) => appendFileSync(o.session, JSON.stringify({ attempt: o.id, ...r }) + "\n");
+  const fence = Number(process.env.LOCKSUP_FENCE);
+  const record = (r) =>
+    appendFileSync(o.session, JSON.stringify({ attempt: o.id, fence, ...r }) + "\n");
+  const previous = process.env.LOCKSUP_PREVIOUS_OUTCOME ?? "none";
+  if (!CLEAN.has(previous)) {
+    const cut = repair(o.session);
+    if (cut > 0) {
+      record({ phase: "repair", previous, previous_attempt: process.env.LOCKSUP_PREVIOUS_ATTEMPT_ID, torn_bytes: cut });
+    }
+  }
   record({ seq: 0, phase: "start", pid: process.pid });
+  if (o.tear) {
+    // Killed mid-write: half a record, no newline, then nothing.
+    appendFileSync(o.session, `{"attempt":"${o.id}","seq":1,"pha`);
+    await sleep(1e9);
+  }
   for (let step = 1; step <= o.steps; step++) {
     await sleep(o.stepMs); // the model call
     await heartbeat(); // touches $LOCKSUP_LOCK_FILE: locksup watches its times
@@ -74,7 +118,7 @@ async function attempt(o, id) {
     },
     process.execPath,
     [self, "--worker", "--session", o.session, "--id", String(id),
-      "--steps", String(o.steps), "--step-ms", String(o.stepMs)],
+      "--steps", String(o.steps), "--step-ms", String(o.stepMs), ...(o.tear ? ["--tear"] : [])],
   );
   const r = await a.result;
   const outcome = r.outcome === "exited" && r.code === 0 ? "done" : (KIND[r.outcome] ?? "failed");

@@ -48,6 +48,9 @@ fn assert_not_interleaved(text: &str, steps: u64) -> BTreeSet<String> {
     let mut current: Option<(String, u64)> = None;
     for line in text.lines() {
         let r = json(line);
+        if r["phase"] == "repair" {
+            continue;
+        }
         let id = r["attempt"].as_str().expect("attempt id").to_string();
         let seq = r["seq"].as_u64().expect("seq");
         match &current {
@@ -147,4 +150,41 @@ fn outcomes_map_busy_and_timed_out() {
         ],
     );
     assert_eq!(s["timed_out"], 1, "{s}");
+}
+
+#[test]
+fn the_next_attempt_repairs_a_torn_last_line_after_a_timeout() {
+    if node().is_none() {
+        return;
+    }
+    let env = Env::new();
+    let session = env.join("torn.jsonl");
+    // An attempt that writes half a record and hangs: timed out, killed.
+    let s = gateway(
+        &env,
+        &session,
+        &["--attempts", "1", "--tear", "--timeout", "500ms"],
+    );
+    assert_eq!(s["timed_out"], 1, "{s}");
+    let torn = std::fs::read_to_string(&session).expect("session");
+    assert!(!torn.ends_with('\n'), "{torn:?}");
+    // The next ones hear "timeout", cut the torn line off and keep it.
+    let s = gateway(&env, &session, &["--attempts", "2", "--steps", "2"]);
+    assert_eq!(s["done"], 2, "{s}");
+    let text = std::fs::read_to_string(&session).expect("session");
+    let records: Vec<serde_json::Value> = text.lines().map(json).collect();
+    let repairs: Vec<&serde_json::Value> =
+        records.iter().filter(|r| r["phase"] == "repair").collect();
+    assert_eq!(repairs.len(), 1, "{text}");
+    assert_eq!(repairs[0]["previous"], "timeout");
+    assert_eq!(repairs[0]["previous_attempt"], "gw-1");
+    let kept = std::fs::read_to_string(env.join("torn.jsonl.torn")).expect("torn bytes kept");
+    assert_eq!(kept, r#"{"attempt":"1","seq":1,"pha"#);
+    assert_eq!(repairs[0]["torn_bytes"], kept.len());
+    // Every record now parses, and the fences only grow.
+    let fences: Vec<u64> = records
+        .iter()
+        .map(|r| r["fence"].as_u64().expect("fence"))
+        .collect();
+    assert!(fences.windows(2).all(|w| w[0] <= w[1]), "{fences:?}");
 }
