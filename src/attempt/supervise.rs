@@ -53,7 +53,7 @@ use crate::error::{Error, Result};
 use crate::events::{Reporter, rfc3339};
 use crate::exit;
 use crate::lock::lockfile::{self, Metadata};
-use crate::lock::queue::{Passed, Queue, Ticket};
+use crate::lock::queue::{Passed, Place, Queue, Ticket};
 use crate::process::signals::{CANCEL as CANCEL_SIGNALS, PASS as PASS_SIGNALS};
 use crate::process::{Target, Tree};
 use crate::procfs::{self, FileId};
@@ -165,7 +165,15 @@ async fn attempt(spec: &Spec, report: &mut Reporter, link: Option<Link>) -> Resu
             (None, warn)
         }
     };
-    let queued = spec.order == Order::Fifo && queue.is_some();
+    let (mut queue_error, mut ticket, mut place) = (queue_error, None, None);
+    if let (Order::Fifo, Some(q)) = (spec.order, &queue) {
+        match queue::join(q, spec) {
+            Ok((t, p)) => (ticket, place) = (Some(t), Some(p)),
+            Err(e) => queue_error = Some(e),
+        }
+    }
+    // Behind another waiter: the first process waits for its turn.
+    let queued = matches!(place, Some(Place::Behind(_)));
     let mut prepared = spawn::Prepared::new(spawn::Request {
         lock_dir,
         lock_name: &lock_name,
@@ -226,7 +234,7 @@ async fn attempt(spec: &Spec, report: &mut Reporter, link: Option<Link>) -> Resu
         failure: None,
         queue,
         queue_error,
-        ticket: None,
+        ticket,
         queue_wait: None,
         turn_pending: queued,
         prev_meta: None,
@@ -235,7 +243,7 @@ async fn attempt(spec: &Spec, report: &mut Reporter, link: Option<Link>) -> Resu
         fence: None,
         end_recorded: false,
     };
-    att.join_queue();
+    att.start_queue(place);
     att.run(status, link).await;
     att.finish().await
 }

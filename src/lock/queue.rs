@@ -70,8 +70,10 @@ pub(crate) struct TicketInfo {
     pub supervisor_pid: i32,
     /// The supervisor's start time (field 22 of `/proc/PID/stat`).
     pub supervisor_starttime: u64,
-    /// The attempt's first process (it takes the lock once it is its turn).
-    pub pid: i32,
+    /// The attempt's first process, when the ticket was taken after the
+    /// fork (a supervisor takes its ticket before it forks).
+    #[serde(default)]
+    pub pid: Option<i32>,
     /// When it started waiting (RFC 3339).
     pub since: String,
     /// Whether it asks for a shared lock.
@@ -258,6 +260,7 @@ impl Queue {
                     _held: locked,
                 });
             }
+            // (The listing is read again by `place`.)
             if attempt > 100 {
                 break;
             }

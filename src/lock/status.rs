@@ -380,14 +380,16 @@ impl LockStatus {
     /// Waiting processes: those blocked in the kernel, and the queued
     /// attempts not yet asking it (the head of the queue may be both).
     pub(crate) fn waiting(&self) -> usize {
+        // A blocked waiter whose parent holds a ticket is that attempt.
+        let supervisors: Vec<i32> = self
+            .waiters
+            .iter()
+            .filter_map(|&p| crate::procfs::ppid(p))
+            .collect();
         let queued = self
             .queue
             .iter()
-            .filter(|w| {
-                !w.info
-                    .as_ref()
-                    .is_some_and(|i| self.waiters.contains(&i.pid))
-            })
+            .filter(|w| !w.holder_pid.is_some_and(|s| supervisors.contains(&s)))
             .count();
         self.waiters.len() + queued
     }

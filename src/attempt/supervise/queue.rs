@@ -5,7 +5,7 @@
 //! holder ended, and (at the end) how this one did.
 
 use super::*;
-use crate::lock::queue::{Ended, Passed, Place, Queue, TicketInfo, next_fence};
+use crate::lock::queue::{Ended, Passed, Place, Predecessor, Queue, TicketInfo, next_fence};
 
 /// How long a new holder waits for the previous holder's supervisor to
 /// record how it ended (it does so as soon as its command is reaped; it
@@ -47,37 +47,41 @@ impl Previous {
     }
 }
 
+/// Before the fork (no thread may exist then): take a ticket in the
+/// lock's queue and see where it stands, so that an attempt at the head
+/// (an uncontended lock) costs its first process no wait for a word.
+/// `Err` is why the queue cannot be used (said if the lock is busy).
+pub(super) fn join(
+    queue: &Queue,
+    spec: &Spec,
+) -> std::result::Result<(Ticket, Place), String> {
+    let me = std::process::id() as i32;
+    let info = TicketInfo {
+        attempt_id: spec.attempt_id.clone(),
+        supervisor_pid: me,
+        supervisor_starttime: procfs::starttime(me).unwrap_or(0),
+        pid: None,
+        since: rfc3339(SystemTime::now()),
+        shared: spec.shared,
+    };
+    let fail = |e: std::io::Error| {
+        format!(
+            "cannot queue in {}: {e}; waiting in the kernel's order",
+            queue.path().display()
+        )
+    };
+    let ticket = queue.join(&info).map_err(fail)?;
+    let place = queue.place(&ticket).map_err(fail)?;
+    Ok((ticket, place))
+}
+
 impl Attempt<'_> {
-    /// Right after the fork: with `--order fifo`, take a ticket and see
-    /// where it stands; otherwise (or if the queue cannot be used) the
-    /// first process asks the kernel at once.
-    pub(super) fn join_queue(&mut self) {
-        if !self.turn_pending {
-            return;
-        }
-        let Some(queue) = &self.queue else {
-            return self.give_turn();
-        };
-        let info = TicketInfo {
-            attempt_id: self.spec.attempt_id.clone(),
-            supervisor_pid: self.me,
-            supervisor_starttime: procfs::starttime(self.me).unwrap_or(0),
-            pid: self.pid,
-            since: rfc3339(SystemTime::now()),
-            shared: self.spec.shared,
-        };
-        match queue.join(&info) {
-            Ok(ticket) => {
-                self.ticket = Some(ticket);
-                self.advance_queue();
-            }
-            Err(e) => {
-                self.report.warn(format!(
-                    "cannot queue in {}: {e}; taking the lock in the kernel's order",
-                    queue.path().display()
-                ));
-                self.give_turn();
-            }
+    /// Once forked: if the ticket (taken before the fork, [`join`]) stands
+    /// behind another, wait for it.
+    pub(super) fn start_queue(&mut self, place: Option<Place>) {
+        match place {
+            Some(Place::Behind(pred)) => self.behind(pred),
+            _ => self.give_turn(),
         }
     }
 
@@ -90,20 +94,25 @@ impl Attempt<'_> {
         let (Some(queue), Some(ticket)) = (&self.queue, &self.ticket) else {
             return self.give_turn();
         };
-        let place = match queue.place(ticket) {
-            Ok(p) => p,
+        match queue.place(ticket) {
+            Ok(Place::Head) => self.give_turn(),
+            Ok(Place::Behind(pred)) => self.behind(pred),
             Err(e) => {
                 self.report.warn(format!(
                     "cannot read the queue {}: {e}; taking the lock in the kernel's order",
                     queue.path().display()
                 ));
                 self.leave_queue();
-                return self.give_turn();
+                self.give_turn();
             }
-        };
-        let pred = match place {
-            Place::Head => return self.give_turn(),
-            Place::Behind(pred) => pred,
+        }
+    }
+
+    /// Behind a live waiter: say so and wait for it on a thread (or, with
+    /// `--no-wait`, give up: others are first).
+    fn behind(&mut self, pred: Predecessor) {
+        let Some(ticket) = &self.ticket else {
+            return self.give_turn();
         };
         let before = pred.info.as_ref().map(|i| i.attempt_id.clone());
         let position = pred.ahead + 1;
