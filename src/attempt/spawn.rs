@@ -564,20 +564,7 @@ unsafe fn child_main(
         let dir = prep.lock_dir.as_raw_fd();
         let want = 1 + LATE_LEN;
         let mut buf = [0u8; 1 + LATE_LEN];
-        if prep.queued {
-            // Our turn in the lock's queue; anything else (the end of the
-            // pipe: the supervisor gave up or died) ends us.
-            let mut word = [0u8; 1];
-            loop {
-                let n = libc::read(control, word.as_mut_ptr().cast(), 1);
-                if n == 1 && word[0] == TURN[0] {
-                    break;
-                }
-                if n == 1 || n == 0 || *libc::__errno_location() != libc::EINTR {
-                    libc::_exit(crate::exit::FAILURE);
-                }
-            }
-        }
+        let mut turn_pending = prep.queued;
         // Until the lock is held on the file the path names: a lock file
         // removed or replaced while we waited (or before the supervisor
         // wrote its metadata, which it then says with `r`) is let go, and
@@ -618,6 +605,22 @@ unsafe fn child_main(
             let fl = libc::fcntl(fd, libc::F_GETFL);
             libc::fcntl(fd, libc::F_SETFL, fl & !libc::O_NONBLOCK);
             let (dev, ino) = (st.st_dev, st.st_ino);
+            if turn_pending {
+                // Our turn in the lock's queue (the file is open already, so
+                // the lock is asked for at once); anything else (the end of
+                // the pipe: the supervisor gave up or died) ends us.
+                let mut word = [0u8; 1];
+                loop {
+                    let n = libc::read(control, word.as_mut_ptr().cast(), 1);
+                    if n == 1 && word[0] == TURN[0] {
+                        break;
+                    }
+                    if n == 1 || n == 0 || *libc::__errno_location() != libc::EINTR {
+                        libc::_exit(crate::exit::FAILURE);
+                    }
+                }
+                turn_pending = false;
+            }
 
             if libc::flock(fd, prep.flock_op | libc::LOCK_NB) != 0 {
                 if *libc::__errno_location() != libc::EWOULDBLOCK {

@@ -205,8 +205,9 @@ impl Queue {
         Ok((tickets, new))
     }
 
-    /// Take a ticket at the back of the queue.
-    pub(crate) fn join(&self, info: &TicketInfo) -> io::Result<Ticket> {
+    /// Take a ticket at the back of the queue; with the tickets that were
+    /// there (for [`Queue::place_among`]).
+    pub(crate) fn join(&self, info: &TicketInfo) -> io::Result<(Ticket, Vec<u64>)> {
         let mut line = serde_json::to_vec(info).map_err(io::Error::other)?;
         line.push(b'\n');
         for attempt in 0u32.. {
@@ -228,13 +229,20 @@ impl Queue {
                 Mode::from_bits_truncate(self.mode),
             )?;
             let _ = fchmod(&fd, Mode::from_bits_truncate(self.mode));
-            let locked = Flock::lock(File::from(fd), FlockArg::LockExclusiveNonblock)
-                .map_err(|(_, e)| io::Error::from(e))?;
+            let locked = match Flock::lock(File::from(fd), FlockArg::LockExclusiveNonblock) {
+                Ok(l) => l,
+                // A waiter cleaning up took it for a dead one's in the
+                // moment before we locked it (and removes it): a new one.
+                Err((_, Errno::EWOULDBLOCK)) if attempt < 100 => continue,
+                Err((_, e)) => return Err(e.into()),
+            };
             (&*locked).write_all(&line)?;
+            let mut seen;
             let linked = loop {
                 let (tickets, stale) = self.entries()?;
                 self.clean_new(&stale, &tmp);
                 let number = tickets.last().map_or(1, |n| n.saturating_add(1));
+                seen = tickets;
                 match linkat(
                     &self.dir,
                     tmp.as_str(),
@@ -255,12 +263,12 @@ impl Queue {
             };
             let _ = unlinkat(&self.dir, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
             if let Some(number) = linked {
-                return Ok(Ticket {
+                let ticket = Ticket {
                     number,
                     _held: locked,
-                });
+                };
+                return Ok((ticket, seen));
             }
-            // (The listing is read again by `place`.)
             if attempt > 100 {
                 break;
             }
@@ -324,6 +332,11 @@ impl Queue {
     /// (dead waiters' tickets found on the way are removed).
     pub(crate) fn place(&self, ticket: &Ticket) -> io::Result<Place> {
         let (tickets, _) = self.entries()?;
+        self.place_among(ticket, tickets)
+    }
+
+    /// [`Queue::place`] among the tickets of a listing just read.
+    pub(crate) fn place_among(&self, ticket: &Ticket, tickets: Vec<u64>) -> io::Result<Place> {
         let ahead: Vec<u64> = tickets.into_iter().filter(|&n| n < ticket.number).collect();
         for (i, &n) in ahead.iter().enumerate().rev() {
             let name = ticket_name(n);
@@ -370,26 +383,43 @@ impl Queue {
     pub(crate) fn record_end(&self, ended: &Ended) -> io::Result<()> {
         let mut line = serde_json::to_vec(ended).map_err(io::Error::other)?;
         line.push(b'\n');
-        let tmp = format!("{NEW_PREFIX}ended-{}", std::process::id());
-        let fd = openat(
-            &self.dir,
-            tmp.as_str(),
-            OFlag::O_WRONLY
-                | OFlag::O_CREAT
-                | OFlag::O_TRUNC
-                | OFlag::O_NOFOLLOW
-                | OFlag::O_CLOEXEC,
-            Mode::from_bits_truncate(self.mode),
-        )?;
-        let _ = fchmod(&fd, Mode::from_bits_truncate(self.mode));
-        let mut file = File::from(fd);
-        let written = file.write_all(&line).and_then(|()| {
-            renameat(&self.dir, tmp.as_str(), &self.dir, ENDED).map_err(io::Error::from)
-        });
-        if written.is_err() {
-            let _ = unlinkat(&self.dir, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+        let mut tries = 0;
+        loop {
+            let tmp = format!("{NEW_PREFIX}ended-{}-{tries}", std::process::id());
+            let fd = openat(
+                &self.dir,
+                tmp.as_str(),
+                OFlag::O_WRONLY
+                    | OFlag::O_CREAT
+                    | OFlag::O_TRUNC
+                    | OFlag::O_NOFOLLOW
+                    | OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(self.mode),
+            )?;
+            let _ = fchmod(&fd, Mode::from_bits_truncate(self.mode));
+            // Locked, like a ticket being made: a waiter cleaning up the
+            // temporary files of dead supervisors leaves it alone...
+            let mut file = match Flock::lock(File::from(fd), FlockArg::LockExclusiveNonblock) {
+                Ok(f) => f,
+                Err((_, Errno::EWOULDBLOCK)) if tries < 5 => {
+                    tries += 1;
+                    continue;
+                }
+                Err((_, e)) => return Err(e.into()),
+            };
+            let written = file.write_all(&line).and_then(|()| {
+                renameat(&self.dir, tmp.as_str(), &self.dir, ENDED).map_err(io::Error::from)
+            });
+            match written {
+                // ...unless it came between the create and the lock: again.
+                Err(e) if e.kind() == io::ErrorKind::NotFound && tries < 5 => tries += 1,
+                Err(e) => {
+                    let _ = unlinkat(&self.dir, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+                    return Err(e);
+                }
+                Ok(()) => return Ok(()),
+            }
         }
-        written
     }
 
     /// The last holder's record, if any.

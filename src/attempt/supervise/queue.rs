@@ -12,7 +12,7 @@ use crate::lock::queue::{Ended, Passed, Place, Predecessor, Queue, TicketInfo, n
 /// may still be ending processes the command left behind).
 pub(super) const PREVIOUS_WAIT: Duration = Duration::from_secs(1);
 /// How often it looks meanwhile.
-pub(super) const PREVIOUS_POLL: Duration = Duration::from_millis(1);
+pub(super) const PREVIOUS_POLL: Duration = Duration::from_micros(100);
 
 /// How the previous holder of the lock ended, as the new holder is told
 /// (`LOCKSUP_PREVIOUS_*`, the `acquired` event).
@@ -51,10 +51,7 @@ impl Previous {
 /// lock's queue and see where it stands, so that an attempt at the head
 /// (an uncontended lock) costs its first process no wait for a word.
 /// `Err` is why the queue cannot be used (said if the lock is busy).
-pub(super) fn join(
-    queue: &Queue,
-    spec: &Spec,
-) -> std::result::Result<(Ticket, Place), String> {
+pub(super) fn join(queue: &Queue, spec: &Spec) -> std::result::Result<(Ticket, Place), String> {
     let me = std::process::id() as i32;
     let info = TicketInfo {
         attempt_id: spec.attempt_id.clone(),
@@ -70,8 +67,8 @@ pub(super) fn join(
             queue.path().display()
         )
     };
-    let ticket = queue.join(&info).map_err(fail)?;
-    let place = queue.place(&ticket).map_err(fail)?;
+    let (ticket, seen) = queue.join(&info).map_err(fail)?;
+    let place = queue.place_among(&ticket, seen).map_err(fail)?;
     Ok((ticket, place))
 }
 
