@@ -476,8 +476,12 @@ impl Predecessor {
     }
 
     /// Block until it leaves the queue or dies (the kernel grants us its
-    /// ticket's lock then). For a thread of its own.
-    pub(crate) fn wait(self) -> Passed {
+    /// ticket's lock then). For a thread of its own. If it left the queue
+    /// (its ticket was removed: it holds the lock now, or went on without
+    /// the queue), there was nobody before it, so we are at the head:
+    /// `at_head` is called at once, on this thread, to start taking the
+    /// lock without a round through the supervisor's loop.
+    pub(crate) fn wait(self, at_head: impl FnOnce()) -> Passed {
         let mut file = self.file;
         let held = loop {
             match Flock::lock(file, FlockArg::LockExclusive) {
@@ -486,9 +490,16 @@ impl Predecessor {
                 Err((_, e)) => break Err(io::Error::from(e)),
             }
         };
+        let left = held
+            .as_ref()
+            .is_ok_and(|h| h.metadata().is_ok_and(|m| m.nlink() == 0));
+        if left {
+            at_head();
+        }
         Passed {
             name: self.name,
             held,
+            left,
         }
     }
 }
@@ -498,6 +509,8 @@ pub(crate) struct Passed {
     name: String,
     /// The ticket's lock, or why it could not be had.
     pub(crate) held: io::Result<Flock<File>>,
+    /// It left the queue (rather than died): we are at the head.
+    pub(crate) left: bool,
 }
 
 fn ticket_name(n: u64) -> String {

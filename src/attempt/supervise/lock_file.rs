@@ -41,8 +41,6 @@ impl Attempt<'_> {
                 return;
             }
         }
-        // It is ours: the next in the queue may now ask the kernel.
-        self.leave_queue();
         self.prev_meta = lockfile::read_metadata(&self.spec.lock);
         let until = now + queue::PREVIOUS_WAIT;
         match self.previous_holder(now, until) {
@@ -142,6 +140,10 @@ impl Attempt<'_> {
             let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
             return;
         }
+        // The command is on its way: the next in the queue may now ask
+        // the kernel (not earlier, so that its start does not slow this
+        // hand-off down).
+        self.leave_queue();
         // Microsecond precision: a handoff to a waiter can take well under
         // a millisecond, and a wait must not read as none.
         let waited = now.duration_since(self.started_at);

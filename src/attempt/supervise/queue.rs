@@ -142,10 +142,22 @@ impl Attempt<'_> {
             before.map_or(String::new(), |b| format!(", behind attempt {b}"))
         ));
         let (tx, rx) = tokio::sync::oneshot::channel();
+        // At the head, the thread itself gives the first process its turn:
+        // the lock is asked for while the supervisor's loop catches up.
+        let turn = self
+            .control
+            .as_ref()
+            .filter(|_| self.turn_pending)
+            .and_then(|c| c.try_clone().ok());
         let spawned = std::thread::Builder::new()
             .name("queue".into())
             .spawn(move || {
-                let _ = tx.send(pred.wait());
+                let passed = pred.wait(|| {
+                    if let Some(mut c) = turn {
+                        let _ = c.write_all(spawn::TURN);
+                    }
+                });
+                let _ = tx.send(passed);
             });
         match spawned {
             Ok(_) => self.queue_wait = Some(rx),
@@ -165,8 +177,14 @@ impl Attempt<'_> {
         if let Err(e) = &passed.held {
             log::warn!("waiting for the predecessor in the queue: {e}");
         }
+        let at_head = passed.left;
         if let Some(queue) = &self.queue {
             queue.passed(passed);
+        }
+        if at_head {
+            // The waiting thread gave the turn already.
+            self.turn_pending = false;
+            return;
         }
         self.advance_queue();
     }
