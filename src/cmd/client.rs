@@ -759,33 +759,12 @@ pub fn status(args: &StatusArgs, config_path: Option<&Path>) -> Result<i32> {
                 a.lock.clone(),
             ]);
         }
-        let mut widths = [0usize; 5];
-        for r in &rows {
-            for (w, c) in widths.iter_mut().zip(r) {
-                *w = (*w).max(c.chars().count());
-            }
-        }
         let mut out = format!(
             "locksup serve at {}: {} attempt(s); containment: {containment}\n",
             socket.display(),
             attempts.len()
         );
-        for r in &rows {
-            let line: Vec<String> = r
-                .iter()
-                .zip(widths)
-                .enumerate()
-                .map(|(i, (c, w))| {
-                    if i == 4 {
-                        c.clone()
-                    } else {
-                        format!("{c:<w$}")
-                    }
-                })
-                .collect();
-            out.push_str(line.join("  ").trim_end());
-            out.push('\n');
-        }
+        out.push_str(&columns(&rows));
         out
     };
     match io::stdout().write_all(text.as_bytes()) {
