@@ -11,7 +11,7 @@ use common::*;
 
 const LIMIT: Duration = Duration::from_secs(30);
 
-/// Tickets of live or dead waiters in the queue of `lock`.
+/// Tickets (live or dead) in the queue of `lock`.
 fn tickets(lock: &Path) -> usize {
     let mut dir = lock.as_os_str().to_owned();
     dir.push(".queue");
@@ -41,20 +41,20 @@ fn queue_ids(env: &Env, lock: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Start `n` attempts on `lock` one after another, each once the one
-/// before is in the queue (no sleeps: the ticket count says so); each
-/// appends its number to `order`.
+/// Start attempts `w<i>` for each `i` of `ids` on `lock`, one after
+/// another, each once the one before is in the queue (no sleeps: status
+/// says so); each appends its number to `order`.
 fn queue_up(
     env: &Env,
     guard: &Guard,
     lock: &Path,
     order: &Path,
-    n: usize,
+    ids: std::ops::RangeInclusive<usize>,
     extra: &[&str],
 ) -> Vec<Running> {
     let mut out = Vec::new();
-    for i in 1..=n {
-        let before = tickets(lock);
+    for i in ids {
+        let id = format!("w{i}");
         let mut cmd = env.run(["--lock"]);
         cmd.arg(lock)
             .args(["--attempt-id", &format!("w{i}")])
@@ -66,8 +66,9 @@ fn queue_up(
                 &format!("echo {i} >> '{}'", order.display()),
             ]);
         out.push(spawn(cmd, guard));
+        // In the queue as status sees it: a live ticket with its id.
         assert!(
-            wait_until(LIMIT, || tickets(lock) > before),
+            wait_until(LIMIT, || queue_ids(env, lock).contains(&id)),
             "attempt {i} never queued"
         );
     }
@@ -102,7 +103,7 @@ fn ten_attempts_run_in_the_order_they_started_waiting_every_time_under_load() {
         let lock = env.join(&format!("r{round}.lock"));
         let order = env.join(&format!("order{round}"));
         let holder = hold_lock(&lock);
-        let mut waiters = queue_up(&env, &guard, &lock, &order, 10, &[]);
+        let mut waiters = queue_up(&env, &guard, &lock, &order, 1..=10, &[]);
         let want: Vec<String> = (1..=10).map(|i| format!("w{i}")).collect();
         assert_eq!(
             queue_ids(&env, &lock),
@@ -175,7 +176,7 @@ fn waiters_killed_in_the_middle_drop_out_and_the_rest_keep_their_order() {
     let lock = env.join("s.lock");
     let order = env.join("order");
     let holder = hold_lock(&lock);
-    let waiters = queue_up(&env, &guard, &lock, &order, 5, &[]);
+    let waiters = queue_up(&env, &guard, &lock, &order, 1..=5, &[]);
     // w2: the process the caller started (the guardian) killed with -9;
     // w4: its supervisor killed with -9.
     kill(waiters[1].pid(), libc::SIGKILL);
@@ -202,16 +203,15 @@ fn a_queued_waiter_whose_wait_runs_out_leaves_the_others_unaffected() {
     let lock = env.join("s.lock");
     let order = env.join("order");
     let holder = hold_lock(&lock);
-    let mut first = queue_up(&env, &guard, &lock, &order, 1, &[]);
-    let mut impatient = queue_up(&env, &guard, &lock, &order, 1, &["--wait", "300ms"]);
-    let mut last = queue_up(&env, &guard, &lock, &order, 1, &[]);
+    let mut first = queue_up(&env, &guard, &lock, &order, 1..=1, &[]);
+    let mut impatient = queue_up(&env, &guard, &lock, &order, 2..=2, &["--wait", "1s"]);
+    let mut last = queue_up(&env, &guard, &lock, &order, 3..=3, &[]);
     assert_eq!(impatient[0].code(LIMIT), 75);
     assert!(wait_until(LIMIT, || queue_ids(&env, &lock).len() == 2));
     drop(holder);
     assert_eq!(first[0].code(LIMIT), 0);
     assert_eq!(last[0].code(LIMIT), 0);
-    // Both are numbered 1 (queue_up numbers each batch from 1).
-    assert_eq!(order_of(&order), ["1", "1"]);
+    assert_eq!(order_of(&order), ["1", "3"]);
 }
 
 #[test]
@@ -221,7 +221,7 @@ fn no_wait_does_not_jump_the_queue() {
     let lock = env.join("s.lock");
     let order = env.join("order");
     let holder = hold_lock(&lock);
-    let mut waiting = queue_up(&env, &guard, &lock, &order, 1, &[]);
+    let mut waiting = queue_up(&env, &guard, &lock, &order, 1..=1, &[]);
     let o = run_to_end({
         let mut c = env.run(["--no-wait", "--events", "-", "--lock"]);
         c.arg(&lock).args(["--", "true"]);
@@ -244,7 +244,7 @@ fn cancel_removes_a_waiter_from_the_queue() {
     let lock = env.join("s.lock");
     let order = env.join("order");
     let holder = hold_lock(&lock);
-    let mut waiters = queue_up(&env, &guard, &lock, &order, 3, &[]);
+    let mut waiters = queue_up(&env, &guard, &lock, &order, 1..=3, &[]);
     let o = run_to_end({
         let mut c = env.cmd();
         c.args(["cancel", "--wait", "10s", "--root"])
@@ -539,7 +539,7 @@ fn watch_reports_each_attempt_joining_the_queue_in_order() {
     watch
         .out
         .expect_match("ready", LIMIT, |l| l.contains("\"event\":\"ready\""));
-    let mut waiters = queue_up(&env, &guard, &lock, &order, 2, &[]);
+    let mut waiters = queue_up(&env, &guard, &lock, &order, 1..=2, &[]);
     let mut seen = Vec::new();
     loop {
         let line = watch
@@ -625,4 +625,38 @@ fn slow_waiter_and_a_newcomer(order: &str) -> Vec<String> {
 fn a_waiter_slow_to_wake_is_not_overtaken_in_fifo_order_but_is_in_any() {
     assert_eq!(slow_waiter_and_a_newcomer("any"), ["newcomer", "waiter"]);
     assert_eq!(slow_waiter_and_a_newcomer("fifo"), ["waiter", "newcomer"]);
+}
+
+#[test]
+fn planted_entries_in_the_queue_directory_never_hang_or_break_it() {
+    // Another process with write access to the queue directory plants a
+    // FIFO, a symbolic link and a directory under ticket names, a FIFO as
+    // the ending record, and garbage: attempts and status go on (a FIFO
+    // opened for reading would block forever).
+    let env = Env::new();
+    let lock = env.join("s.lock");
+    let order = env.join("order");
+    let queue = env.join("s.lock.queue");
+    fs::create_dir(&queue).unwrap();
+    let fifo = |p: &Path| {
+        nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    };
+    fifo(&queue.join("t-00000000000000000001"));
+    std::os::unix::fs::symlink("/etc/passwd", queue.join("t-00000000000000000002")).unwrap();
+    fs::create_dir(queue.join("t-00000000000000000003")).unwrap();
+    fs::write(queue.join("t-00000000000000000004"), "not json").unwrap();
+    fs::write(queue.join("t-garbage"), "{").unwrap();
+    fifo(&queue.join("ended"));
+    let guard = Guard::new();
+    let holder = hold_lock(&lock);
+    let mut waiters = queue_up(&env, &guard, &lock, &order, 1..=3, &["--wait", "20s"]);
+    assert_eq!(queue_ids(&env, &lock), ["w1", "w2", "w3"]);
+    drop(holder);
+    for w in &mut waiters {
+        assert_eq!(w.code(LIMIT), 0);
+    }
+    assert_eq!(order_of(&order), ["1", "2", "3"]);
+    // The planted FIFO was replaced by a real record (rename does not
+    // follow or open it).
+    assert_eq!(previous(&env, &lock).split(' ').next(), Some("exited"));
 }

@@ -291,14 +291,22 @@ impl Queue {
         }
     }
 
+    /// Open an entry of the queue directory for reading: never following
+    /// a symbolic link, never blocking on a FIFO someone planted, regular
+    /// files only.
     fn open_entry(&self, name: &OsStr) -> nix::Result<File> {
-        openat(
+        let file = openat(
             &self.dir,
             name,
-            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NOCTTY,
+            OFlag::O_RDONLY
+                | OFlag::O_NOFOLLOW
+                | OFlag::O_CLOEXEC
+                | OFlag::O_NOCTTY
+                | OFlag::O_NONBLOCK,
             Mode::empty(),
         )
-        .map(File::from)
+        .map(File::from)?;
+        regular(file).ok_or(Errno::EINVAL)
     }
 
     /// If nobody holds `file` (named `name`), it is a dead waiter's:
@@ -427,6 +435,25 @@ impl Queue {
         let file = self.open_entry(OsStr::new(ENDED)).ok()?;
         read_ended(file)
     }
+}
+
+/// `file` if it is a regular file.
+fn regular(file: File) -> Option<File> {
+    file.metadata()
+        .is_ok_and(|m| m.file_type().is_file())
+        .then_some(file)
+}
+
+/// Open `path` for reading if it is a regular file (not following a
+/// symbolic link, not blocking on a FIFO).
+fn open_regular(path: &Path) -> Option<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .ok()?;
+    regular(file)
 }
 
 fn read_ended(file: File) -> Option<Ended> {
@@ -562,12 +589,17 @@ pub(crate) fn waiters(
         let Ok(meta) = std::fs::symlink_metadata(&path) else {
             continue;
         };
+        if !meta.file_type().is_file() {
+            continue; // not a ticket, whatever its name
+        }
         let Some(holder) = holder_of(FileId::new(meta.dev(), meta.ino())) else {
             continue; // a dead waiter's, not yet removed
         };
-        let info: Option<TicketInfo> = std::fs::read_to_string(&path)
-            .ok()
-            .and_then(|t| serde_json::from_str(t.lines().next()?).ok());
+        let info: Option<TicketInfo> = open_regular(&path).and_then(|f| {
+            let mut text = String::new();
+            (&f).take(4096).read_to_string(&mut text).ok()?;
+            serde_json::from_str(text.lines().next()?).ok()
+        });
         let waiting_ms = info
             .as_ref()
             .and_then(|i| humantime::parse_rfc3339(&i.since).ok())
@@ -587,7 +619,7 @@ pub(crate) fn waiters(
 /// The last holder's ending record of the lock file `lock`, by path (for
 /// `status`).
 pub(crate) fn last_ended(lock: &Path) -> Option<Ended> {
-    read_ended(File::open(queue_path(lock).join(ENDED)).ok()?)
+    read_ended(open_regular(&queue_path(lock).join(ENDED))?)
 }
 
 #[cfg(test)]
