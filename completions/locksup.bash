@@ -283,7 +283,7 @@ _locksup() {
             return 0
             ;;
         locksup__subcmd__run)
-            opts="-t -g -w -n -s -v -h --session --lock --timeout --grace --wait --no-wait --signal --final-signal --watchdog --max-timeout --ready-timeout --shared --preserve-status --foreground --die-with-parent --on-lock-removed --order --conflict-exit-code --attempt-id --session-key --events --verbose --daemon --socket --config --help"
+            opts="-t -g -w -n -s -v -h --session --lock --timeout --grace --wait --no-wait --signal --final-signal --watchdog --max-timeout --ready-timeout --shared --preserve-status --foreground --die-with-parent --on-lock-removed --order --backend --etcd-endpoints --etcd-key --etcd-prefix --etcd-ttl --conflict-exit-code --attempt-id --session-key --events --verbose --daemon --socket --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -351,6 +351,26 @@ _locksup() {
                     ;;
                 --order)
                     COMPREPLY=($(compgen -W "fifo any" -- "${cur}"))
+                    return 0
+                    ;;
+                --backend)
+                    COMPREPLY=($(compgen -W "flock etcd" -- "${cur}"))
+                    return 0
+                    ;;
+                --etcd-endpoints)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --etcd-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --etcd-prefix)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --etcd-ttl)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --conflict-exit-code)

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::attempt::spec::{OnLockRemoved, Order};
+use crate::attempt::spec::{Backend, OnLockRemoved, Order};
 use crate::duration::{self, Dur};
 use crate::signal::{self, Sig};
 use clap::builder::TypedValueParser as _;
@@ -446,6 +446,36 @@ pub struct RunArgs {
             .map(|s| s.parse::<Order>().unwrap_or_default())
     )]
     pub order: Option<Order>,
+
+    /// Where the lock lives: `flock` (the lock file, one host) or `etcd`
+    /// (a lock in etcd that several hosts share, then the lock file)
+    /// [default: flock].
+    #[arg(
+        long,
+        value_name = "BACKEND",
+        value_parser = clap::builder::PossibleValuesParser::new(["flock", "etcd"])
+            .map(|s| s.parse::<Backend>().unwrap_or_default())
+    )]
+    pub backend: Option<Backend>,
+
+    /// etcd endpoints, comma-separated, as etcdctl takes them (also
+    /// ETCDCTL_ENDPOINTS) [default: 127.0.0.1:2379].
+    #[arg(long, value_name = "URL[,URL]")]
+    pub etcd_endpoints: Option<String>,
+
+    /// The lock's name in etcd: the lock is PREFIX/NAME [default: the
+    /// lock file's absolute path without its leading /].
+    #[arg(long, value_name = "NAME")]
+    pub etcd_key: Option<String>,
+
+    /// Prefix of every lock key in etcd [default: /locksup].
+    #[arg(long, value_name = "PREFIX")]
+    pub etcd_prefix: Option<String>,
+
+    /// Lease TTL of the etcd lock, whole seconds [default: 10s, or the
+    /// shortest TTL that fits the grace].
+    #[arg(long, value_name = "DUR", value_parser = duration::parse)]
+    pub etcd_ttl: Option<Dur>,
 
     /// Exit code when the lock is not obtained [default: 75].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8))]

@@ -37,6 +37,8 @@ pub(crate) enum Reason {
     ParentDied,
     /// The held lock file was removed or replaced.
     LockRemoved,
+    /// The etcd lock's lease is lost or may lapse soon (`--backend etcd`).
+    LeaseLost,
 }
 
 impl Reason {
@@ -51,6 +53,7 @@ impl Reason {
             Reason::GuardianDied => "guardian-died",
             Reason::ParentDied => "parent-died",
             Reason::LockRemoved => "lock-removed",
+            Reason::LeaseLost => "lease-lost",
         }
     }
 
@@ -58,7 +61,7 @@ impl Reason {
     fn is_timeout(self) -> bool {
         matches!(
             self,
-            Reason::Timeout | Reason::Watchdog | Reason::ReadyTimeout
+            Reason::Timeout | Reason::Watchdog | Reason::ReadyTimeout | Reason::LeaseLost
         )
     }
 }
@@ -76,6 +79,9 @@ pub(crate) enum Outcome {
     Watchdog,
     /// Ended for not becoming ready in time.
     ReadyTimeout,
+    /// Ended because the etcd lock's lease was lost, or could lapse
+    /// before the attempt would be dead.
+    LeaseLost,
     /// Ended (or stopped waiting) because locksup was told to stop.
     Cancelled,
     /// The lock was busy and waiting was not allowed.
@@ -99,6 +105,7 @@ impl Outcome {
             Outcome::Timeout => "timeout",
             Outcome::Watchdog => "watchdog",
             Outcome::ReadyTimeout => "ready-timeout",
+            Outcome::LeaseLost => "lease-lost",
             Outcome::Cancelled => "cancelled",
             Outcome::Busy => "busy",
             Outcome::WaitExpired => "wait-expired",
@@ -367,6 +374,7 @@ impl State {
                     Reason::Timeout => Outcome::Timeout,
                     Reason::Watchdog => Outcome::Watchdog,
                     Reason::ReadyTimeout => Outcome::ReadyTimeout,
+                    Reason::LeaseLost => Outcome::LeaseLost,
                     Reason::SupervisorSignal
                     | Reason::GuardianDied
                     | Reason::ParentDied

@@ -5,7 +5,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::attempt::spec::{Spec, Wait};
+use crate::attempt::spec::{Backend, EtcdSpec, Spec, Wait};
 use crate::attempt::supervise;
 use crate::cli::RunArgs;
 use crate::config::Config;
@@ -135,6 +135,11 @@ pub(crate) fn resolve(a: &RunArgs, config: &Config) -> Result<Spec> {
         Some(c) => i32::from(c),
         None => d.conflict_exit_code.unwrap_or(crate::exit::CONFLICT),
     };
+    let backend = a.backend.or(d.backend).unwrap_or_default();
+    let etcd = match backend {
+        Backend::Flock => None,
+        Backend::Etcd => Some(etcd_spec(a, config, &d, &lock, grace)?),
+    };
     Ok(Spec {
         lock,
         session,
@@ -157,6 +162,51 @@ pub(crate) fn resolve(a: &RunArgs, config: &Config) -> Result<Spec> {
         die_with_parent: a.die_with_parent || d.die_with_parent.unwrap_or(false),
         on_lock_removed: a.on_lock_removed.or(d.on_lock_removed).unwrap_or_default(),
         order: a.order.or(d.order).unwrap_or_default(),
+        etcd,
+    })
+}
+
+/// The etcd lock of an attempt: built-in defaults, then the config's
+/// `[etcd]`, then etcdctl's environment (`ETCDCTL_*`), then the command
+/// line. Without a TTL given, the TTL is the default (10s) or, if the
+/// grace needs more, the shortest that fits it (22s for the default
+/// grace of 10s): the attempt must be dead before the lease can lapse.
+fn etcd_spec(
+    a: &RunArgs,
+    config: &Config,
+    d: &crate::config::RunDefaults,
+    lock: &Path,
+    grace: Option<Duration>,
+) -> Result<EtcdSpec> {
+    use crate::lock::etcd::{self, Timing};
+    let mut cfg = config.etcd.to_etcd_config();
+    cfg.apply_process_env()?;
+    if let Some(e) = &a.etcd_endpoints {
+        cfg.endpoints = etcd::parse_endpoints(e);
+    }
+    if let Some(p) = &a.etcd_prefix {
+        cfg.prefix.clone_from(p);
+    }
+    let ttl = match a.etcd_ttl.or(config.etcd.ttl) {
+        Some(Dur::Finite(t)) => Some(t),
+        Some(Dur::Infinite) => {
+            return Err(Error::usage("etcd: the lease TTL cannot be infinite"));
+        }
+        None => None,
+    };
+    cfg.ttl = match (ttl, grace) {
+        (Some(t), _) => t,
+        (None, Some(g)) => etcd::config::DEFAULT_TTL.max(Timing::min_ttl(g)),
+        (None, None) => etcd::config::DEFAULT_TTL,
+    };
+    cfg.validate()?;
+    let timing = Timing::new(cfg.ttl, grace)?;
+    let explicit = a.etcd_key.as_deref().or(d.etcd_key.as_deref());
+    let name = etcd::lock_name(explicit, lock)?;
+    Ok(EtcdSpec {
+        config: cfg,
+        name,
+        timing,
     })
 }
 

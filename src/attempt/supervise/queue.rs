@@ -55,6 +55,12 @@ impl Attempt<'_> {
         if !self.turn_pending {
             return;
         }
+        let spec = self.spec;
+        if let Some(e) = &spec.etcd {
+            // etcd's queue is FIFO, across hosts; the lock file is taken
+            // once the etcd lock is held.
+            return self.start_etcd(e);
+        }
         let Some(queue) = &self.queue else {
             return self.give_turn();
         };
