@@ -28,9 +28,10 @@ Examples:
   # The same attempt, supervised by the locksup serve daemon.
   locksup run --daemon --session /srv/sessions/abc.jsonl --timeout 10m -- agent-run abc
 
-Exit status: the command's own; 124 timed out; 128+N (137 for KILL) timed
-out and the final signal was needed; 75 lock not obtained; 125 locksup
-failed; 126 not executable; 127 not found; 128+N killed by signal N.";
+Exit status: the command's own; 124 timed out (or lost the etcd lock);
+128+N (137 for KILL) timed out and the final signal was needed; 75 lock
+not obtained; 125 locksup failed; 126 not executable; 127 not found;
+128+N killed by signal N.";
 
 /// A lock supervisor: run each attempt holding a flock(2) lock on its
 /// session's lock file, and end it on time so the lock is always freed.

@@ -523,3 +523,160 @@ fn a_frozen_member_s_holder_is_dead_before_the_waiter_acquires() {
     }
     eprintln!("partition runs: {runs}; dead -> acquired gaps: {gaps:?}");
 }
+
+#[test]
+fn configuration_then_etcdctl_environment_then_options_choose_the_cluster() {
+    let c = Cluster::single();
+    let env = Env::new();
+    let refused = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        format!("http://127.0.0.1:{}", l.local_addr().expect("addr").port())
+    };
+    let real = c.endpoints().join(",");
+    let config = env.write(
+        "etcd.toml",
+        &format!(
+            "[run]\ngrace = \"1s\"\n[[policy]]\nmatch = \"/**/shared-*\"\nbackend = \"etcd\"\n\
+             etcd_key = \"cfg-key\"\n[etcd]\nendpoints = [\"{refused}\"]\nprefix = \"/cfg\"\n"
+        ),
+    );
+    let keys = env.join("keys");
+    // etcdctl takes ETCDCTL_ENDPOINTS from the environment the command
+    // inherits.
+    let script = format!(
+        "etcdctl get --prefix --keys-only /cfg/ > '{}'",
+        keys.display()
+    );
+    // The config's endpoint is refused: ETCDCTL_ENDPOINTS overrides it.
+    let lock = env.join("shared-a");
+    let mut cmd = env.run(["--lock"]);
+    cmd.arg(&lock)
+        .env("LOCKSUP_CONFIG", &config)
+        .env("ETCDCTL_ENDPOINTS", &real)
+        .args(sh(&script));
+    let o = run_to_end(cmd);
+    assert_eq!(o.code, 0, "{o:?}");
+    let k = fs::read_to_string(&keys).expect("keys");
+    assert!(k.trim().starts_with("/cfg/cfg-key/"), "{k}");
+    // The command line overrides ETCDCTL_ENDPOINTS.
+    let mut cmd = env.run(["--etcd-endpoints", &real, "--lock"]);
+    cmd.arg(&lock)
+        .env("LOCKSUP_CONFIG", &config)
+        .env("ETCDCTL_ENDPOINTS", &refused)
+        .args(["--", "true"]);
+    assert_eq!(run_to_end(cmd).code, 0);
+    // Without the environment, the config's endpoint: refused, at once.
+    let mut cmd = env.run(["--lock"]);
+    cmd.arg(&lock)
+        .env("LOCKSUP_CONFIG", &config)
+        .env_remove("ETCDCTL_ENDPOINTS")
+        .args(["--", "true"]);
+    let o = run_to_end(cmd);
+    assert_eq!(o.code, 125, "{o:?}");
+    assert_one_error_line(&o);
+    // A lock file the policy does not match stays on flock.
+    let mut cmd = env.run(["--lock"]);
+    cmd.arg(env.join("other"))
+        .env("LOCKSUP_CONFIG", &config)
+        .env_remove("ETCDCTL_ENDPOINTS")
+        .args(["--", "true"]);
+    assert_eq!(run_to_end(cmd).code, 0);
+    // An etcd lock is exclusive.
+    let mut cmd = env.run(["--shared", "--etcd-endpoints", &real, "--lock"]);
+    cmd.arg(&lock)
+        .env("LOCKSUP_CONFIG", &config)
+        .args(["--", "true"]);
+    let o = run_to_end(cmd);
+    assert_eq!(o.code, 125, "{o:?}");
+    assert!(o.stderr.contains("--shared"), "{o:?}");
+}
+
+#[test]
+fn a_cancelled_waiter_leaves_the_etcd_queue() {
+    let c = Cluster::single();
+    let env = Env::new();
+    let guard = Guard::new();
+    let go = env.join("go");
+    let (ev0, ev1) = (env.join("ev0"), env.join("ev1"));
+    let mut cmd = etcd_run(
+        &env,
+        &c.endpoints(),
+        &env.join("c0.lock"),
+        "cancelled",
+        &ev0,
+    );
+    cmd.args(["--grace", "1s"]).args(sh(&format!(
+        "while [ ! -e '{}' ]; do sleep 0.02; done",
+        go.display()
+    )));
+    let mut holder = spawn(cmd, &guard);
+    wait_event(&ev0, "started", Duration::from_secs(10));
+    let mut cmd = etcd_run(
+        &env,
+        &c.endpoints(),
+        &env.join("c1.lock"),
+        "cancelled",
+        &ev1,
+    );
+    cmd.args(["--grace", "1s", "--wait", "60s", "--", "true"]);
+    let mut waiter = spawn(cmd, &guard);
+    wait_event(&ev1, "queued", Duration::from_secs(10));
+    let count = || {
+        let out = c.etcdctl(&["get", "--prefix", "--keys-only", "/locksup/cancelled/"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .count()
+    };
+    assert_eq!(count(), 2);
+    kill(waiter.pid(), libc::SIGTERM);
+    assert_eq!(waiter.code(LIMIT), 143);
+    assert_eq!(count(), 1, "the cancelled waiter's key is still queued");
+    fs::write(&go, "").expect("go");
+    assert_eq!(holder.code(LIMIT), 0);
+    assert_eq!(count(), 0);
+}
+
+#[test]
+fn the_holder_survives_the_leader_s_death_and_releases_normally() {
+    let mut c = Cluster::start(3);
+    let env = Env::new();
+    let guard = Guard::new();
+    let go = env.join("go");
+    let ev = env.join("ev");
+    let mut cmd = etcd_run(&env, &c.endpoints(), &env.join("l.lock"), "leader", &ev);
+    cmd.args(["--grace", "1s", "--etcd-ttl", "10s"])
+        .args(sh(&format!(
+            "while [ ! -e '{}' ]; do sleep 0.02; done",
+            go.display()
+        )));
+    let mut holder = spawn(cmd, &guard);
+    wait_event(&ev, "started", Duration::from_secs(10));
+    let leader = c.leader();
+    c.kill(leader);
+    // Longer than the TTL: the lease must have been kept alive through
+    // the new leader.
+    std::thread::sleep(Duration::from_secs(12));
+    assert!(holder.running(), "the holder ended: {:?}", events(&ev));
+    assert!(event(&ev, "lease-lost").is_none(), "{:?}", events(&ev));
+    fs::write(&go, "").expect("go");
+    assert_eq!(holder.code(LIMIT), 0);
+    let released = event(&ev, "etcd-released").expect("etcd-released");
+    assert_eq!(released["deleted"], true, "{released}");
+    assert_eq!(released["revoked"], true, "{released}");
+    let live: Vec<String> = c
+        .endpoints()
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| *i != leader)
+        .map(|(_, e)| e)
+        .collect();
+    let out = c.etcdctl_at(
+        &live,
+        &["get", "--prefix", "--keys-only", "/locksup/leader/"],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).trim().is_empty(),
+        "{out:?}"
+    );
+}

@@ -138,6 +138,11 @@ pub(crate) fn resolve(a: &RunArgs, config: &Config) -> Result<Spec> {
     let backend = a.backend.or(d.backend).unwrap_or_default();
     let etcd = match backend {
         Backend::Flock => None,
+        Backend::Etcd if a.shared => {
+            return Err(Error::usage(
+                "--shared cannot be used with --backend etcd (an etcd lock is exclusive)",
+            ));
+        }
         Backend::Etcd => Some(etcd_spec(a, config, &d, &lock, grace)?),
     };
     Ok(Spec {

@@ -835,3 +835,43 @@ fn example_defaults_are_the_built_in_ones() {
     assert!(c.policy[0].matches(sample));
     assert_eq!(c.defaults_for(sample).grace, secs(10));
 }
+
+#[test]
+fn etcd_section_and_backend_per_policy() {
+    let c = parse(
+        "[run]\nbackend = \"flock\"\n\
+         [[policy]]\nmatch = \"/srv/shared/**\"\nbackend = \"etcd\"\netcd_key = \"shared\"\n\
+         [etcd]\nendpoints = [\"http://a:2379, http://b:2379\", \"c:2379\"]\n\
+         prefix = \"/locks\"\nttl = \"30s\"\nuser = \"root:pw\"\ndial_timeout = \"1s\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.run.backend, Some(Backend::Flock));
+    let d = c.defaults_for(Path::new("/srv/shared/x.jsonl"));
+    assert_eq!(d.backend, Some(Backend::Etcd));
+    assert_eq!(d.etcd_key.as_deref(), Some("shared"));
+    assert_eq!(
+        c.defaults_for(Path::new("/srv/other")).backend,
+        Some(Backend::Flock)
+    );
+    let e = c.etcd.to_etcd_config();
+    assert_eq!(e.endpoints, ["http://a:2379", "http://b:2379", "c:2379"]);
+    assert_eq!(e.prefix, "/locks");
+    assert_eq!(e.dial_timeout, Duration::from_secs(1));
+    assert_eq!(c.etcd.ttl, secs(30));
+    for (text, msg) in [
+        (
+            "[run]\nbackend = \"zk\"\n",
+            "backend: 'zk' is not one of flock, etcd",
+        ),
+        (
+            "[etcd]\nendpoints = []\n",
+            "etcd endpoints: the list is empty",
+        ),
+        ("[etcd]\nprefix = \"locks\"\n", "must start with /"),
+        ("[etcd]\ncacert = \"ca.pem\"\n", "must be an absolute path"),
+        ("[etcd]\nendpoint = \"x\"\n", "unknown field `endpoint`"),
+    ] {
+        let e = parse(text).expect_err(text);
+        assert!(e.message().contains(msg), "{text}: {}", e.message());
+    }
+}

@@ -300,7 +300,8 @@ impl Attempt<'_> {
         Some(held.key().to_owned())
     }
 
-    /// Store the metadata line as the etcd key's value.
+    /// Store the metadata line as the etcd key's value (in the background,
+    /// one update at a time).
     pub(super) fn etcd_set_value(&mut self, line: &str) {
         let Some(lock) = self.etcd.as_mut() else {
             return;
@@ -308,6 +309,11 @@ impl Attempt<'_> {
         let Some(held) = lock.held.clone() else {
             return;
         };
+        if lock.update.as_ref().is_some_and(|u| !u.is_finished()) {
+            // One update at a time; the next flush sends the newest line.
+            self.meta_dirty = true;
+            return;
+        }
         let line = line.to_owned();
         lock.update = Some(tokio::spawn(async move {
             if let Err(e) = held.set_value(&line).await {

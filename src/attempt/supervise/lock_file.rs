@@ -263,6 +263,7 @@ impl Attempt<'_> {
         if let Err(e) = lockfile::write_metadata(&self.spec.lock, file, &line) {
             log::warn!("{e}");
         }
+        self.etcd_set_value(&line);
     }
 }
 
