@@ -89,7 +89,7 @@ _locksup() {
             return 0
             ;;
         locksup__subcmd__cancel)
-            opts="-s -w -g -h --signal --wait --grace --root --force --only-orphan --daemon --socket --config --help"
+            opts="-s -w -g -h --signal --wait --grace --root --force --only-orphan --daemon --socket --backend --etcd-endpoints --etcd-prefix --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -124,6 +124,18 @@ _locksup() {
                     return 0
                     ;;
                 --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --backend)
+                    COMPREPLY=($(compgen -W "flock etcd" -- "${cur}"))
+                    return 0
+                    ;;
+                --etcd-endpoints)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --etcd-prefix)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -427,7 +439,7 @@ _locksup() {
             return 0
             ;;
         locksup__subcmd__status)
-            opts="-h --json --state --session-key --daemon --history --socket --config --help"
+            opts="-h --json --state --session-key --daemon --history --socket --backend --etcd-endpoints --etcd-prefix --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -442,6 +454,18 @@ _locksup() {
                     return 0
                     ;;
                 --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --backend)
+                    COMPREPLY=($(compgen -W "flock etcd" -- "${cur}"))
+                    return 0
+                    ;;
+                --etcd-endpoints)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --etcd-prefix)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -135,6 +135,10 @@ overdue\t'Held past deadline + grace'
 orphan\t'Held, and nobody will end it'"
 complete -c locksup -n "__fish_locksup_using_subcommand status" -l session-key -d 'Show only locks whose attempt was given this --session-key' -r
 complete -c locksup -n "__fish_locksup_using_subcommand status" -l socket -d 'The daemon\'s socket [default: [serve] socket, else $RUNTIME_DIRECTORY/locksup.sock, else /run/locksup/locksup.sock]' -r -F
+complete -c locksup -n "__fish_locksup_using_subcommand status" -l backend -d 'Look at the etcd cluster instead of lock files: every lock under the prefix (status), or the holder of lock NAME (cancel) [default: flock]' -r -f -a "flock\t''
+etcd\t''"
+complete -c locksup -n "__fish_locksup_using_subcommand status" -l etcd-endpoints -d 'etcd endpoints, comma-separated (also ETCDCTL_ENDPOINTS and the configuration\'s [etcd] endpoints) [default: 127.0.0.1:2379]' -r
+complete -c locksup -n "__fish_locksup_using_subcommand status" -l etcd-prefix -d 'Prefix of every lock key in etcd [default: /locksup]' -r
 complete -c locksup -n "__fish_locksup_using_subcommand status" -l config -d 'Read configuration from FILE instead of the default locations' -r -F
 complete -c locksup -n "__fish_locksup_using_subcommand status" -l json -d 'Print JSON (a stable schema with a top-level "locks" array)'
 complete -c locksup -n "__fish_locksup_using_subcommand status" -l daemon -d 'Ask the daemon (locksup serve) for the attempts it runs now, and how they are contained (its own user, root and [serve] admin_groups see every attempt; others see their own)'
@@ -178,6 +182,10 @@ complete -c locksup -n "__fish_locksup_using_subcommand cancel" -s w -l wait -d 
 complete -c locksup -n "__fish_locksup_using_subcommand cancel" -s g -l grace -d 'For an orphan: wait between the signal and KILL [default: the attempt\'s recorded grace, else 10s; infinity: never KILL]' -r
 complete -c locksup -n "__fish_locksup_using_subcommand cancel" -l root -d 'Where to look for an attempt id (repeatable) [default: the configuration\'s [status] roots]' -r -F
 complete -c locksup -n "__fish_locksup_using_subcommand cancel" -l socket -d 'The daemon\'s socket [default: [serve] socket, else $RUNTIME_DIRECTORY/locksup.sock, else /run/locksup/locksup.sock]' -r -F
+complete -c locksup -n "__fish_locksup_using_subcommand cancel" -l backend -d 'Look at the etcd cluster instead of lock files: every lock under the prefix (status), or the holder of lock NAME (cancel) [default: flock]' -r -f -a "flock\t''
+etcd\t''"
+complete -c locksup -n "__fish_locksup_using_subcommand cancel" -l etcd-endpoints -d 'etcd endpoints, comma-separated (also ETCDCTL_ENDPOINTS and the configuration\'s [etcd] endpoints) [default: 127.0.0.1:2379]' -r
+complete -c locksup -n "__fish_locksup_using_subcommand cancel" -l etcd-prefix -d 'Prefix of every lock key in etcd [default: /locksup]' -r
 complete -c locksup -n "__fish_locksup_using_subcommand cancel" -l config -d 'Read configuration from FILE instead of the default locations' -r -F
 complete -c locksup -n "__fish_locksup_using_subcommand cancel" -l force -d 'Also end the holders of a lock taken by another tool (no metadata)'
 complete -c locksup -n "__fish_locksup_using_subcommand cancel" -l only-orphan -d 'Act only when the lock is an orphan (nobody supervises it); leave it alone, with exit status 2, otherwise. For periodic reaping'

@@ -191,6 +191,9 @@ pub struct CancelArgs {
     /// $RUNTIME_DIRECTORY/locksup.sock, else /run/locksup/locksup.sock].
     #[arg(long, value_name = "PATH", requires = "daemon")]
     pub socket: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub etcd: EtcdTargetArgs,
 }
 
 const WATCH_EXAMPLES: &str = "\
@@ -251,6 +254,30 @@ pub enum StateFilter {
     Orphan,
 }
 
+/// `--backend etcd` for status and cancel: the locks of an etcd cluster.
+#[derive(Debug, Args, Default)]
+pub struct EtcdTargetArgs {
+    /// Look at the etcd cluster instead of lock files: every lock under
+    /// the prefix (status), or the holder of lock NAME (cancel)
+    /// [default: flock].
+    #[arg(
+        long,
+        value_name = "BACKEND",
+        value_parser = clap::builder::PossibleValuesParser::new(["flock", "etcd"])
+            .map(|s| s.parse::<Backend>().unwrap_or_default())
+    )]
+    pub backend: Option<Backend>,
+
+    /// etcd endpoints, comma-separated (also ETCDCTL_ENDPOINTS and the
+    /// configuration's [etcd] endpoints) [default: 127.0.0.1:2379].
+    #[arg(long, value_name = "URL[,URL]")]
+    pub etcd_endpoints: Option<String>,
+
+    /// Prefix of every lock key in etcd [default: /locksup].
+    #[arg(long, value_name = "PREFIX")]
+    pub etcd_prefix: Option<String>,
+}
+
 /// `locksup status`.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -287,6 +314,9 @@ pub struct StatusArgs {
     /// $RUNTIME_DIRECTORY/locksup.sock, else /run/locksup/locksup.sock].
     #[arg(long, value_name = "PATH", requires = "daemon")]
     pub socket: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub etcd: EtcdTargetArgs,
 }
 
 /// `locksup timeline`.

@@ -680,3 +680,133 @@ fn the_holder_survives_the_leader_s_death_and_releases_normally() {
         "{out:?}"
     );
 }
+
+#[test]
+fn status_lists_holders_and_waiters_and_cancel_ends_a_holder_elsewhere() {
+    let c = Cluster::single();
+    let env = Env::new();
+    let guard = Guard::new();
+    let real = c.endpoints().join(",");
+    let (ev0, ev1) = (env.join("ev0"), env.join("ev1"));
+    let mut cmd = etcd_run(
+        &env,
+        &c.endpoints(),
+        &env.join("s0.lock"),
+        "admin/one",
+        &ev0,
+    );
+    cmd.args([
+        "--grace",
+        "1s",
+        "--attempt-id",
+        "holder",
+        "--",
+        "sleep",
+        "60",
+    ]);
+    let mut holder = spawn(cmd, &guard);
+    wait_event(&ev0, "started", Duration::from_secs(10));
+    let mut cmd = etcd_run(
+        &env,
+        &c.endpoints(),
+        &env.join("s1.lock"),
+        "admin/one",
+        &ev1,
+    );
+    cmd.args([
+        "--grace",
+        "1s",
+        "--wait",
+        "60s",
+        "--attempt-id",
+        "waiter",
+        "--",
+        "true",
+    ]);
+    let mut waiter = spawn(cmd, &guard);
+    wait_event(&ev1, "queued", Duration::from_secs(10));
+    // etcdctl lock holds another lock under the prefix.
+    let _ctl = c.etcdctl_spawn(&["lock", "/locksup/other"]);
+    assert!(wait_until(Duration::from_secs(10), || {
+        let out = c.etcdctl(&["get", "--prefix", "--keys-only", "/locksup/other/"]);
+        !String::from_utf8_lossy(&out.stdout).trim().is_empty()
+    }));
+    let out = env
+        .cmd()
+        .args([
+            "status",
+            "--backend",
+            "etcd",
+            "--json",
+            "--etcd-endpoints",
+            &real,
+        ])
+        .env_remove("ETCDCTL_ENDPOINTS")
+        .output()
+        .expect("status");
+    assert!(out.status.success(), "{out:?}");
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let locks = doc["locks"].as_array().expect("locks");
+    assert_eq!(locks.len(), 2, "{doc}");
+    let one = locks
+        .iter()
+        .find(|l| l["name"] == "admin/one")
+        .expect("admin/one");
+    assert_eq!(one["lock"], "/locksup/admin/one");
+    assert_eq!(one["holder"]["attempt_id"], "holder", "{one}");
+    assert!(
+        one["holder"]["ttl_s"].as_u64().is_some_and(|t| t > 0),
+        "{one}"
+    );
+    assert!(one["holder"]["host"].is_string(), "{one}");
+    assert_eq!(one["waiters"][0]["attempt_id"], "waiter", "{one}");
+    let other = locks.iter().find(|l| l["name"] == "other").expect("other");
+    assert_eq!(other["holder"]["locksup"], false, "{other}");
+    // The table names both.
+    let out = env
+        .cmd()
+        .args([
+            "status",
+            "--backend",
+            "etcd",
+            "--etcd-endpoints",
+            &real,
+            "admin/one",
+        ])
+        .output()
+        .expect("status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("held by attempt holder"), "{text}");
+    assert!(text.contains("waiting 1: attempt waiter"), "{text}");
+    // cancel deletes the holder's key: its supervisor ends the attempt,
+    // the waiter gets the lock.
+    let out = env
+        .cmd()
+        .args([
+            "cancel",
+            "--backend",
+            "etcd",
+            "--etcd-endpoints",
+            &real,
+            "admin/one",
+        ])
+        .output()
+        .expect("cancel");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(holder.code(LIMIT), 124);
+    assert_eq!(event(&ev0, "end").expect("end")["outcome"], "lease-lost");
+    assert_eq!(waiter.code(LIMIT), 0);
+    let out = env
+        .cmd()
+        .args([
+            "cancel",
+            "--backend",
+            "etcd",
+            "--etcd-endpoints",
+            &real,
+            "admin/one",
+        ])
+        .output()
+        .expect("cancel");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
