@@ -373,6 +373,9 @@ fn a_killed_supervisor_s_lock_goes_to_the_waiter_within_the_ttl() {
     );
 }
 
+/// An endpoint, extra options, extra environment.
+type Case<'a> = (String, Vec<&'a str>, Vec<(&'a str, &'a str)>);
+
 #[test]
 fn unreachable_etcd_exits_125_at_once_with_one_line() {
     let env = Env::new();
@@ -386,21 +389,36 @@ fn unreachable_etcd_exits_125_at_once_with_one_line() {
     let silent_port = silent.local_addr().expect("addr").port();
     let plain = Cluster::single();
     let tls_to_plain = plain.endpoints()[0].replace("http://", "https://");
-    let cases: Vec<(String, Vec<&str>)> = vec![
-        (format!("http://127.0.0.1:{refused}"), vec!["--grace", "1s"]),
+    let not_pem = env.write("ca.txt", "not a certificate\n");
+    let not_pem = not_pem.to_str().expect("utf-8 path").to_owned();
+    let cases: Vec<Case> = vec![
+        (
+            format!("http://127.0.0.1:{refused}"),
+            vec!["--grace", "1s"],
+            vec![],
+        ),
         (
             format!("http://127.0.0.1:{silent_port}"),
             vec!["--grace", "1s"],
+            vec![],
         ),
-        (tls_to_plain, vec!["--grace", "1s"]),
+        (tls_to_plain.clone(), vec!["--grace", "1s"], vec![]),
+        // A CA bundle that is not PEM.
+        (
+            tls_to_plain,
+            vec!["--grace", "1s"],
+            vec![("ETCDCTL_CACERT", not_pem.as_str())],
+        ),
         // No endpoint at all.
-        (",".to_string(), vec!["--grace", "1s"]),
+        (",".to_string(), vec!["--grace", "1s"], vec![]),
+        // Timing that does not fit.
         (
             format!("http://127.0.0.1:{refused}"),
             vec!["--grace", "20s", "--etcd-ttl", "10s"],
+            vec![],
         ),
     ];
-    for (ep, extra) in cases {
+    for (ep, extra, vars) in cases {
         let ran = env.join("ran");
         let mut cmd = etcd_run(
             &env,
@@ -411,17 +429,31 @@ fn unreachable_etcd_exits_125_at_once_with_one_line() {
         );
         cmd.env("ETCDCTL_DIAL_TIMEOUT", "1s")
             .env("ETCDCTL_COMMAND_TIMEOUT", "1s")
+            .envs(vars.iter().copied())
             .args(extra.iter().copied())
             .args(["--", "touch"])
             .arg(&ran);
         let o = run_to_end(cmd);
-        eprintln!("{ep} {extra:?}: {:?} {}", o.elapsed, o.stderr.trim());
+        eprintln!(
+            "{ep} {extra:?} {vars:?}: {:?} {}",
+            o.elapsed,
+            o.stderr.trim()
+        );
         assert_eq!(o.code, 125, "{ep}: {o:?}");
         assert_one_error_line(&o);
         assert!(o.stderr.contains("etcd"), "{o:?}");
         assert!(o.elapsed < Duration::from_secs(6), "{ep}: {:?}", o.elapsed);
         assert!(!ran.exists(), "{ep}: the command ran");
     }
+    // etcd options without the etcd backend are a mistake.
+    let mut cmd = env.run(["--etcd-key", "k", "--lock"]);
+    cmd.arg(env.join("e.lock")).args(["--", "true"]);
+    let o = run_to_end(cmd);
+    assert_eq!(o.code, 125, "{o:?}");
+    assert!(
+        o.stderr.contains("--etcd-key needs --backend etcd"),
+        "{o:?}"
+    );
     drop(silent);
 }
 

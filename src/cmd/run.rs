@@ -137,7 +137,20 @@ pub(crate) fn resolve(a: &RunArgs, config: &Config) -> Result<Spec> {
     };
     let backend = a.backend.or(d.backend).unwrap_or_default();
     let etcd = match backend {
-        Backend::Flock => None,
+        Backend::Flock => {
+            let given = [
+                ("--etcd-endpoints", a.etcd_endpoints.is_some()),
+                ("--etcd-key", a.etcd_key.is_some()),
+                ("--etcd-prefix", a.etcd_prefix.is_some()),
+                ("--etcd-ttl", a.etcd_ttl.is_some()),
+            ];
+            if let Some((flag, _)) = given.iter().find(|(_, set)| *set) {
+                return Err(Error::usage(format!(
+                    "{flag} needs --backend etcd (or backend = \"etcd\" in the configuration)"
+                )));
+            }
+            None
+        }
         Backend::Etcd if a.shared => {
             return Err(Error::usage(
                 "--shared cannot be used with --backend etcd (an etcd lock is exclusive)",
