@@ -135,7 +135,7 @@ overdue\t'Held past deadline + grace'
 orphan\t'Held, and nobody will end it'"
 complete -c locksup -n "__fish_locksup_using_subcommand status" -l session-key -d 'Show only locks whose attempt was given this --session-key' -r
 complete -c locksup -n "__fish_locksup_using_subcommand status" -l socket -d 'The daemon\'s socket [default: [serve] socket, else $RUNTIME_DIRECTORY/locksup.sock, else /run/locksup/locksup.sock]' -r -F
-complete -c locksup -n "__fish_locksup_using_subcommand status" -l backend -d 'Look at the etcd cluster instead of lock files: every lock under the prefix (status), or the holder of lock NAME (cancel) [default: flock]' -r -f -a "flock\t''
+complete -c locksup -n "__fish_locksup_using_subcommand status" -l backend -d 'Look at the etcd cluster instead of lock files: every lock under the prefix, or the NAMEs given (status, watch), or the holder of lock NAME (cancel) [default: flock]' -r -f -a "flock\t''
 etcd\t''"
 complete -c locksup -n "__fish_locksup_using_subcommand status" -l etcd-endpoints -d 'etcd endpoints, comma-separated (also ETCDCTL_ENDPOINTS and the configuration\'s [etcd] endpoints) [default: 127.0.0.1:2379]' -r
 complete -c locksup -n "__fish_locksup_using_subcommand status" -l etcd-prefix -d 'Prefix of every lock key in etcd [default: /locksup]' -r
@@ -144,6 +144,10 @@ complete -c locksup -n "__fish_locksup_using_subcommand status" -l json -d 'Prin
 complete -c locksup -n "__fish_locksup_using_subcommand status" -l daemon -d 'Ask the daemon (locksup serve) for the attempts it runs now, and how they are contained (its own user, root and [serve] admin_groups see every attempt; others see their own)'
 complete -c locksup -n "__fish_locksup_using_subcommand status" -l history -d 'With --daemon: the attempts that have ended lately instead (the last [serve] history of them, newest first), with their outcome, exit status, wait and hold times'
 complete -c locksup -n "__fish_locksup_using_subcommand status" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c locksup -n "__fish_locksup_using_subcommand watch" -l backend -d 'Look at the etcd cluster instead of lock files: every lock under the prefix, or the NAMEs given (status, watch), or the holder of lock NAME (cancel) [default: flock]' -r -f -a "flock\t''
+etcd\t''"
+complete -c locksup -n "__fish_locksup_using_subcommand watch" -l etcd-endpoints -d 'etcd endpoints, comma-separated (also ETCDCTL_ENDPOINTS and the configuration\'s [etcd] endpoints) [default: 127.0.0.1:2379]' -r
+complete -c locksup -n "__fish_locksup_using_subcommand watch" -l etcd-prefix -d 'Prefix of every lock key in etcd [default: /locksup]' -r
 complete -c locksup -n "__fish_locksup_using_subcommand watch" -l config -d 'Read configuration from FILE instead of the default locations' -r -F
 complete -c locksup -n "__fish_locksup_using_subcommand watch" -l json -d 'Print one JSON change event per line'
 complete -c locksup -n "__fish_locksup_using_subcommand watch" -s h -l help -d 'Print help'
@@ -182,7 +186,7 @@ complete -c locksup -n "__fish_locksup_using_subcommand cancel" -s w -l wait -d 
 complete -c locksup -n "__fish_locksup_using_subcommand cancel" -s g -l grace -d 'For an orphan: wait between the signal and KILL [default: the attempt\'s recorded grace, else 10s; infinity: never KILL]' -r
 complete -c locksup -n "__fish_locksup_using_subcommand cancel" -l root -d 'Where to look for an attempt id (repeatable) [default: the configuration\'s [status] roots]' -r -F
 complete -c locksup -n "__fish_locksup_using_subcommand cancel" -l socket -d 'The daemon\'s socket [default: [serve] socket, else $RUNTIME_DIRECTORY/locksup.sock, else /run/locksup/locksup.sock]' -r -F
-complete -c locksup -n "__fish_locksup_using_subcommand cancel" -l backend -d 'Look at the etcd cluster instead of lock files: every lock under the prefix (status), or the holder of lock NAME (cancel) [default: flock]' -r -f -a "flock\t''
+complete -c locksup -n "__fish_locksup_using_subcommand cancel" -l backend -d 'Look at the etcd cluster instead of lock files: every lock under the prefix, or the NAMEs given (status, watch), or the holder of lock NAME (cancel) [default: flock]' -r -f -a "flock\t''
 etcd\t''"
 complete -c locksup -n "__fish_locksup_using_subcommand cancel" -l etcd-endpoints -d 'etcd endpoints, comma-separated (also ETCDCTL_ENDPOINTS and the configuration\'s [etcd] endpoints) [default: 127.0.0.1:2379]' -r
 complete -c locksup -n "__fish_locksup_using_subcommand cancel" -l etcd-prefix -d 'Prefix of every lock key in etcd [default: /locksup]' -r

@@ -223,6 +223,9 @@ pub struct WatchArgs {
     /// Print one JSON change event per line.
     #[arg(long)]
     pub json: bool,
+
+    #[command(flatten)]
+    pub etcd: EtcdTargetArgs,
 }
 
 const STATUS_EXAMPLES: &str = "\
@@ -258,8 +261,8 @@ pub enum StateFilter {
 #[derive(Debug, Args, Default)]
 pub struct EtcdTargetArgs {
     /// Look at the etcd cluster instead of lock files: every lock under
-    /// the prefix (status), or the holder of lock NAME (cancel)
-    /// [default: flock].
+    /// the prefix, or the NAMEs given (status, watch), or the holder of
+    /// lock NAME (cancel) [default: flock].
     #[arg(
         long,
         value_name = "BACKEND",

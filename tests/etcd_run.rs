@@ -842,3 +842,77 @@ fn status_lists_holders_and_waiters_and_cancel_ends_a_holder_elsewhere() {
         .expect("cancel");
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
+
+#[test]
+fn watch_follows_the_etcd_locks_across_hosts() {
+    let c = Cluster::single();
+    let env = Env::new();
+    let guard = Guard::new();
+    let real = c.endpoints().join(",");
+    let mut w = env.cmd();
+    w.args([
+        "watch",
+        "--backend",
+        "etcd",
+        "--json",
+        "--etcd-endpoints",
+        &real,
+    ]);
+    let mut watch = spawn(w, &guard);
+    let ready: Value =
+        serde_json::from_str(&watch.out.next(SOON).expect("ready line")).expect("json");
+    assert_eq!(ready["event"], "ready", "{ready}");
+    let go = env.join("go");
+    let (ev0, ev1) = (env.join("ev0"), env.join("ev1"));
+    let mut cmd = etcd_run(&env, &c.endpoints(), &env.join("w0.lock"), "watched", &ev0);
+    cmd.args(["--grace", "1s", "--attempt-id", "first"])
+        .args(sh(&format!(
+            "while [ ! -e '{}' ]; do sleep 0.02; done",
+            go.display()
+        )));
+    let mut first = spawn(cmd, &guard);
+    wait_event(&ev0, "started", Duration::from_secs(10));
+    let mut cmd = etcd_run(&env, &c.endpoints(), &env.join("w1.lock"), "watched", &ev1);
+    cmd.args([
+        "--grace",
+        "1s",
+        "--wait",
+        "30s",
+        "--attempt-id",
+        "second",
+        // Long enough for the watch to see it hold before it releases.
+        "--",
+        "sleep",
+        "0.3",
+    ]);
+    let mut second = spawn(cmd, &guard);
+    wait_event(&ev1, "queued", Duration::from_secs(10));
+    let mut next = || {
+        let line = watch
+            .out
+            .next(Duration::from_secs(10))
+            .expect("a watch line");
+        let v: Value = serde_json::from_str(&line).expect("json");
+        assert_eq!(v["lock"], "/locksup/watched", "{v}");
+        format!(
+            "{} {}",
+            v["event"].as_str().unwrap_or("?"),
+            v["attempt_id"].as_str().unwrap_or("?")
+        )
+    };
+    let mut seen = vec![next(), next()];
+    fs::write(&go, "").expect("go");
+    seen.extend([next(), next(), next()]);
+    assert_eq!(first.code(LIMIT), 0);
+    assert_eq!(second.code(LIMIT), 0);
+    assert_eq!(
+        seen,
+        [
+            "acquired first",
+            "waiting second",
+            "released first",
+            "acquired second",
+            "released second"
+        ]
+    );
+}

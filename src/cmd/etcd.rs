@@ -1,15 +1,18 @@
-//! `locksup status --backend etcd` and `locksup cancel --backend etcd
-//! NAME`: the locks of an etcd cluster, across hosts
-//! ([`crate::lock::etcd`]).
+//! `locksup status --backend etcd`, `locksup watch --backend etcd` and
+//! `locksup cancel --backend etcd NAME`: the locks of an etcd cluster,
+//! across hosts ([`crate::lock::etcd`]).
 
+use std::collections::BTreeMap;
 use std::io::{self, Write};
+use std::time::SystemTime;
 
 use serde_json::{Value, json};
 
-use crate::cli::{CancelArgs, EtcdTargetArgs, StatusArgs};
+use crate::cli::{CancelArgs, EtcdTargetArgs, StatusArgs, WatchArgs};
 use crate::config::Config;
 use crate::duration::format_duration;
 use crate::error::{Error, Result};
+use crate::events::rfc3339;
 use crate::exit;
 use crate::lock::etcd::{self, Entry, Etcd, Queue};
 
@@ -191,4 +194,159 @@ pub(crate) fn cancel(args: &CancelArgs, config: &Config) -> Result<i32> {
             Ok(NOT_HELD)
         }
     }
+}
+
+/// Lock name -> its queue, as last seen.
+type Seen = BTreeMap<String, Queue>;
+
+/// The change events between two listings: `released` (the holder's key
+/// went), `acquired` (a new holder), `waiting` (a new key in a queue),
+/// `left` (a waiter's key went without holding).
+fn changes(before: &Seen, after: &Seen) -> Vec<(&'static str, String, Entry)> {
+    let mut out = Vec::new();
+    let empty = Queue {
+        name: String::new(),
+        entries: Vec::new(),
+    };
+    let names: std::collections::BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+    for name in names {
+        let (b, a) = (
+            before.get(name).unwrap_or(&empty),
+            after.get(name).unwrap_or(&empty),
+        );
+        let (bh, ah) = (b.holder(), a.holder());
+        let has = |q: &Queue, e: &Entry| q.entries.iter().any(|x| x.key == e.key);
+        if bh.map(|e| &e.key) != ah.map(|e| &e.key) {
+            if let Some(h) = bh {
+                out.push(("released", name.clone(), h.clone()));
+            }
+            if let Some(h) = ah {
+                out.push(("acquired", name.clone(), h.clone()));
+            }
+        }
+        for w in b.waiters() {
+            if !has(a, w) {
+                out.push(("left", name.clone(), w.clone()));
+            }
+        }
+        for w in a.waiters() {
+            if !has(b, w) {
+                out.push(("waiting", name.clone(), w.clone()));
+            }
+        }
+    }
+    out
+}
+
+async fn listing(etcd: &Etcd, names: &[String]) -> Result<Seen> {
+    let queues = if names.is_empty() {
+        etcd.list().await?
+    } else {
+        let mut out = Vec::new();
+        for n in names {
+            out.push(etcd.queue(n).await?);
+        }
+        out
+    };
+    Ok(queues
+        .into_iter()
+        .filter(|q| !q.entries.is_empty())
+        .map(|q| (q.name.clone(), q))
+        .collect())
+}
+
+/// `watch --backend etcd [NAME...]`: through etcd's watch API on the
+/// prefix, one line per change (or JSON with `--json`: first `ready` with
+/// every lock, then `acquired`, `released`, `waiting`, `left`). Runs until
+/// interrupted; exits 125 when the cluster cannot be reached.
+pub(crate) fn watch(args: &WatchArgs, config: &Config) -> Result<i32> {
+    let cfg = connect_config(&args.etcd, config)?;
+    let prefix = cfg.prefix.trim_end_matches('/').to_owned();
+    let names: Vec<String> = args
+        .paths
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    for n in &names {
+        etcd::lock_name(Some(n), std::path::Path::new("/"))?;
+    }
+    let json = args.json;
+    let print = |line: String| -> Result<()> {
+        let mut out = io::stdout().lock();
+        out.write_all(line.as_bytes())
+            .and_then(|()| out.write_all(b"\n"))
+            .and_then(|()| out.flush())
+            .map_err(|e| Error::io(format!("cannot write: {e}")))
+    };
+    block_on(async {
+        let etcd = Etcd::connect(&cfg).await?;
+        let range = format!("{prefix}/");
+        let mut stream = etcd
+            .watch(
+                "watch of the locks",
+                range.as_bytes(),
+                etcd_client::WatchOptions::new().with_prefix(),
+            )
+            .await?;
+        let mut seen = listing(&etcd, &names).await?;
+        if json {
+            let locks: Vec<Value> = seen
+                .values()
+                .map(|q| {
+                    json!({
+                        "name": q.name,
+                        "lock": format!("{prefix}/{}", q.name),
+                        "holder": q.holder().map(entry_json),
+                        "waiters": q.waiters().iter().map(entry_json).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            print(json!({ "event": "ready", "locks": locks }).to_string())?;
+        } else {
+            print(
+                render(&seen.values().cloned().collect::<Vec<_>>(), &prefix)
+                    .trim_end()
+                    .to_owned(),
+            )?;
+        }
+        loop {
+            match stream.message().await {
+                Ok(Some(r)) if r.events().is_empty() && !r.canceled() => continue,
+                Ok(Some(r)) if !r.canceled() => {}
+                _ => {
+                    // The stream ended (a member went away): watch again.
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    stream = etcd
+                        .watch(
+                            "watch of the locks",
+                            range.as_bytes(),
+                            etcd_client::WatchOptions::new().with_prefix(),
+                        )
+                        .await?;
+                }
+            }
+            let now = listing(&etcd, &names).await?;
+            for (event, name, e) in changes(&seen, &now) {
+                let lock = format!("{prefix}/{name}");
+                let line = if json {
+                    let mut v = entry_json(&e);
+                    if let Value::Object(m) = &mut v {
+                        m.insert("event".into(), event.into());
+                        m.insert("lock".into(), lock.clone().into());
+                        m.insert("name".into(), name.clone().into());
+                        m.insert("ts".into(), rfc3339(SystemTime::now()).into());
+                    }
+                    v.to_string()
+                } else {
+                    format!(
+                        "{} {event} {lock}: {}",
+                        rfc3339(SystemTime::now()),
+                        describe(&e)
+                    )
+                };
+                print(line)?;
+            }
+            seen = now;
+        }
+    })
 }
