@@ -114,7 +114,7 @@ etcd\t''"
 complete -c locksup -n "__fish_locksup_using_subcommand run" -l etcd-endpoints -d 'etcd endpoints, comma-separated, as etcdctl takes them (also ETCDCTL_ENDPOINTS) [default: 127.0.0.1:2379]' -r
 complete -c locksup -n "__fish_locksup_using_subcommand run" -l etcd-key -d 'The lock\'s name in etcd: the lock is PREFIX/NAME [default: the lock file\'s absolute path without its leading /]' -r
 complete -c locksup -n "__fish_locksup_using_subcommand run" -l etcd-prefix -d 'Prefix of every lock key in etcd [default: /locksup]' -r
-complete -c locksup -n "__fish_locksup_using_subcommand run" -l etcd-ttl -d 'Lease TTL of the etcd lock, whole seconds [default: 10s, or the shortest TTL that fits the grace]' -r
+complete -c locksup -n "__fish_locksup_using_subcommand run" -l etcd-ttl -d 'Lease TTL of the etcd lock, whole seconds [default: 10s, or what the grace needs: 26s for a grace of 10s]' -r
 complete -c locksup -n "__fish_locksup_using_subcommand run" -l conflict-exit-code -d 'Exit code when the lock is not obtained [default: 75]' -r
 complete -c locksup -n "__fish_locksup_using_subcommand run" -l attempt-id -d 'Attempt id recorded in the lock metadata and events [default: generated]' -r
 complete -c locksup -n "__fish_locksup_using_subcommand run" -l session-key -d 'Caller\'s key for the session, recorded in metadata and events' -r

@@ -506,8 +506,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "PREFIX")]
     pub etcd_prefix: Option<String>,
 
-    /// Lease TTL of the etcd lock, whole seconds [default: 10s, or the
-    /// shortest TTL that fits the grace].
+    /// Lease TTL of the etcd lock, whole seconds [default: 10s, or what
+    /// the grace needs: 26s for a grace of 10s].
     #[arg(long, value_name = "DUR", value_parser = duration::parse)]
     pub etcd_ttl: Option<Dur>,
 

@@ -364,9 +364,10 @@ fn a_killed_supervisor_s_lock_goes_to_the_waiter_within_the_ttl() {
     let acquired = ts(&event(&ev1, "acquired").expect("acquired"));
     let after = acquired.duration_since(killed).unwrap_or_default();
     eprintln!("supervisor SIGKILLed -> waiter holds: {after:?}");
-    // The lease lapses a TTL (3s) after its last keep-alive; etcd looks
-    // for expired leases every 500ms.
-    assert!(after <= Duration::from_millis(4000), "{after:?}");
+    // The lease lapses a TTL (3s) after its last keep-alive (sent before
+    // the kill); etcd looks for expired leases every 500ms; then the
+    // waiter's watch, and its own start. Measured here: 3.3-3.5s.
+    assert!(after <= Duration::from_millis(5000), "{after:?}");
     assert!(
         wait_pid_gone(pid, SOON),
         "the command outlived its supervisor"

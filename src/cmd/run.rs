@@ -186,9 +186,7 @@ pub(crate) fn resolve(a: &RunArgs, config: &Config) -> Result<Spec> {
 
 /// The etcd lock of an attempt: built-in defaults, then the config's
 /// `[etcd]`, then etcdctl's environment (`ETCDCTL_*`), then the command
-/// line. Without a TTL given, the TTL is the default (10s) or, if the
-/// grace needs more, the shortest that fits it (22s for the default
-/// grace of 10s): the attempt must be dead before the lease can lapse.
+/// line. Without a TTL given, see [`default_ttl`].
 fn etcd_spec(
     a: &RunArgs,
     config: &Config,
@@ -214,7 +212,7 @@ fn etcd_spec(
     };
     cfg.ttl = match (ttl, grace) {
         (Some(t), _) => t,
-        (None, Some(g)) => etcd::config::DEFAULT_TTL.max(Timing::min_ttl(g)),
+        (None, Some(g)) => default_ttl(g),
         (None, None) => etcd::config::DEFAULT_TTL,
     };
     cfg.validate()?;
@@ -226,6 +224,26 @@ fn etcd_spec(
         name,
         timing,
     })
+}
+
+/// How late a keep-alive answer may come, at least, with the default TTL:
+/// an etcd leader election (1s by default) and a retry.
+pub(crate) const DEFAULT_TTL_SLACK: Duration = Duration::from_secs(2);
+
+/// The lease TTL when none is given: 10s, or, when the grace needs more,
+/// the shortest whole-second TTL that fits it (grace + margin + keep-alive
+/// interval < TTL) with [`DEFAULT_TTL_SLACK`] to spare: 26s with the
+/// default grace of 10s. The shortest that merely fits (22s) would leave
+/// 0.27s for a keep-alive answer before the attempt is ended.
+pub(crate) fn default_ttl(grace: Duration) -> Duration {
+    use crate::lock::etcd::{Timing, config::DEFAULT_TTL};
+    let mut ttl = DEFAULT_TTL.max(Timing::min_ttl(grace));
+    while Timing::new(ttl, Some(grace)).is_ok_and(|t| t.slack() < DEFAULT_TTL_SLACK)
+        && ttl < Duration::from_secs(u64::from(u32::MAX))
+    {
+        ttl += Duration::from_secs(1);
+    }
+    ttl
 }
 
 /// `path` (`given` made absolute), unless it names a directory: written
@@ -257,4 +275,23 @@ pub(crate) fn new_attempt_id() -> String {
     // RandomState is seeded from the OS's random source.
     let r = RandomState::new().hash_one((ms, std::process::id()));
     format!("{ms:x}-{:08x}", r & 0xffff_ffff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_ttl_fits_the_grace_with_room_for_a_late_answer() {
+        let s = Duration::from_secs;
+        assert_eq!(default_ttl(s(10)), s(26));
+        assert_eq!(default_ttl(s(1)), s(10));
+        assert_eq!(default_ttl(Duration::ZERO), s(10));
+        assert_eq!(default_ttl(s(3)), s(11));
+        for g in [0, 1, 2, 5, 10, 30, 120] {
+            let t = crate::lock::etcd::Timing::new(default_ttl(s(g)), Some(s(g)))
+                .expect("the default fits");
+            assert!(t.slack() >= DEFAULT_TTL_SLACK, "grace {g}s: {t:?}");
+        }
+    }
 }

@@ -799,7 +799,7 @@ fn example_defaults_are_the_built_in_ones() {
         EtcdConfig {
             endpoints: Some(vec!["127.0.0.1:2379".to_string()]),
             prefix: Some("/locksup".to_string()),
-            ttl: secs(22),
+            ttl: secs(26),
             cacert: Some(PathBuf::from("/etc/locksup/etcd-ca.pem")),
             cert: Some(PathBuf::from("/etc/locksup/etcd-client.pem")),
             key: Some(PathBuf::from("/etc/locksup/etcd-client-key.pem")),
