@@ -18,6 +18,9 @@ use super::*;
 use crate::attempt::spec::EtcdSpec;
 use crate::lock::etcd::{self as backend, BootTime, Entry, Held, Lost, Queued};
 
+/// Below this much room for a late keep-alive answer, say so.
+const LOW_SLACK: Duration = Duration::from_secs(1);
+
 /// What the etcd task tells the supervisor.
 pub(super) enum News {
     /// The key is in the queue, behind `ahead`.
@@ -156,6 +159,16 @@ impl Attempt<'_> {
             _ => None,
         };
         let value = waiting_value(self.spec, self.pid, self.me);
+        let slack = e.timing.slack();
+        if slack < LOW_SLACK {
+            self.report.warn(format!(
+                "etcd: TTL {}s with grace {}: a keep-alive answer later than {} ends the \
+                 attempt (lease-lost); a longer TTL or a shorter grace leaves more room",
+                e.timing.ttl.as_secs(),
+                format_duration(e.timing.grace),
+                format_duration(slack)
+            ));
+        }
         let task = tokio::spawn(take(e.clone(), value, self.spec.wait, until, tx, stop_rx));
         self.etcd = Some(EtcdLock {
             name: e.name.clone(),
