@@ -89,7 +89,7 @@ _locksup() {
             return 0
             ;;
         locksup__subcmd__cancel)
-            opts="-s -w -g -h --signal --wait --grace --root --force --only-orphan --daemon --socket --config --help"
+            opts="-s -w -g -h --signal --wait --grace --root --force --only-orphan --daemon --socket --backend --etcd-endpoints --etcd-prefix --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -124,6 +124,18 @@ _locksup() {
                     return 0
                     ;;
                 --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --backend)
+                    COMPREPLY=($(compgen -W "flock etcd" -- "${cur}"))
+                    return 0
+                    ;;
+                --etcd-endpoints)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --etcd-prefix)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -283,7 +295,7 @@ _locksup() {
             return 0
             ;;
         locksup__subcmd__run)
-            opts="-t -g -w -n -s -v -h --session --lock --timeout --grace --wait --no-wait --signal --final-signal --watchdog --max-timeout --ready-timeout --shared --preserve-status --foreground --die-with-parent --on-lock-removed --order --conflict-exit-code --attempt-id --session-key --events --verbose --daemon --socket --config --help"
+            opts="-t -g -w -n -s -v -h --session --lock --timeout --grace --wait --no-wait --signal --final-signal --watchdog --max-timeout --ready-timeout --shared --preserve-status --foreground --die-with-parent --on-lock-removed --order --backend --etcd-endpoints --etcd-key --etcd-prefix --etcd-ttl --conflict-exit-code --attempt-id --session-key --events --verbose --daemon --socket --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -353,6 +365,26 @@ _locksup() {
                     COMPREPLY=($(compgen -W "fifo any" -- "${cur}"))
                     return 0
                     ;;
+                --backend)
+                    COMPREPLY=($(compgen -W "flock etcd" -- "${cur}"))
+                    return 0
+                    ;;
+                --etcd-endpoints)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --etcd-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --etcd-prefix)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --etcd-ttl)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --conflict-exit-code)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -407,7 +439,7 @@ _locksup() {
             return 0
             ;;
         locksup__subcmd__status)
-            opts="-h --json --state --session-key --daemon --history --socket --config --help"
+            opts="-h --json --state --session-key --daemon --history --socket --backend --etcd-endpoints --etcd-prefix --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -422,6 +454,18 @@ _locksup() {
                     return 0
                     ;;
                 --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --backend)
+                    COMPREPLY=($(compgen -W "flock etcd" -- "${cur}"))
+                    return 0
+                    ;;
+                --etcd-endpoints)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --etcd-prefix)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -463,12 +507,24 @@ _locksup() {
             return 0
             ;;
         locksup__subcmd__watch)
-            opts="-h --json --config --help"
+            opts="-h --json --backend --etcd-endpoints --etcd-prefix --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --backend)
+                    COMPREPLY=($(compgen -W "flock etcd" -- "${cur}"))
+                    return 0
+                    ;;
+                --etcd-endpoints)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --etcd-prefix)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

@@ -109,6 +109,12 @@ complete -c locksup -n "__fish_locksup_using_subcommand run" -l on-lock-removed 
 warn\t''"
 complete -c locksup -n "__fish_locksup_using_subcommand run" -l order -d 'In which order waiting attempts get the lock: `fifo` (the order they started waiting, through the lock\'s queue) or `any` (as the kernel hands it out) [default: fifo]' -r -f -a "fifo\t''
 any\t''"
+complete -c locksup -n "__fish_locksup_using_subcommand run" -l backend -d 'Where the lock lives: `flock` (the lock file, one host) or `etcd` (a lock in etcd that several hosts share, then the lock file) [default: flock]' -r -f -a "flock\t''
+etcd\t''"
+complete -c locksup -n "__fish_locksup_using_subcommand run" -l etcd-endpoints -d 'etcd endpoints, comma-separated, as etcdctl takes them (also ETCDCTL_ENDPOINTS) [default: 127.0.0.1:2379]' -r
+complete -c locksup -n "__fish_locksup_using_subcommand run" -l etcd-key -d 'The lock\'s name in etcd: the lock is PREFIX/NAME [default: the lock file\'s absolute path without its leading /]' -r
+complete -c locksup -n "__fish_locksup_using_subcommand run" -l etcd-prefix -d 'Prefix of every lock key in etcd [default: /locksup]' -r
+complete -c locksup -n "__fish_locksup_using_subcommand run" -l etcd-ttl -d 'Lease TTL of the etcd lock, whole seconds [default: 10s, or what the grace needs: 26s for a grace of 10s]' -r
 complete -c locksup -n "__fish_locksup_using_subcommand run" -l conflict-exit-code -d 'Exit code when the lock is not obtained [default: 75]' -r
 complete -c locksup -n "__fish_locksup_using_subcommand run" -l attempt-id -d 'Attempt id recorded in the lock metadata and events [default: generated]' -r
 complete -c locksup -n "__fish_locksup_using_subcommand run" -l session-key -d 'Caller\'s key for the session, recorded in metadata and events' -r
@@ -129,11 +135,19 @@ overdue\t'Held past deadline + grace'
 orphan\t'Held, and nobody will end it'"
 complete -c locksup -n "__fish_locksup_using_subcommand status" -l session-key -d 'Show only locks whose attempt was given this --session-key' -r
 complete -c locksup -n "__fish_locksup_using_subcommand status" -l socket -d 'The daemon\'s socket [default: [serve] socket, else $RUNTIME_DIRECTORY/locksup.sock, else /run/locksup/locksup.sock]' -r -F
+complete -c locksup -n "__fish_locksup_using_subcommand status" -l backend -d 'Look at the etcd cluster instead of lock files: every lock under the prefix, or the NAMEs given (status, watch), or the holder of lock NAME (cancel) [default: flock]' -r -f -a "flock\t''
+etcd\t''"
+complete -c locksup -n "__fish_locksup_using_subcommand status" -l etcd-endpoints -d 'etcd endpoints, comma-separated (also ETCDCTL_ENDPOINTS and the configuration\'s [etcd] endpoints) [default: 127.0.0.1:2379]' -r
+complete -c locksup -n "__fish_locksup_using_subcommand status" -l etcd-prefix -d 'Prefix of every lock key in etcd [default: /locksup]' -r
 complete -c locksup -n "__fish_locksup_using_subcommand status" -l config -d 'Read configuration from FILE instead of the default locations' -r -F
 complete -c locksup -n "__fish_locksup_using_subcommand status" -l json -d 'Print JSON (a stable schema with a top-level "locks" array)'
 complete -c locksup -n "__fish_locksup_using_subcommand status" -l daemon -d 'Ask the daemon (locksup serve) for the attempts it runs now, and how they are contained (its own user, root and [serve] admin_groups see every attempt; others see their own)'
 complete -c locksup -n "__fish_locksup_using_subcommand status" -l history -d 'With --daemon: the attempts that have ended lately instead (the last [serve] history of them, newest first), with their outcome, exit status, wait and hold times'
 complete -c locksup -n "__fish_locksup_using_subcommand status" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c locksup -n "__fish_locksup_using_subcommand watch" -l backend -d 'Look at the etcd cluster instead of lock files: every lock under the prefix, or the NAMEs given (status, watch), or the holder of lock NAME (cancel) [default: flock]' -r -f -a "flock\t''
+etcd\t''"
+complete -c locksup -n "__fish_locksup_using_subcommand watch" -l etcd-endpoints -d 'etcd endpoints, comma-separated (also ETCDCTL_ENDPOINTS and the configuration\'s [etcd] endpoints) [default: 127.0.0.1:2379]' -r
+complete -c locksup -n "__fish_locksup_using_subcommand watch" -l etcd-prefix -d 'Prefix of every lock key in etcd [default: /locksup]' -r
 complete -c locksup -n "__fish_locksup_using_subcommand watch" -l config -d 'Read configuration from FILE instead of the default locations' -r -F
 complete -c locksup -n "__fish_locksup_using_subcommand watch" -l json -d 'Print one JSON change event per line'
 complete -c locksup -n "__fish_locksup_using_subcommand watch" -s h -l help -d 'Print help'
@@ -172,6 +186,10 @@ complete -c locksup -n "__fish_locksup_using_subcommand cancel" -s w -l wait -d 
 complete -c locksup -n "__fish_locksup_using_subcommand cancel" -s g -l grace -d 'For an orphan: wait between the signal and KILL [default: the attempt\'s recorded grace, else 10s; infinity: never KILL]' -r
 complete -c locksup -n "__fish_locksup_using_subcommand cancel" -l root -d 'Where to look for an attempt id (repeatable) [default: the configuration\'s [status] roots]' -r -F
 complete -c locksup -n "__fish_locksup_using_subcommand cancel" -l socket -d 'The daemon\'s socket [default: [serve] socket, else $RUNTIME_DIRECTORY/locksup.sock, else /run/locksup/locksup.sock]' -r -F
+complete -c locksup -n "__fish_locksup_using_subcommand cancel" -l backend -d 'Look at the etcd cluster instead of lock files: every lock under the prefix, or the NAMEs given (status, watch), or the holder of lock NAME (cancel) [default: flock]' -r -f -a "flock\t''
+etcd\t''"
+complete -c locksup -n "__fish_locksup_using_subcommand cancel" -l etcd-endpoints -d 'etcd endpoints, comma-separated (also ETCDCTL_ENDPOINTS and the configuration\'s [etcd] endpoints) [default: 127.0.0.1:2379]' -r
+complete -c locksup -n "__fish_locksup_using_subcommand cancel" -l etcd-prefix -d 'Prefix of every lock key in etcd [default: /locksup]' -r
 complete -c locksup -n "__fish_locksup_using_subcommand cancel" -l config -d 'Read configuration from FILE instead of the default locations' -r -F
 complete -c locksup -n "__fish_locksup_using_subcommand cancel" -l force -d 'Also end the holders of a lock taken by another tool (no metadata)'
 complete -c locksup -n "__fish_locksup_using_subcommand cancel" -l only-orphan -d 'Act only when the lock is an orphan (nobody supervises it); leave it alone, with exit status 2, otherwise. For periodic reaping'

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::attempt::spec::{OnLockRemoved, Order};
+use crate::attempt::spec::{Backend, OnLockRemoved, Order};
 use crate::duration::{self, Dur};
 use crate::signal::{self, Sig};
 use clap::builder::TypedValueParser as _;
@@ -28,9 +28,10 @@ Examples:
   # The same attempt, supervised by the locksup serve daemon.
   locksup run --daemon --session /srv/sessions/abc.jsonl --timeout 10m -- agent-run abc
 
-Exit status: the command's own; 124 timed out; 128+N (137 for KILL) timed
-out and the final signal was needed; 75 lock not obtained; 125 locksup
-failed; 126 not executable; 127 not found; 128+N killed by signal N.";
+Exit status: the command's own; 124 timed out (or lost the etcd lock);
+128+N (137 for KILL) timed out and the final signal was needed; 75 lock
+not obtained; 125 locksup failed; 126 not executable; 127 not found;
+128+N killed by signal N.";
 
 /// A lock supervisor: run each attempt holding a flock(2) lock on its
 /// session's lock file, and end it on time so the lock is always freed.
@@ -190,6 +191,9 @@ pub struct CancelArgs {
     /// $RUNTIME_DIRECTORY/locksup.sock, else /run/locksup/locksup.sock].
     #[arg(long, value_name = "PATH", requires = "daemon")]
     pub socket: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub etcd: EtcdTargetArgs,
 }
 
 const WATCH_EXAMPLES: &str = "\
@@ -219,6 +223,9 @@ pub struct WatchArgs {
     /// Print one JSON change event per line.
     #[arg(long)]
     pub json: bool,
+
+    #[command(flatten)]
+    pub etcd: EtcdTargetArgs,
 }
 
 const STATUS_EXAMPLES: &str = "\
@@ -248,6 +255,30 @@ pub enum StateFilter {
     Overdue,
     /// Held, and nobody will end it.
     Orphan,
+}
+
+/// `--backend etcd` for status and cancel: the locks of an etcd cluster.
+#[derive(Debug, Args, Default)]
+pub struct EtcdTargetArgs {
+    /// Look at the etcd cluster instead of lock files: every lock under
+    /// the prefix, or the NAMEs given (status, watch), or the holder of
+    /// lock NAME (cancel) [default: flock].
+    #[arg(
+        long,
+        value_name = "BACKEND",
+        value_parser = clap::builder::PossibleValuesParser::new(["flock", "etcd"])
+            .map(|s| s.parse::<Backend>().unwrap_or_default())
+    )]
+    pub backend: Option<Backend>,
+
+    /// etcd endpoints, comma-separated (also ETCDCTL_ENDPOINTS and the
+    /// configuration's [etcd] endpoints) [default: 127.0.0.1:2379].
+    #[arg(long, value_name = "URL[,URL]")]
+    pub etcd_endpoints: Option<String>,
+
+    /// Prefix of every lock key in etcd [default: /locksup].
+    #[arg(long, value_name = "PREFIX")]
+    pub etcd_prefix: Option<String>,
 }
 
 /// `locksup status`.
@@ -286,6 +317,9 @@ pub struct StatusArgs {
     /// $RUNTIME_DIRECTORY/locksup.sock, else /run/locksup/locksup.sock].
     #[arg(long, value_name = "PATH", requires = "daemon")]
     pub socket: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub etcd: EtcdTargetArgs,
 }
 
 /// `locksup timeline`.
@@ -446,6 +480,36 @@ pub struct RunArgs {
             .map(|s| s.parse::<Order>().unwrap_or_default())
     )]
     pub order: Option<Order>,
+
+    /// Where the lock lives: `flock` (the lock file, one host) or `etcd`
+    /// (a lock in etcd that several hosts share, then the lock file)
+    /// [default: flock].
+    #[arg(
+        long,
+        value_name = "BACKEND",
+        value_parser = clap::builder::PossibleValuesParser::new(["flock", "etcd"])
+            .map(|s| s.parse::<Backend>().unwrap_or_default())
+    )]
+    pub backend: Option<Backend>,
+
+    /// etcd endpoints, comma-separated, as etcdctl takes them (also
+    /// ETCDCTL_ENDPOINTS) [default: 127.0.0.1:2379].
+    #[arg(long, value_name = "URL[,URL]")]
+    pub etcd_endpoints: Option<String>,
+
+    /// The lock's name in etcd: the lock is PREFIX/NAME [default: the
+    /// lock file's absolute path without its leading /].
+    #[arg(long, value_name = "NAME")]
+    pub etcd_key: Option<String>,
+
+    /// Prefix of every lock key in etcd [default: /locksup].
+    #[arg(long, value_name = "PREFIX")]
+    pub etcd_prefix: Option<String>,
+
+    /// Lease TTL of the etcd lock, whole seconds [default: 10s, or what
+    /// the grace needs: 26s for a grace of 10s].
+    #[arg(long, value_name = "DUR", value_parser = duration::parse)]
+    pub etcd_ttl: Option<Dur>,
 
     /// Exit code when the lock is not obtained [default: 75].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8))]

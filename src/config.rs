@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde::de::{self, Visitor};
 use toml::Spanned;
 
-use crate::attempt::spec::{OnLockRemoved, Order};
+use crate::attempt::spec::{Backend, OnLockRemoved, Order};
 use crate::duration::Dur;
 use crate::error::{Error, Result};
 use crate::signal::Sig;
@@ -71,6 +71,10 @@ pub struct RunDefaults {
     pub on_lock_removed: Option<OnLockRemoved>,
     /// In which order waiting attempts get the lock.
     pub order: Option<Order>,
+    /// Where the lock lives (`flock`, `etcd`).
+    pub backend: Option<Backend>,
+    /// The lock's name in etcd (`--etcd-key`).
+    pub etcd_key: Option<String>,
 }
 
 impl RunDefaults {
@@ -90,6 +94,8 @@ impl RunDefaults {
             die_with_parent: over.die_with_parent.or(self.die_with_parent),
             on_lock_removed: over.on_lock_removed.or(self.on_lock_removed),
             order: over.order.or(self.order),
+            backend: over.backend.or(self.backend),
+            etcd_key: over.etcd_key.clone().or_else(|| self.etcd_key.clone()),
         }
     }
 }
@@ -228,6 +234,61 @@ pub struct Config {
     pub status: StatusConfig,
     /// `[serve]`.
     pub serve: ServeConfig,
+    /// `[etcd]`: the cluster of `--backend etcd`.
+    pub etcd: EtcdConfig,
+}
+
+/// `[etcd]`: where the etcd cluster is and how to reach it, with
+/// etcdctl's names; every key optional (etcdctl's defaults, then
+/// `ETCDCTL_*`, then the command line).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EtcdConfig {
+    /// `endpoints`: one or more `host:port` or `http(s)://host:port`.
+    pub endpoints: Option<Vec<String>>,
+    /// `prefix` [default `/locksup`].
+    pub prefix: Option<String>,
+    /// `ttl`: lease TTL, whole seconds.
+    pub ttl: Option<Dur>,
+    /// `cacert`, `cert`, `key`: TLS (PEM files).
+    pub cacert: Option<PathBuf>,
+    /// Client certificate.
+    pub cert: Option<PathBuf>,
+    /// Client certificate's key.
+    pub key: Option<PathBuf>,
+    /// `user`: `NAME` or `NAME:PASSWORD`.
+    pub user: Option<String>,
+    /// `password`.
+    pub password: Option<String>,
+    /// `dial_timeout` [default 2s].
+    pub dial_timeout: Option<Dur>,
+    /// `command_timeout` [default 5s].
+    pub command_timeout: Option<Dur>,
+}
+
+impl EtcdConfig {
+    /// etcdctl's defaults overlaid with these keys (the TTL is left to the
+    /// caller).
+    pub fn to_etcd_config(&self) -> crate::lock::etcd::Config {
+        let mut c = crate::lock::etcd::Config::default();
+        if let Some(e) = &self.endpoints {
+            c.endpoints.clone_from(e);
+        }
+        if let Some(p) = &self.prefix {
+            c.prefix.clone_from(p);
+        }
+        c.cacert.clone_from(&self.cacert);
+        c.cert.clone_from(&self.cert);
+        c.key.clone_from(&self.key);
+        c.user.clone_from(&self.user);
+        c.password.clone_from(&self.password);
+        if let Some(Dur::Finite(d)) = self.dial_timeout {
+            c.dial_timeout = d;
+        }
+        if let Some(Dur::Finite(d)) = self.command_timeout {
+            c.command_timeout = d;
+        }
+        c
+    }
 }
 
 impl Config {
@@ -360,12 +421,17 @@ impl Config {
             .serve
             .check(text, path)
             .map_err(|(span, msg)| at(Some(span), &msg))?;
+        let etcd = raw
+            .etcd
+            .check()
+            .map_err(|(span, msg)| at(Some(span), &msg))?;
         Ok(Config {
             run,
             path: Some(path.to_path_buf()),
             policy,
             status: StatusConfig { roots },
             serve,
+            etcd,
         })
     }
 

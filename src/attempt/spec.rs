@@ -66,6 +66,42 @@ pub(crate) struct Spec {
     pub on_lock_removed: OnLockRemoved,
     /// In which order waiting attempts get the lock.
     pub order: Order,
+    /// With `--backend etcd`: the cluster, the lock's name in it, and the
+    /// lease's timing (validated against the grace).
+    pub etcd: Option<EtcdSpec>,
+}
+
+/// Where the lock lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// flock(2) on the lock file: one host (the default).
+    #[default]
+    Flock,
+    /// A lock in etcd (etcd's Mutex protocol) that several hosts share,
+    /// taken before the local lock file.
+    Etcd,
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s {
+            "flock" => Ok(Backend::Flock),
+            "etcd" => Ok(Backend::Etcd),
+            _ => Err(format!("'{s}' is not one of flock, etcd")),
+        }
+    }
+}
+
+/// The etcd lock of an attempt (`--backend etcd`).
+#[derive(Debug, Clone)]
+pub(crate) struct EtcdSpec {
+    /// How to reach the cluster, the prefix, the TTL.
+    pub config: crate::lock::etcd::Config,
+    /// NAME: the lock is `<prefix>/<NAME>`.
+    pub name: String,
+    /// Keep-alive interval, margin and grace, valid for the TTL.
+    pub timing: crate::lock::etcd::Timing,
 }
 
 /// In which order attempts waiting for the same lock get it.

@@ -37,6 +37,8 @@ pub(crate) enum Reason {
     ParentDied,
     /// The held lock file was removed or replaced.
     LockRemoved,
+    /// The etcd lock's lease is lost or may lapse soon (`--backend etcd`).
+    LeaseLost,
 }
 
 impl Reason {
@@ -51,6 +53,7 @@ impl Reason {
             Reason::GuardianDied => "guardian-died",
             Reason::ParentDied => "parent-died",
             Reason::LockRemoved => "lock-removed",
+            Reason::LeaseLost => "lease-lost",
         }
     }
 
@@ -58,7 +61,7 @@ impl Reason {
     fn is_timeout(self) -> bool {
         matches!(
             self,
-            Reason::Timeout | Reason::Watchdog | Reason::ReadyTimeout
+            Reason::Timeout | Reason::Watchdog | Reason::ReadyTimeout | Reason::LeaseLost
         )
     }
 }
@@ -76,6 +79,9 @@ pub(crate) enum Outcome {
     Watchdog,
     /// Ended for not becoming ready in time.
     ReadyTimeout,
+    /// Ended because the etcd lock's lease was lost, or could lapse
+    /// before the attempt would be dead.
+    LeaseLost,
     /// Ended (or stopped waiting) because locksup was told to stop.
     Cancelled,
     /// The lock was busy and waiting was not allowed.
@@ -92,12 +98,13 @@ pub(crate) enum Outcome {
 
 impl Outcome {
     /// Every outcome, in the order of the enum.
-    pub(crate) const ALL: [Outcome; 11] = [
+    pub(crate) const ALL: [Outcome; 12] = [
         Outcome::Exited,
         Outcome::Killed,
         Outcome::Timeout,
         Outcome::Watchdog,
         Outcome::ReadyTimeout,
+        Outcome::LeaseLost,
         Outcome::Cancelled,
         Outcome::Busy,
         Outcome::WaitExpired,
@@ -120,6 +127,7 @@ impl Outcome {
             Outcome::Timeout => "timeout",
             Outcome::Watchdog => "watchdog",
             Outcome::ReadyTimeout => "ready-timeout",
+            Outcome::LeaseLost => "lease-lost",
             Outcome::Cancelled => "cancelled",
             Outcome::Busy => "busy",
             Outcome::WaitExpired => "wait-expired",
@@ -388,6 +396,7 @@ impl State {
                     Reason::Timeout => Outcome::Timeout,
                     Reason::Watchdog => Outcome::Watchdog,
                     Reason::ReadyTimeout => Outcome::ReadyTimeout,
+                    Reason::LeaseLost => Outcome::LeaseLost,
                     Reason::SupervisorSignal
                     | Reason::GuardianDied
                     | Reason::ParentDied

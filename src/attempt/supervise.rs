@@ -61,6 +61,7 @@ use crate::signal::Sig;
 use crate::sys::{self, Ended, Reaped};
 
 mod end;
+mod etcd;
 mod inputs;
 mod lock_file;
 mod queue;
@@ -166,14 +167,15 @@ async fn attempt(spec: &Spec, report: &mut Reporter, link: Option<Link>) -> Resu
         }
     };
     let (mut queue_error, mut ticket, mut place) = (queue_error, None, None);
-    if let (Order::Fifo, Some(q)) = (spec.order, &queue) {
+    if let (Order::Fifo, Some(q), None) = (spec.order, &queue, &spec.etcd) {
         match queue::join(q, spec) {
             Ok((t, p)) => (ticket, place) = (Some(t), Some(p)),
             Err(e) => queue_error = Some(e),
         }
     }
-    // Behind another waiter: the first process waits for its turn.
-    let queued = matches!(place, Some(Place::Behind(_)));
+    // Behind another waiter, or with etcd until the etcd lock is held: the
+    // first process waits for its turn.
+    let queued = matches!(place, Some(Place::Behind(_))) || spec.etcd.is_some();
     let mut prepared = spawn::Prepared::new(spawn::Request {
         lock_dir,
         lock_name: &lock_name,
@@ -242,6 +244,8 @@ async fn attempt(spec: &Spec, report: &mut Reporter, link: Option<Link>) -> Resu
         previous: None,
         fence: None,
         end_recorded: false,
+        etcd: None,
+        wait_from: started_at,
     };
     att.start_queue(place);
     att.run(status, link).await;
@@ -322,6 +326,11 @@ struct Attempt<'a> {
     fence: Option<u64>,
     /// How this attempt ended was recorded for the next holder.
     end_recorded: bool,
+    /// The etcd lock (`--backend etcd`).
+    etcd: Option<etcd::EtcdLock>,
+    /// Where `--wait` counts from for the lock file: the start, or (with
+    /// etcd) when the etcd lock was had.
+    wait_from: Instant,
 }
 
 enum Input {
@@ -337,6 +346,10 @@ enum Input {
     Link(bool),
     /// The predecessor in the queue left it or died.
     Passed(Passed),
+    /// News of the etcd lock; `None` when its task is done.
+    Etcd(Option<etcd::News>),
+    /// The etcd lock is lost.
+    LeaseLost(crate::lock::etcd::Lost),
     Timer,
 }
 
@@ -354,6 +367,13 @@ impl Attempt<'_> {
             let (signals, alarm) = (&mut self.signals, &mut self.alarm);
             let (notify, touch) = (&self.notify, &mut self.touch);
             let queue_wait = &mut self.queue_wait;
+            let (etcd_news, etcd_held) = match self.etcd.as_mut() {
+                Some(l) => (
+                    l.news.as_mut(),
+                    if l.lost { None } else { l.held.as_deref() },
+                ),
+                None => (None, None),
+            };
             let input = tokio::select! {
                 biased;
                 n = async {
@@ -406,6 +426,18 @@ impl Attempt<'_> {
                         continue;
                     }
                 },
+                why = async {
+                    match etcd_held {
+                        Some(h) => h.lost().await,
+                        None => std::future::pending().await,
+                    }
+                } => Input::LeaseLost(why),
+                news = async {
+                    match etcd_news {
+                        Some(rx) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => Input::Etcd(news),
                 () = async {
                     match timer {
                         Some(t) => alarm.at(t).await,
@@ -445,6 +477,8 @@ impl Attempt<'_> {
                     self.on_link(parent_died);
                 }
                 Input::Passed(p) => self.on_passed(p),
+                Input::Etcd(news) => self.on_etcd(news),
+                Input::LeaseLost(why) => self.on_lease_lost(why),
                 Input::Timer => self.on_timer(),
             }
             self.flush_metadata(false);
@@ -465,6 +499,11 @@ impl Attempt<'_> {
         }
     }
 
+    /// Still waiting for the etcd lock (`--backend etcd`).
+    fn etcd_waiting(&self) -> bool {
+        self.etcd.as_ref().is_some_and(|l| l.held.is_none())
+    }
+
     /// The earliest time something is due.
     fn next_timer(&self) -> Option<Instant> {
         match &self.state {
@@ -475,7 +514,9 @@ impl Attempt<'_> {
                     return Some(Instant::now() + queue::PREVIOUS_POLL);
                 }
                 let wait = match self.spec.wait {
-                    Wait::For(d) if self.state.waits_for_lock() => Some(self.started_at + d),
+                    Wait::For(d) if self.state.waits_for_lock() && !self.etcd_waiting() => {
+                        Some(self.wait_from + d)
+                    }
                     _ => None,
                 };
                 let poll = self.behind_removed.map(|_| Instant::now() + KILL_SWEEP);
@@ -758,7 +799,8 @@ impl Attempt<'_> {
                     return;
                 }
                 let expired = match self.spec.wait {
-                    Wait::For(d) => now >= self.started_at + d,
+                    // The etcd task gives up its wait itself.
+                    Wait::For(d) => !self.etcd_waiting() && now >= self.wait_from + d,
                     _ => false,
                 };
                 if !expired {

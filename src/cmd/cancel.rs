@@ -75,6 +75,9 @@ const KILL_PASSES: usize = 50;
 /// `locksup cancel`.
 pub fn main(args: CancelArgs, config_path: Option<&Path>) -> Result<i32> {
     let config = Config::load(config_path)?;
+    if args.etcd.backend == Some(crate::attempt::spec::Backend::Etcd) {
+        return super::etcd::cancel(&args, &config);
+    }
     let roots: Vec<PathBuf> = if args.root.is_empty() {
         config.status.roots.iter().map(|r| absolute(r)).collect()
     } else {

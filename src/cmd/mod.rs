@@ -3,6 +3,7 @@
 
 pub(crate) mod cancel;
 pub(crate) mod client;
+pub(crate) mod etcd;
 pub(crate) mod run;
 pub(crate) mod serve;
 pub(crate) mod status;

@@ -5,7 +5,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::attempt::spec::{Spec, Wait};
+use crate::attempt::spec::{Backend, EtcdSpec, Spec, Wait};
 use crate::attempt::supervise;
 use crate::cli::RunArgs;
 use crate::config::Config;
@@ -135,6 +135,29 @@ pub(crate) fn resolve(a: &RunArgs, config: &Config) -> Result<Spec> {
         Some(c) => i32::from(c),
         None => d.conflict_exit_code.unwrap_or(crate::exit::CONFLICT),
     };
+    let backend = a.backend.or(d.backend).unwrap_or_default();
+    let etcd = match backend {
+        Backend::Flock => {
+            let given = [
+                ("--etcd-endpoints", a.etcd_endpoints.is_some()),
+                ("--etcd-key", a.etcd_key.is_some()),
+                ("--etcd-prefix", a.etcd_prefix.is_some()),
+                ("--etcd-ttl", a.etcd_ttl.is_some()),
+            ];
+            if let Some((flag, _)) = given.iter().find(|(_, set)| *set) {
+                return Err(Error::usage(format!(
+                    "{flag} needs --backend etcd (or backend = \"etcd\" in the configuration)"
+                )));
+            }
+            None
+        }
+        Backend::Etcd if a.shared => {
+            return Err(Error::usage(
+                "--shared cannot be used with --backend etcd (an etcd lock is exclusive)",
+            ));
+        }
+        Backend::Etcd => Some(etcd_spec(a, config, &d, &lock, grace)?),
+    };
     Ok(Spec {
         lock,
         session,
@@ -157,7 +180,70 @@ pub(crate) fn resolve(a: &RunArgs, config: &Config) -> Result<Spec> {
         die_with_parent: a.die_with_parent || d.die_with_parent.unwrap_or(false),
         on_lock_removed: a.on_lock_removed.or(d.on_lock_removed).unwrap_or_default(),
         order: a.order.or(d.order).unwrap_or_default(),
+        etcd,
     })
+}
+
+/// The etcd lock of an attempt: built-in defaults, then the config's
+/// `[etcd]`, then etcdctl's environment (`ETCDCTL_*`), then the command
+/// line. Without a TTL given, see [`default_ttl`].
+fn etcd_spec(
+    a: &RunArgs,
+    config: &Config,
+    d: &crate::config::RunDefaults,
+    lock: &Path,
+    grace: Option<Duration>,
+) -> Result<EtcdSpec> {
+    use crate::lock::etcd::{self, Timing};
+    let mut cfg = config.etcd.to_etcd_config();
+    cfg.apply_process_env()?;
+    if let Some(e) = &a.etcd_endpoints {
+        cfg.endpoints = etcd::parse_endpoints(e);
+    }
+    if let Some(p) = &a.etcd_prefix {
+        cfg.prefix.clone_from(p);
+    }
+    let ttl = match a.etcd_ttl.or(config.etcd.ttl) {
+        Some(Dur::Finite(t)) => Some(t),
+        Some(Dur::Infinite) => {
+            return Err(Error::usage("etcd: the lease TTL cannot be infinite"));
+        }
+        None => None,
+    };
+    cfg.ttl = match (ttl, grace) {
+        (Some(t), _) => t,
+        (None, Some(g)) => default_ttl(g),
+        (None, None) => etcd::config::DEFAULT_TTL,
+    };
+    cfg.validate()?;
+    let timing = Timing::new(cfg.ttl, grace)?;
+    let explicit = a.etcd_key.as_deref().or(d.etcd_key.as_deref());
+    let name = etcd::lock_name(explicit, lock)?;
+    Ok(EtcdSpec {
+        config: cfg,
+        name,
+        timing,
+    })
+}
+
+/// How late a keep-alive answer may come, at least, with the default TTL:
+/// an etcd leader election (1s by default) and a retry.
+pub(crate) const DEFAULT_TTL_SLACK: Duration = Duration::from_secs(2);
+
+/// The lease TTL when none is given: 10s, or, when the grace needs more,
+/// the shortest whole-second TTL that fits it (grace + margin + keep-alive
+/// interval < TTL) with [`DEFAULT_TTL_SLACK`] to spare: 26s with the
+/// default grace of 10s. The shortest that merely fits (22s) would leave
+/// 0.27s for a keep-alive answer before the attempt is ended.
+pub(crate) fn default_ttl(grace: Duration) -> Duration {
+    use crate::lock::etcd::{Timing, config::DEFAULT_TTL};
+    let mut ttl = DEFAULT_TTL.max(Timing::min_ttl(grace));
+    while Timing::new(ttl, Some(grace)).is_ok_and(|t| t.slack() < DEFAULT_TTL_SLACK)
+        && ttl < Duration::from_secs(u64::from(u32::MAX))
+    {
+        ttl += Duration::from_secs(1);
+    }
+    ttl
 }
 
 /// `path` (`given` made absolute), unless it names a directory: written
@@ -189,4 +275,23 @@ pub(crate) fn new_attempt_id() -> String {
     // RandomState is seeded from the OS's random source.
     let r = RandomState::new().hash_one((ms, std::process::id()));
     format!("{ms:x}-{:08x}", r & 0xffff_ffff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_ttl_fits_the_grace_with_room_for_a_late_answer() {
+        let s = Duration::from_secs;
+        assert_eq!(default_ttl(s(10)), s(26));
+        assert_eq!(default_ttl(s(1)), s(10));
+        assert_eq!(default_ttl(Duration::ZERO), s(10));
+        assert_eq!(default_ttl(s(3)), s(11));
+        for g in [0, 1, 2, 5, 10, 30, 120] {
+            let t = crate::lock::etcd::Timing::new(default_ttl(s(g)), Some(s(g)))
+                .expect("the default fits");
+            assert!(t.slack() >= DEFAULT_TTL_SLACK, "grace {g}s: {t:?}");
+        }
+    }
 }

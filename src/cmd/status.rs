@@ -179,6 +179,9 @@ pub(crate) fn table(locks: &[LockStatus]) -> String {
 /// `locksup status`.
 pub fn main(args: StatusArgs, config_path: Option<&Path>) -> Result<i32> {
     let config = Config::load(config_path)?;
+    if args.etcd.backend == Some(crate::attempt::spec::Backend::Etcd) {
+        return super::etcd::status(&args, &config);
+    }
     let paths = targets(&args.paths, &config)
         .ok_or_else(|| Error::usage("no PATH given and no [status] roots in the configuration"))?;
     let now = SystemTime::now();

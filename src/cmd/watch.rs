@@ -217,6 +217,9 @@ struct Watcher {
 /// `locksup watch`.
 pub fn main(args: WatchArgs, config_path: Option<&Path>) -> Result<i32> {
     let config = Config::load(config_path)?;
+    if args.etcd.backend == Some(crate::attempt::spec::Backend::Etcd) {
+        return super::etcd::watch(&args, &config);
+    }
     let roots = crate::cmd::status::targets(&args.paths, &config)
         .ok_or_else(|| Error::usage("no PATH given and no [status] roots in the configuration"))?;
     // A session file named on the command line stands for its lock file,

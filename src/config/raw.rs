@@ -15,6 +15,86 @@ pub(super) struct RawFile {
     pub(super) status: RawStatus,
     #[serde(default)]
     pub(super) serve: RawServe,
+    #[serde(default)]
+    pub(super) etcd: RawEtcd,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEtcd {
+    pub(super) endpoints: Option<Spanned<Vec<String>>>,
+    pub(super) prefix: Option<Spanned<String>>,
+    pub(super) ttl: Option<CfgDur>,
+    pub(super) cacert: Option<Spanned<String>>,
+    pub(super) cert: Option<Spanned<String>>,
+    pub(super) key: Option<Spanned<String>>,
+    pub(super) user: Option<String>,
+    pub(super) password: Option<String>,
+    pub(super) dial_timeout: Option<CfgDur>,
+    pub(super) command_timeout: Option<CfgDur>,
+}
+
+impl RawEtcd {
+    /// Validate what serde cannot: non-empty endpoints, an absolute
+    /// prefix, absolute PEM paths.
+    pub(super) fn check(self) -> std::result::Result<EtcdConfig, Problem> {
+        let endpoints = match self.endpoints {
+            None => None,
+            Some(e) => {
+                let span = e.span();
+                let list: Vec<String> = e
+                    .into_inner()
+                    .iter()
+                    .flat_map(|x| crate::lock::etcd::parse_endpoints(x))
+                    .collect();
+                if list.is_empty() {
+                    return Err((span, "etcd endpoints: the list is empty".to_string()));
+                }
+                Some(list)
+            }
+        };
+        let prefix = match self.prefix {
+            None => None,
+            Some(p) => {
+                let span = p.span();
+                let p = p.into_inner();
+                if !p.starts_with('/') || p.contains('\0') {
+                    return Err((
+                        span,
+                        format!("etcd prefix '{p}' must start with / (as /locksup)"),
+                    ));
+                }
+                Some(p)
+            }
+        };
+        let path = |v: Option<Spanned<String>>, what: &str| match v {
+            None => Ok(None),
+            Some(v) => {
+                let span = v.span();
+                let p = PathBuf::from(v.into_inner());
+                if p.is_absolute() {
+                    Ok(Some(p))
+                } else {
+                    Err((
+                        span,
+                        format!("etcd {what} '{}' must be an absolute path", p.display()),
+                    ))
+                }
+            }
+        };
+        Ok(EtcdConfig {
+            endpoints,
+            prefix,
+            ttl: self.ttl.map(|d| d.0),
+            cacert: path(self.cacert, "cacert")?,
+            cert: path(self.cert, "cert")?,
+            key: path(self.key, "key")?,
+            user: self.user,
+            password: self.password,
+            dial_timeout: self.dial_timeout.map(|d| d.0),
+            command_timeout: self.command_timeout.map(|d| d.0),
+        })
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -33,6 +113,8 @@ pub(super) struct RawRun {
     pub(super) die_with_parent: Option<bool>,
     pub(super) on_lock_removed: Option<Spanned<String>>,
     pub(super) order: Option<Spanned<String>>,
+    pub(super) backend: Option<Spanned<String>>,
+    pub(super) etcd_key: Option<String>,
 }
 
 /// `[[policy]]`: `match` plus the keys of `[run]`, written out because
@@ -56,6 +138,8 @@ pub(super) struct RawPolicy {
     pub(super) die_with_parent: Option<bool>,
     pub(super) on_lock_removed: Option<Spanned<String>>,
     pub(super) order: Option<Spanned<String>>,
+    pub(super) backend: Option<Spanned<String>>,
+    pub(super) etcd_key: Option<String>,
 }
 
 impl RawPolicy {
@@ -75,6 +159,8 @@ impl RawPolicy {
             die_with_parent: self.die_with_parent,
             on_lock_removed: self.on_lock_removed,
             order: self.order,
+            backend: self.backend,
+            etcd_key: self.etcd_key,
         };
         (self.pattern, run)
     }
@@ -348,6 +434,8 @@ impl RawRun {
             die_with_parent: self.die_with_parent,
             on_lock_removed: self.on_lock_removed.map(on_lock_removed).transpose()?,
             order: self.order.map(order).transpose()?,
+            backend: self.backend.map(backend).transpose()?,
+            etcd_key: self.etcd_key,
         })
     }
 }
@@ -423,6 +511,13 @@ pub(super) fn order(v: Spanned<String>) -> std::result::Result<Order, Problem> {
     v.into_inner()
         .parse()
         .map_err(|e| (span, format!("order: {e}")))
+}
+
+pub(super) fn backend(v: Spanned<String>) -> std::result::Result<Backend, Problem> {
+    let span = v.span();
+    v.into_inner()
+        .parse()
+        .map_err(|e| (span, format!("backend: {e}")))
 }
 
 pub(super) fn exit_code(c: Spanned<i64>) -> std::result::Result<i32, Problem> {

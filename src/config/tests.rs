@@ -88,6 +88,8 @@ roots = ["/srv/a", "/srv/b"]
             die_with_parent: None,
             on_lock_removed: None,
             order: None,
+            backend: None,
+            etcd_key: None,
         }
     );
     assert_eq!(c.policy.len(), 2);
@@ -596,7 +598,7 @@ fn named_files_must_exist_defaults_must_be_valid() {
             "{}:2:1: unknown field `bogus`, expected one of `timeout`, `grace`, \
              `wait`, `signal`, `final_signal`, `file_mode`, `conflict_exit_code`, \
              `watchdog`, `max_timeout`, `ready_timeout`, `die_with_parent`, \
-             `on_lock_removed`, `order`",
+             `on_lock_removed`, `order`, `backend`, `etcd_key`",
             xdg_file.display()
         )
     );
@@ -717,6 +719,7 @@ fn example_loads_as_all_defaults() {
     assert!(c.policy.is_empty());
     assert_eq!(c.status, StatusConfig::default());
     assert_eq!(c.serve, ServeConfig::default());
+    assert_eq!(c.etcd, EtcdConfig::default());
 }
 
 #[test]
@@ -786,7 +789,31 @@ fn example_defaults_are_the_built_in_ones() {
             die_with_parent: Some(false),
             on_lock_removed: Some(OnLockRemoved::Cancel),
             order: Some(Order::Fifo),
+            backend: Some(Backend::Flock),
+            // No default: an example.
+            etcd_key: Some("gateway-sessions".to_string()),
         }
+    );
+    assert_eq!(
+        c.etcd,
+        EtcdConfig {
+            endpoints: Some(vec!["127.0.0.1:2379".to_string()]),
+            prefix: Some("/locksup".to_string()),
+            ttl: secs(26),
+            cacert: Some(PathBuf::from("/etc/locksup/etcd-ca.pem")),
+            cert: Some(PathBuf::from("/etc/locksup/etcd-client.pem")),
+            key: Some(PathBuf::from("/etc/locksup/etcd-client-key.pem")),
+            user: Some("locksup".to_string()),
+            password: Some("secret".to_string()),
+            dial_timeout: secs(2),
+            command_timeout: secs(5),
+        }
+    );
+    let e = c.etcd.to_etcd_config();
+    let d = crate::lock::etcd::Config::default();
+    assert_eq!(
+        (e.endpoints, e.prefix, e.dial_timeout, e.command_timeout),
+        (d.endpoints, d.prefix, d.dial_timeout, d.command_timeout)
     );
     assert!(c.status.roots.is_empty());
     assert_eq!(
@@ -807,4 +834,44 @@ fn example_defaults_are_the_built_in_ones() {
     let sample = Path::new("/srv/openclaw/a/b/nightly-1.json");
     assert!(c.policy[0].matches(sample));
     assert_eq!(c.defaults_for(sample).grace, secs(10));
+}
+
+#[test]
+fn etcd_section_and_backend_per_policy() {
+    let c = parse(
+        "[run]\nbackend = \"flock\"\n\
+         [[policy]]\nmatch = \"/srv/shared/**\"\nbackend = \"etcd\"\netcd_key = \"shared\"\n\
+         [etcd]\nendpoints = [\"http://a:2379, http://b:2379\", \"c:2379\"]\n\
+         prefix = \"/locks\"\nttl = \"30s\"\nuser = \"root:pw\"\ndial_timeout = \"1s\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.run.backend, Some(Backend::Flock));
+    let d = c.defaults_for(Path::new("/srv/shared/x.jsonl"));
+    assert_eq!(d.backend, Some(Backend::Etcd));
+    assert_eq!(d.etcd_key.as_deref(), Some("shared"));
+    assert_eq!(
+        c.defaults_for(Path::new("/srv/other")).backend,
+        Some(Backend::Flock)
+    );
+    let e = c.etcd.to_etcd_config();
+    assert_eq!(e.endpoints, ["http://a:2379", "http://b:2379", "c:2379"]);
+    assert_eq!(e.prefix, "/locks");
+    assert_eq!(e.dial_timeout, Duration::from_secs(1));
+    assert_eq!(c.etcd.ttl, secs(30));
+    for (text, msg) in [
+        (
+            "[run]\nbackend = \"zk\"\n",
+            "backend: 'zk' is not one of flock, etcd",
+        ),
+        (
+            "[etcd]\nendpoints = []\n",
+            "etcd endpoints: the list is empty",
+        ),
+        ("[etcd]\nprefix = \"locks\"\n", "must start with /"),
+        ("[etcd]\ncacert = \"ca.pem\"\n", "must be an absolute path"),
+        ("[etcd]\nendpoint = \"x\"\n", "unknown field `endpoint`"),
+    ] {
+        let e = parse(text).expect_err(text);
+        assert!(e.message().contains(msg), "{text}: {}", e.message());
+    }
 }

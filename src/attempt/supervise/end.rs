@@ -49,6 +49,8 @@ impl Attempt<'_> {
         if let (Some(file), Some(_)) = (self.file, self.acquired) {
             self.verify_release(file).await;
         }
+        // Every process is gone: the etcd lock can go to the next host.
+        self.release_etcd().await;
         if let Some(err) = self.failure.take() {
             self.record_end(Outcome::of_error(err.code()), Some(err.code()));
             return Err(err);

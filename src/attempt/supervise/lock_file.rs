@@ -57,7 +57,10 @@ impl Attempt<'_> {
         if !self.state.waits_for_lock() {
             return;
         }
-        let fence = self.fence_after(&previous);
+        // With etcd, the key's create revision: increasing across hosts.
+        let fence = self
+            .etcd_fence()
+            .unwrap_or_else(|| self.fence_after(&previous));
         self.fence = Some(fence);
         self.previous = Some(previous);
         self.acquired = Some((now, wall));
@@ -128,6 +131,7 @@ impl Attempt<'_> {
             let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
             return;
         }
+        self.etcd_set_value(&line);
         let (go, left_out) = spawn::go_ahead(&self.late_variables(deadline.as_deref()));
         for var in left_out {
             self.report
@@ -156,6 +160,7 @@ impl Attempt<'_> {
                 "timeout_ms": spec.timeout.map(millis),
                 "fence": fence,
                 "previous": self.previous.as_ref().map(queue::Previous::to_json),
+                "etcd_key": self.etcd_key(),
             }),
         );
         let limit = match (spec.timeout, &deadline) {
@@ -260,6 +265,7 @@ impl Attempt<'_> {
         if let Err(e) = lockfile::write_metadata(&self.spec.lock, file, &line) {
             log::warn!("{e}");
         }
+        self.etcd_set_value(&line);
     }
 }
 

@@ -73,9 +73,15 @@ pub(super) fn join(queue: &Queue, spec: &Spec) -> std::result::Result<(Ticket, P
 }
 
 impl Attempt<'_> {
-    /// Once forked: if the ticket (taken before the fork, [`join`]) stands
+    /// Once forked: with etcd, take the etcd lock first (etcd's queue is
+    /// FIFO, across hosts; the lock file is taken once the etcd lock is
+    /// held); else, if the ticket (taken before the fork, [`join`]) stands
     /// behind another, wait for it.
     pub(super) fn start_queue(&mut self, place: Option<Place>) {
+        let spec = self.spec;
+        if let Some(e) = &spec.etcd {
+            return self.start_etcd(e);
+        }
         match place {
             Some(Place::Behind(pred)) => self.behind(pred),
             _ => self.give_turn(),

@@ -267,9 +267,6 @@ impl<R: BufRead> Iterator for JsonLines<R> {
 pub(crate) enum Outcome {
     /// An outcome this version's `end` event sends.
     End(Ended),
-    /// The lease of a distributed lock was lost (an outcome of the etcd
-    /// backend's `end` events).
-    LeaseLost,
     /// An outcome this version does not know.
     Other,
     /// No `end` event.
@@ -278,31 +275,24 @@ pub(crate) enum Outcome {
 
 impl Outcome {
     /// How many classes there are.
-    pub(super) const COUNT: usize = Ended::ALL.len() + 3;
+    pub(super) const COUNT: usize = Ended::ALL.len() + 2;
 
-    /// Every class, in the order of the legend: [`Ended::ALL`] with
-    /// `lease-lost` after the other limits (`ready-timeout`), then `other`
-    /// and `unknown`.
+    /// Every class, in the order of the legend: [`Ended::ALL`], then
+    /// `other` and `unknown`.
     pub(super) const ALL: [Outcome; Outcome::COUNT] = {
         let mut all = [Outcome::Unknown; Outcome::COUNT];
-        let (mut i, mut j) = (0, 0);
+        let mut i = 0;
         while i < Ended::ALL.len() {
-            all[j] = Outcome::End(Ended::ALL[i]);
-            j += 1;
-            if matches!(Ended::ALL[i], Ended::ReadyTimeout) {
-                all[j] = Outcome::LeaseLost;
-                j += 1;
-            }
+            all[i] = Outcome::End(Ended::ALL[i]);
             i += 1;
         }
-        all[j] = Outcome::Other;
+        all[i] = Outcome::Other;
         all
     };
 
     pub(super) fn of(name: &str) -> Outcome {
         match Ended::parse(name) {
             Some(o) => Outcome::End(o),
-            None if name == LEASE_LOST => Outcome::LeaseLost,
             None => Outcome::Other,
         }
     }
@@ -311,7 +301,6 @@ impl Outcome {
     pub(crate) fn name(self) -> &'static str {
         match self {
             Outcome::End(o) => o.as_str(),
-            Outcome::LeaseLost => LEASE_LOST,
             Outcome::Other => "other",
             Outcome::Unknown => "unknown",
         }
@@ -333,8 +322,8 @@ impl Outcome {
                 Ended::NotFound => "#b2182b",
                 Ended::CannotExecute => "#e7298a",
                 Ended::Failed => "#222222",
+                Ended::LeaseLost => "#7b3294",
             },
-            Outcome::LeaseLost => "#7b3294",
             Outcome::Other => "#a6761d",
             Outcome::Unknown => "#bdbdbd",
         }
@@ -550,7 +539,7 @@ impl Builder {
                 error,
             } => {
                 let o = Outcome::of(&outcome);
-                if o == Outcome::LeaseLost {
+                if o == Outcome::End(Ended::LeaseLost) {
                     earliest(&mut a.lease_lost, ts);
                 }
                 a.end = Some(End {

@@ -139,7 +139,8 @@ impl Etcd {
             match tokio::time::timeout_at(deadline, request()).await {
                 Ok(Ok(v)) => return Ok(v),
                 Ok(Err(e))
-                    if again && transient(&e) && tokio::time::Instant::now() + pause < deadline =>
+                    if ((again && transient(&e)) || electing(&e))
+                        && tokio::time::Instant::now() + pause < deadline =>
                 {
                     log::debug!("etcd: {what}: {} (trying again)", describe(&e));
                     last = Some(describe(&e));
@@ -223,6 +224,13 @@ impl Etcd {
         })
         .await
     }
+}
+
+/// The member answered that the cluster is electing a leader ("leader
+/// changed", "no leader"): the same member may answer the next try, so
+/// it is tried again even with one endpoint.
+fn electing(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(s) if s.message().contains("leader"))
 }
 
 /// Whether another try, perhaps at another member, may succeed: no

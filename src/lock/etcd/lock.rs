@@ -453,6 +453,19 @@ impl Waiter {
     }
 }
 
+/// A request of a waiting key failed (a leader election, a member that
+/// went away): try again shortly, as long as the lease may still be alive
+/// (its keep-alives go on meanwhile, perhaps through another member);
+/// once it may have lapsed, the error is the answer.
+async fn transient(parts: &Parts, e: Error) -> Result<()> {
+    if BootTime::now() >= *parts.shared.confirmed.borrow() || parts.lost_now().is_some() {
+        return Err(e);
+    }
+    log::debug!("{e}; trying again");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    Ok(())
+}
+
 /// Return once no key created before ours is left, and ours still is.
 async fn wait_for_predecessors(parts: &Parts, ahead: &mut Entry) -> Result<()> {
     let etcd = &parts.etcd;
@@ -473,9 +486,16 @@ async fn wait_for_predecessors(parts: &Parts, ahead: &mut Entry) -> Result<()> {
             .with_sort(SortTarget::Create, SortOrder::Descend)
             .with_max_create_revision(parts.fence - 1)
             .with_limit(1);
-        let resp = etcd
+        let resp = match etcd
             .get("read of the lock's queue", &queue, Some(last_before))
-            .await?;
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                transient(parts, e).await?;
+                continue;
+            }
+        };
         let Some(pred) = resp.kvs().first() else {
             break;
         };
@@ -483,13 +503,20 @@ async fn wait_for_predecessors(parts: &Parts, ahead: &mut Entry) -> Result<()> {
             *ahead = e;
         }
         let from = resp.header().map_or(0, |h| h.revision()) + 1;
-        let mut stream = etcd
+        let mut stream = match etcd
             .watch(
                 "watch of the key ahead",
                 pred.key(),
                 WatchOptions::new().with_start_revision(from),
             )
-            .await?;
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                transient(parts, e).await?;
+                continue;
+            }
+        };
         loop {
             tokio::select! {
                 msg = stream.message() => match msg {
@@ -510,7 +537,12 @@ async fn wait_for_predecessors(parts: &Parts, ahead: &mut Entry) -> Result<()> {
         }
     }
     // Still there? (The lease may have lapsed while the key waited.)
-    let resp = etcd.get("read of the lock key", &parts.key, None).await?;
+    let resp = loop {
+        match etcd.get("read of the lock key", &parts.key, None).await {
+            Ok(r) => break r,
+            Err(e) => transient(parts, e).await?,
+        }
+    };
     match resp.kvs().first() {
         Some(kv) if kv.create_revision() == parts.fence => Ok(()),
         _ => Err(gone(Lost::KeyDeleted)),
