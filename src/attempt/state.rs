@@ -448,7 +448,7 @@ mod tests {
         }
         // The last variant: one added after it must join ALL.
         assert_eq!(Outcome::ALL.len(), Outcome::Failed as usize + 1);
-        for name in ["", "Exited", "exited ", "lease-lost", "other"] {
+        for name in ["", "Exited", "exited ", "lease_lost", "other"] {
             assert_eq!(Outcome::parse(name), None, "{name:?}");
         }
     }
