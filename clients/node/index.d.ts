@@ -30,6 +30,18 @@ interface RunOptionsBase {
   finalSignal?: SignalSpec;
   /** A shared lock instead of an exclusive one. */
   shared?: boolean;
+  /** In which order waiting attempts get the lock (`--order`): the order
+   * they started waiting (`"fifo"`, locksup's default) or the kernel's. */
+  order?: "fifo" | "any";
+  /** Where the lock lives (`--backend`): this host's lock file, or etcd
+   * (several hosts; the attempt ends with `lease-lost` if the lease could lapse). */
+  backend?: "flock" | "etcd";
+  /** etcd endpoints (`--etcd-endpoints`), with `backend: "etcd"`. */
+  etcdEndpoints?: string | string[];
+  /** The lock's name in etcd (`--etcd-key`); default: the lock file's path. */
+  etcdKey?: string;
+  /** The etcd lease's TTL (`--etcd-ttl`). */
+  etcdTtl?: Duration;
   /** Caller's key for the session, recorded in metadata and events. */
   sessionKey?: string;
   /** The attempt id; generated (locksup's format) when absent. */

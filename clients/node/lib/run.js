@@ -79,6 +79,7 @@ function buildArgs(options, attemptId, eventsPath, command, args) {
     ["wait", "--wait"],
     ["watchdog", "--watchdog"],
     ["maxTimeout", "--max-timeout"],
+    ["etcdTtl", "--etcd-ttl"],
   ]) {
     if (options[key] !== undefined) argv.push(flag, durationArg(options[key], `options.${key}`));
   }
@@ -87,6 +88,24 @@ function buildArgs(options, attemptId, eventsPath, command, args) {
     argv.push("--final-signal", signalArg(options.finalSignal, "options.finalSignal"));
   }
   if (options.shared) argv.push("--shared");
+  for (const [key, flag, allowed] of [
+    ["order", "--order", ["fifo", "any"]],
+    ["backend", "--backend", ["flock", "etcd"]],
+  ]) {
+    const v = options[key];
+    if (v === undefined) continue;
+    if (!allowed.includes(v)) throw new RangeError(`options.${key} must be one of ${allowed.join(", ")}`);
+    argv.push(flag, v);
+  }
+  if (options.etcdEndpoints !== undefined) {
+    const e = options.etcdEndpoints;
+    const list = Array.isArray(e) ? e : [e];
+    if (list.length === 0 || list.some((x) => typeof x !== "string" || x === "" || x.includes(","))) {
+      throw new TypeError("options.etcdEndpoints must be a URL or a non-empty array of URLs");
+    }
+    argv.push("--etcd-endpoints", list.join(","));
+  }
+  if (options.etcdKey !== undefined) argv.push("--etcd-key", stringOption(options, "etcdKey"));
   if (options.sessionKey !== undefined) argv.push("--session-key", stringOption(options, "sessionKey"));
   if (options.config !== undefined) argv.push("--config", stringOption(options, "config"));
   // A flag of newer binaries: passed only when asked for.
