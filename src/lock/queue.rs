@@ -36,12 +36,12 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, Flock, FlockArg, OFlag, openat, renameat};
+use nix::fcntl::{AtFlags, Flock, FlockArg, OFlag, openat};
 use nix::sys::stat::{Mode, fchmod, fstat, fstatat, mkdirat};
 use nix::unistd::{UnlinkatFlags, linkat, unlinkat};
 use serde::{Deserialize, Serialize};
@@ -386,48 +386,43 @@ impl Queue {
         drop(ticket);
     }
 
-    /// Record how this holder ended, for the next one (atomically: a
-    /// temporary file renamed over `ended`).
+    /// Record how this holder ended, for the next one: the line is
+    /// written in place over the file `ended` under an exclusive
+    /// `flock(2)`, which readers take shared (no new file per attempt: on
+    /// ext4 every created and removed inode costs the hand-off). Anything
+    /// but a regular file planted there is removed first.
     pub(crate) fn record_end(&self, ended: &Ended) -> io::Result<()> {
         let mut line = serde_json::to_vec(ended).map_err(io::Error::other)?;
         line.push(b'\n');
-        let mut tries = 0;
-        loop {
-            let tmp = format!("{NEW_PREFIX}ended-{}-{tries}", std::process::id());
-            let fd = openat(
+        let open = || {
+            openat(
                 &self.dir,
-                tmp.as_str(),
-                OFlag::O_WRONLY
+                ENDED,
+                OFlag::O_RDWR
                     | OFlag::O_CREAT
-                    | OFlag::O_TRUNC
                     | OFlag::O_NOFOLLOW
+                    | OFlag::O_NONBLOCK
+                    | OFlag::O_NOCTTY
                     | OFlag::O_CLOEXEC,
                 Mode::from_bits_truncate(self.mode),
-            )?;
-            let _ = fchmod(&fd, Mode::from_bits_truncate(self.mode));
-            // Locked, like a ticket being made: a waiter cleaning up the
-            // temporary files of dead supervisors leaves it alone...
-            let mut file = match Flock::lock(File::from(fd), FlockArg::LockExclusiveNonblock) {
-                Ok(f) => f,
-                Err((_, Errno::EWOULDBLOCK)) if tries < 5 => {
-                    tries += 1;
-                    continue;
-                }
-                Err((_, e)) => return Err(e.into()),
-            };
-            let written = file.write_all(&line).and_then(|()| {
-                renameat(&self.dir, tmp.as_str(), &self.dir, ENDED).map_err(io::Error::from)
-            });
-            match written {
-                // ...unless it came between the create and the lock: again.
-                Err(e) if e.kind() == io::ErrorKind::NotFound && tries < 5 => tries += 1,
-                Err(e) => {
-                    let _ = unlinkat(&self.dir, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
-                    return Err(e);
-                }
-                Ok(()) => return Ok(()),
+            )
+            .map(File::from)
+        };
+        let file = match open().map(regular) {
+            Ok(Some(f)) => f,
+            // A FIFO, a directory, a symbolic link (ELOOP): not ours.
+            Ok(None) | Err(Errno::ELOOP) => {
+                let _ = unlinkat(&self.dir, ENDED, UnlinkatFlags::NoRemoveDir);
+                open()
+                    .ok()
+                    .and_then(regular)
+                    .ok_or_else(|| io::Error::other("ended is not a regular file"))?
             }
-        }
+            Err(e) => return Err(e.into()),
+        };
+        let held = lock_briefly(file, FlockArg::LockExclusiveNonblock)?;
+        held.write_all_at(&line, 0)?;
+        held.set_len(line.len() as u64)
     }
 
     /// The last holder's record, if any.
@@ -457,9 +452,31 @@ fn open_regular(path: &Path) -> Option<File> {
 }
 
 fn read_ended(file: File) -> Option<Ended> {
+    let held = lock_briefly(file, FlockArg::LockSharedNonblock).ok()?;
     let mut text = String::new();
-    (&file).take(64 * 1024).read_to_string(&mut text).ok()?;
+    (&*held).take(64 * 1024).read_to_string(&mut text).ok()?;
     serde_json::from_str(text.lines().next()?).ok()
+}
+
+/// Lock `file` (non-blocking `how`), trying again for a few milliseconds:
+/// its other users hold it for microseconds, and a process that holds it
+/// for longer must not stall a supervisor.
+fn lock_briefly(file: File, how: FlockArg) -> io::Result<Flock<File>> {
+    let mut file = file;
+    for _ in 0..50 {
+        match Flock::lock(file, how) {
+            Ok(held) => return Ok(held),
+            Err((f, Errno::EWOULDBLOCK | Errno::EINTR)) => {
+                file = f;
+                std::thread::sleep(std::time::Duration::from_micros(100));
+            }
+            Err((_, e)) => return Err(e.into()),
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::WouldBlock,
+        "the record is held locked by another process",
+    ))
 }
 
 /// A place in the queue: its number, held locked.
