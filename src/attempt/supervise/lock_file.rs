@@ -41,6 +41,10 @@ impl Attempt<'_> {
                 return;
             }
         }
+        // It is ours: the next in the queue may now get ready to ask the
+        // kernel (its first process must be waiting there before this
+        // attempt lets go, or the lock would sit free meanwhile).
+        self.leave_queue();
         self.prev_meta = lockfile::read_metadata(&self.spec.lock);
         let until = now + queue::PREVIOUS_WAIT;
         match self.previous_holder(now, until) {
@@ -144,10 +148,6 @@ impl Attempt<'_> {
             let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
             return;
         }
-        // The command is on its way: the next in the queue may now ask
-        // the kernel (not earlier, so that its start does not slow this
-        // hand-off down).
-        self.leave_queue();
         // Microsecond precision: a handoff to a waiter can take well under
         // a millisecond, and a wait must not read as none.
         let waited = now.duration_since(self.started_at);
