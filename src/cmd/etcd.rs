@@ -47,6 +47,16 @@ fn field(meta: Option<&Value>, key: &str) -> Option<Value> {
         .cloned()
 }
 
+/// One lock's queue in `--json`: its name, key, holder and waiters.
+fn queue_json(prefix: &str, q: &Queue) -> Value {
+    json!({
+        "name": q.name,
+        "lock": format!("{prefix}/{}", q.name),
+        "holder": q.holder().map(entry_json),
+        "waiters": q.waiters().iter().map(entry_json).collect::<Vec<_>>(),
+    })
+}
+
 fn entry_json(e: &Entry) -> Value {
     let meta = e.metadata();
     let m = meta.as_ref();
@@ -137,17 +147,7 @@ pub(crate) fn status(args: &StatusArgs, config: &Config) -> Result<i32> {
         }
     })?;
     let text = if args.json {
-        let locks: Vec<Value> = queues
-            .iter()
-            .map(|q| {
-                json!({
-                    "name": q.name,
-                    "lock": format!("{prefix}/{}", q.name),
-                    "holder": q.holder().map(entry_json),
-                    "waiters": q.waiters().iter().map(entry_json).collect::<Vec<_>>(),
-                })
-            })
-            .collect();
+        let locks: Vec<Value> = queues.iter().map(|q| queue_json(&prefix, q)).collect();
         json!({ "backend": "etcd", "prefix": prefix, "locks": locks }).to_string() + "\n"
     } else {
         render(&queues, &prefix)
@@ -290,17 +290,7 @@ pub(crate) fn watch(args: &WatchArgs, config: &Config) -> Result<i32> {
             .await?;
         let mut seen = listing(&etcd, &names).await?;
         if json {
-            let locks: Vec<Value> = seen
-                .values()
-                .map(|q| {
-                    json!({
-                        "name": q.name,
-                        "lock": format!("{prefix}/{}", q.name),
-                        "holder": q.holder().map(entry_json),
-                        "waiters": q.waiters().iter().map(entry_json).collect::<Vec<_>>(),
-                    })
-                })
-                .collect();
+            let locks: Vec<Value> = seen.values().map(|q| queue_json(&prefix, q)).collect();
             print(json!({ "event": "ready", "locks": locks }).to_string())?;
         } else {
             print(
