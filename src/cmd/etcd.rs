@@ -47,6 +47,14 @@ fn field(meta: Option<&Value>, key: &str) -> Option<Value> {
         .cloned()
 }
 
+/// The NAMEs given on the command line, as text.
+fn lock_names(paths: &[std::path::PathBuf]) -> Vec<String> {
+    paths
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect()
+}
+
 /// One lock's queue in `--json`: its name, key, holder and waiters.
 fn queue_json(prefix: &str, q: &Queue) -> Value {
     json!({
@@ -128,11 +136,7 @@ pub(crate) fn status(args: &StatusArgs, config: &Config) -> Result<i32> {
     }
     let cfg = connect_config(&args.etcd, config)?;
     let prefix = cfg.prefix.trim_end_matches('/').to_owned();
-    let names: Vec<String> = args
-        .paths
-        .iter()
-        .map(|p| p.to_string_lossy().into_owned())
-        .collect();
+    let names = lock_names(&args.paths);
     let queues = block_on(async {
         let etcd = Etcd::connect(&cfg).await?;
         if names.is_empty() {
@@ -262,11 +266,7 @@ async fn listing(etcd: &Etcd, names: &[String]) -> Result<Seen> {
 pub(crate) fn watch(args: &WatchArgs, config: &Config) -> Result<i32> {
     let cfg = connect_config(&args.etcd, config)?;
     let prefix = cfg.prefix.trim_end_matches('/').to_owned();
-    let names: Vec<String> = args
-        .paths
-        .iter()
-        .map(|p| p.to_string_lossy().into_owned())
-        .collect();
+    let names = lock_names(&args.paths);
     for n in &names {
         etcd::lock_name(Some(n), std::path::Path::new("/"))?;
     }

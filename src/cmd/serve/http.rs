@@ -73,39 +73,29 @@ pub(super) async fn serve(state: Shared, bound: Bound) {
         busy.set(busy.get() + 1);
         Some(Slot(busy.clone()))
     };
+    // The same loop for either kind of listener (their `accept` differ
+    // only in the address they return).
+    macro_rules! accept_forever {
+        ($listener:expr) => {{
+            let l = match $listener {
+                Ok(l) => l,
+                Err(e) => return log::warn!("metrics socket: {e}"),
+            };
+            loop {
+                match l.accept().await {
+                    Ok((stream, _)) => {
+                        if let Some(slot) = admit(&busy) {
+                            tokio::task::spawn_local(answer(state.clone(), stream, slot));
+                        }
+                    }
+                    Err(e) => accept_failed(e).await,
+                }
+            }
+        }};
+    }
     match bound {
-        Bound::Tcp(l) => {
-            let l = match TcpListener::from_std(l) {
-                Ok(l) => l,
-                Err(e) => return log::warn!("metrics socket: {e}"),
-            };
-            loop {
-                match l.accept().await {
-                    Ok((stream, _)) => {
-                        if let Some(slot) = admit(&busy) {
-                            tokio::task::spawn_local(answer(state.clone(), stream, slot));
-                        }
-                    }
-                    Err(e) => accept_failed(e).await,
-                }
-            }
-        }
-        Bound::Unix(l, _, _) => {
-            let l = match UnixListener::from_std(l) {
-                Ok(l) => l,
-                Err(e) => return log::warn!("metrics socket: {e}"),
-            };
-            loop {
-                match l.accept().await {
-                    Ok((stream, _)) => {
-                        if let Some(slot) = admit(&busy) {
-                            tokio::task::spawn_local(answer(state.clone(), stream, slot));
-                        }
-                    }
-                    Err(e) => accept_failed(e).await,
-                }
-            }
-        }
+        Bound::Tcp(l) => accept_forever!(TcpListener::from_std(l)),
+        Bound::Unix(l, _, _) => accept_forever!(UnixListener::from_std(l)),
     }
 }
 
