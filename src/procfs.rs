@@ -114,13 +114,42 @@ impl FileId {
 
 /// Current `/proc/locks` entries for one file.
 pub fn locks_on(file: FileId) -> Vec<LockEntry> {
-    match fs::read_to_string("/proc/locks") {
+    match read_locks() {
         Ok(text) => parse_locks(&text)
             .into_iter()
             .filter(|e| file.matches(e))
             .collect(),
         Err(_) => Vec::new(),
     }
+}
+
+/// The text of `/proc/locks`, read in as few `read(2)` calls as the
+/// kernel allows (a page each): every call takes the kernel's
+/// `file_rwsem` for writing, which stalls every `flock(2)` on the machine
+/// meanwhile, and the usual small first reads of a file of unknown size
+/// would make a dozen of them.
+fn read_locks() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut file = fs::File::open("/proc/locks")?;
+    let mut buf = Vec::with_capacity(64 * 1024);
+    loop {
+        if buf.len() == buf.capacity() {
+            buf.reserve(buf.capacity());
+        }
+        let len = buf.len();
+        let spare = buf.capacity() - len;
+        buf.resize(len + spare, 0);
+        match file.read(&mut buf[len..]) {
+            Ok(0) => {
+                buf.truncate(len);
+                break;
+            }
+            Ok(n) => buf.truncate(len + n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => buf.truncate(len),
+            Err(e) => return Err(e),
+        }
+    }
+    String::from_utf8(buf).map_err(std::io::Error::other)
 }
 
 /// Field 22 of `/proc/PID/stat`: the process start time in clock ticks
@@ -300,9 +329,7 @@ pub(crate) fn holders_of(file: FileId) -> BTreeSet<i32> {
 /// Every line of `/proc/locks`, read once. An unreadable file (no procfs)
 /// reads as no locks at all.
 pub(crate) fn all_locks() -> Vec<LockEntry> {
-    fs::read_to_string("/proc/locks")
-        .map(|t| parse_locks(&t))
-        .unwrap_or_default()
+    read_locks().map(|t| parse_locks(&t)).unwrap_or_default()
 }
 
 /// What `/proc/PID/fdinfo/FD` says about one descriptor.

@@ -952,7 +952,7 @@ proptest! {
     fn record_decode_any_bytes(
         bytes in prop_oneof![
             any::<[u8; RECORD_LEN]>(),
-            (prop::sample::select(&[b'W', b'B', b'L', b'N', b'E', 0u8, b'w'][..]), 0u64..8, any::<u64>())
+            (prop::sample::select(&[b'W', b'B', b'L', b'N', b'P', b'E', 0u8, b'w'][..]), 0u64..8, any::<u64>())
                 .prop_map(|(tag, a, b)| {
                     let mut r = [0u8; RECORD_LEN];
                     r[0] = tag;
@@ -969,6 +969,7 @@ proptest! {
             b'B' => Some(Record::Busy(a, b)),
             b'L' => Some(Record::Locked(a, b)),
             b'N' => Some(Record::LockedNew(a, b)),
+            b'P' => Some(Record::PredecessorDied),
             b'E' => match a {
                 1 => Some(Record::Failed(Stage::Setup, b)),
                 2 => Some(Record::Failed(Stage::Open, b)),

@@ -738,6 +738,38 @@ fn no_wait_on_a_busy_lock_exits_75_without_running_the_command() {
 }
 
 #[test]
+fn a_wait_shorter_than_the_quiet_time_still_says_waiting_before_the_conflict() {
+    // A wait is said once it lasts 10 ms (a hand-over in the queue is
+    // quicker); one that ends otherwise sooner is said all the same, with
+    // the holders, before the conflict.
+    let env = Env::new();
+    let lock = env.join("a.lock");
+    let events = env.join("events.jsonl");
+    let _held = hold_lock(&lock);
+    let o = run_to_end(env.run(args![
+        "--lock", &lock, "--wait", "1ms", "--events", &events, "--", "true"
+    ]));
+    assert_eq!(o.code, 75, "{o:?}");
+    let evs = events_in(&fs::read_to_string(&events).unwrap_or_default());
+    let names: Vec<&str> = evs
+        .iter()
+        .map(|e| e["event"].as_str().unwrap_or("?"))
+        .collect();
+    let waiting = names.iter().position(|n| *n == "waiting");
+    let conflict = names.iter().position(|n| *n == "conflict");
+    assert!(
+        waiting.is_some() && waiting < conflict,
+        "waiting before conflict: {names:?}"
+    );
+    let me = std::process::id() as i64;
+    assert_eq!(
+        evs[waiting.unwrap_or(0)]["holders"],
+        serde_json::json!([me]),
+        "the kernel's holder is this test"
+    );
+}
+
+#[test]
 fn wait_expires_after_the_given_duration_with_75() {
     let env = Env::new();
     let lock = env.join("a.lock");

@@ -8,17 +8,23 @@
 //! 1. own process group (unless `--foreground`); `PR_SET_PDEATHSIG` =
 //!    SIGKILL, then the `getppid` race check; every signal back to the
 //!    disposition locksup inherited, mask emptied until the exec;
-//! 2. with `--order fifo`, wait for the supervisor's word that it is the
-//!    attempt's turn (the head of the lock's queue, [`crate::lock::queue`]);
-//!    then open the lock file (`O_NOFOLLOW`, `O_CLOEXEC`; regular files only);
+//! 2. open the lock file (`O_NOFOLLOW`, `O_CLOEXEC`; regular files only);
+//!    with `--order fifo`, wait for the attempt's turn in the lock's queue
+//!    ([`crate::lock::queue`]): behind another waiter, block in `flock(2)`
+//!    on its ticket until the kernel grants it (the waiter left the queue,
+//!    or died: then report that and wait for the supervisor's word, like
+//!    an attempt queued for the etcd lock);
 //! 3. `flock(2)`; if busy, report `waiting` and block (or report `busy`
 //!    and leave, without waiting);
 //! 4. check that the path still names the file locked (it may have been
 //!    removed or replaced meanwhile: then let go and start again at 2);
-//! 5. report `locked`, then block until the supervisor, having written the
-//!    metadata line, sends the go-ahead with the variables only known
-//!    now (`LOCKSUP_DEADLINE`, `LOCKSUP_FENCE`, `LOCKSUP_PREVIOUS_*`), or
-//!    `r`: the path names another file now, start again at 2;
+//! 5. report `locked`; give the ticket back (remove its name, unlock it),
+//!    which wakes the next waiter's first process, so it asks the kernel
+//!    while this attempt holds the lock; then block until the supervisor,
+//!    having written the metadata line, sends the go-ahead with the
+//!    variables only known now (`LOCKSUP_DEADLINE`, `LOCKSUP_FENCE`,
+//!    `LOCKSUP_PREVIOUS_*`), or `r`: the path names another file now,
+//!    start again at 2;
 //! 6. restore the inherited signal mask, move the lock descriptor to the
 //!    number promised in `LOCKSUP_LOCK_FD`, inheritable, and exec the
 //!    command.
@@ -30,7 +36,7 @@
 
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 
 use nix::sys::signal::Signal;
@@ -61,6 +67,9 @@ pub enum Record {
     Locked(u64, u64),
     /// The lock is held on a lock file this process created.
     LockedNew(u64, u64),
+    /// The predecessor in the queue died waiting (its ticket's lock was
+    /// granted with the name still there); now waiting for a word.
+    PredecessorDied,
     /// Something failed before exec: the stage and the errno (or mode).
     Failed(Stage, u64),
 }
@@ -89,6 +98,7 @@ impl Record {
             Record::Busy(d, i) => (b'B', d, i),
             Record::Locked(d, i) => (b'L', d, i),
             Record::LockedNew(d, i) => (b'N', d, i),
+            Record::PredecessorDied => (b'P', 0, 0),
             Record::Failed(s, v) => {
                 let s = match s {
                     Stage::Setup => 1,
@@ -120,6 +130,7 @@ impl Record {
             b'B' => Record::Busy(a, b),
             b'L' => Record::Locked(a, b),
             b'N' => Record::LockedNew(a, b),
+            b'P' => Record::PredecessorDied,
             b'E' => Record::Failed(
                 match a {
                     1 => Stage::Setup,
@@ -163,6 +174,12 @@ pub(crate) struct Prepared {
     late: Vec<u8>,
     /// Wait for the supervisor's word (`TURN`) before taking the lock.
     queued: bool,
+    /// The queue's directory, the ticket's name in it and its locked
+    /// descriptor: given back (name removed, then unlocked) as soon as the
+    /// lock is held.
+    ticket: Option<(RawFd, CString, RawFd)>,
+    /// The predecessor's ticket, to wait for in `flock(2)` before asking.
+    predecessor: Option<RawFd>,
     /// Index in `envp` and key length of the variable that gets the
     /// child's PID, with room for the digits.
     pid_slot: Option<(usize, usize)>,
@@ -198,8 +215,15 @@ pub(crate) struct Request<'a> {
     /// Variables removed from the inherited environment.
     pub env_remove: Vec<&'a str>,
     /// Wait for the supervisor's word that it is the attempt's turn
-    /// before taking the lock (`--order fifo`).
+    /// before taking the lock (`--order fifo` behind a waiter the
+    /// supervisor waits for, or the etcd lock).
     pub queued: bool,
+    /// The attempt's ticket in the lock's queue (`--order fifo`), which
+    /// the first process gives back once it holds the lock.
+    pub ticket: Option<QueueTicket<'a>>,
+    /// The ticket of the waiter before it, which the first process waits
+    /// for itself.
+    pub predecessor: Option<BorrowedFd<'a>>,
     /// A variable the child sets to its own PID (`WATCHDOG_PID`).
     pub pid_var: Option<&'a str>,
     /// Stay in locksup's process group, so the command can use the
@@ -207,10 +231,28 @@ pub(crate) struct Request<'a> {
     pub foreground: bool,
 }
 
+/// A ticket in a lock's queue, as the first process sees it.
+pub(crate) struct QueueTicket<'a> {
+    /// The queue directory.
+    pub dir: BorrowedFd<'a>,
+    /// The ticket's name in it.
+    pub name: &'a str,
+    /// The ticket, locked.
+    pub fd: BorrowedFd<'a>,
+}
+
 impl Prepared {
     /// Build the child's plan.
     pub(crate) fn new(req: Request<'_>) -> io::Result<Prepared> {
         let lock_name = cstring(req.lock_name.as_bytes(), "lock file name")?;
+        let ticket = match req.ticket {
+            Some(t) => Some((
+                t.dir.as_raw_fd(),
+                cstring(t.name.as_bytes(), "ticket name")?,
+                t.fd.as_raw_fd(),
+            )),
+            None => None,
+        };
         let argv: Vec<CString> = req
             .command
             .iter()
@@ -288,6 +330,8 @@ impl Prepared {
             late_slot,
             late: vec![0; LATE_LEN],
             queued: req.queued,
+            ticket,
+            predecessor: req.predecessor.map(|p| p.as_raw_fd()),
             pid_slot,
             lock_fd_slot,
             dispositions: inherited_dispositions(),
@@ -356,6 +400,10 @@ pub(crate) const RETRY: &[u8] = b"r";
 /// What the supervisor sends a queued child when it is its turn to take
 /// the lock.
 pub(crate) const TURN: &[u8] = b"t";
+
+/// [`TURN`], after the supervisor gave the ticket back itself (the queue
+/// could not be read): the child must not touch it any more.
+pub(crate) const TURN_WITHOUT_TICKET: &[u8] = b"T";
 
 /// Variables the command gets only from the go-ahead (an inherited value
 /// would be another attempt's).
@@ -487,8 +535,8 @@ struct Late {
 /// Only in the child of `fork`, with the pointers of `prep` valid (the
 /// child's copy of the parent's memory). Uses only async-signal-safe
 /// calls: setpgid, prctl, getppid, sigaction, pthread_sigmask, open,
-/// fstat, fstatat, fchmod, fcntl, flock, write, read, dup3, close,
-/// execve, _exit.
+/// fstat, fstatat, fchmod, fcntl, flock, unlinkat, write, read, dup3,
+/// close, execve, _exit.
 unsafe fn child_main(
     prep: &Prepared,
     parent: libc::pid_t,
@@ -565,6 +613,8 @@ unsafe fn child_main(
         let want = 1 + LATE_LEN;
         let mut buf = [0u8; 1 + LATE_LEN];
         let mut turn_pending = prep.queued;
+        let mut predecessor = prep.predecessor;
+        let mut ticket = prep.ticket.as_ref();
         // Until the lock is held on the file the path names: a lock file
         // removed or replaced while we waited (or before the supervisor
         // wrote its metadata, which it then says with `r`) is let go, and
@@ -605,6 +655,27 @@ unsafe fn child_main(
             let fl = libc::fcntl(fd, libc::F_GETFL);
             libc::fcntl(fd, libc::F_SETFL, fl & !libc::O_NONBLOCK);
             let (dev, ino) = (st.st_dev, st.st_ino);
+            if let Some(pred) = predecessor.take() {
+                // Behind another waiter: the kernel grants its ticket's
+                // lock when it leaves the queue (it removed the name first:
+                // nobody else was before it, so it is our turn) or dies
+                // (the name is still there: the supervisor finds our place
+                // again and says when it is our turn).
+                let granted = loop {
+                    if libc::flock(pred, libc::LOCK_EX) == 0 {
+                        break true;
+                    }
+                    if *libc::__errno_location() != libc::EINTR {
+                        break false;
+                    }
+                };
+                let mut st: libc::stat = std::mem::zeroed();
+                let left = granted && libc::fstat(pred, &mut st) == 0 && st.st_nlink == 0;
+                if !left {
+                    report(Record::PredecessorDied);
+                    turn_pending = true;
+                }
+            }
             if turn_pending {
                 // Our turn in the lock's queue (the file is open already, so
                 // the lock is asked for at once); anything else (the end of
@@ -613,6 +684,10 @@ unsafe fn child_main(
                 loop {
                     let n = libc::read(control, word.as_mut_ptr().cast(), 1);
                     if n == 1 && word[0] == TURN[0] {
+                        break;
+                    }
+                    if n == 1 && word[0] == TURN_WITHOUT_TICKET[0] {
+                        ticket = None;
                         break;
                     }
                     if n == 1 || n == 0 || *libc::__errno_location() != libc::EINTR {
@@ -655,6 +730,13 @@ unsafe fn child_main(
             } else {
                 Record::Locked(dev, ino)
             });
+            if let Some((qdir, name, held)) = ticket.take() {
+                // Out of the queue (after the report, which the supervisor
+                // needs first): the name first, so the successor, woken by
+                // the unlock, sees that we left rather than died.
+                libc::unlinkat(*qdir, name.as_ptr(), 0);
+                libc::flock(*held, libc::LOCK_UN);
+            }
 
             // Wait for the go-ahead (the metadata is written by then), or
             // for `r`: the path names another file now, start again.
@@ -821,6 +903,7 @@ mod tests {
             Record::Busy(u64::MAX, 0),
             Record::Locked(7, 8),
             Record::LockedNew(9, 10),
+            Record::PredecessorDied,
             Record::Failed(Stage::Exec, 2),
             Record::Failed(Stage::NotRegular, 0o10644),
         ] {

@@ -53,7 +53,7 @@ use crate::error::{Error, Result};
 use crate::events::{Reporter, rfc3339};
 use crate::exit;
 use crate::lock::lockfile::{self, Metadata};
-use crate::lock::queue::{Passed, Place, Queue, Ticket};
+use crate::lock::queue::{Passed, Place, Predecessor, Queue, Ticket};
 use crate::process::signals::{CANCEL as CANCEL_SIGNALS, PASS as PASS_SIGNALS};
 use crate::process::{Target, Tree};
 use crate::procfs::{self, FileId};
@@ -72,6 +72,13 @@ use inputs::{Alarm, Signals};
 /// How often, once the final signal is out, the attempt's tree is walked
 /// again for processes that appeared since.
 const KILL_SWEEP: Duration = Duration::from_millis(10);
+/// A wait for the lock in the kernel is said (the `waiting` event, with
+/// the holders from `/proc/locks`) once it has lasted this long: a lock
+/// handed over from one attempt to the next comes sooner, and reading
+/// `/proc/locks` then would stall this supervisor (and every `flock(2)` on
+/// the machine) at the moment of the hand-off. The `acquired` event's
+/// `wait_ms` tells every wait.
+const WAITING_QUIET: Duration = Duration::from_millis(10);
 /// How long after the attempt ended a lock still held counts as leaked.
 const LEAK_AFTER: Duration = Duration::from_millis(200);
 /// How often, besides inotify's word, the lock path is checked to still
@@ -174,9 +181,25 @@ async fn attempt(spec: &Spec, report: &mut Reporter, link: Option<Link>) -> Resu
             Err(e) => queue_error = Some(e),
         }
     }
-    // Behind another waiter, or with etcd until the etcd lock is held: the
-    // first process waits for its turn.
-    let queued = matches!(place, Some(Place::Behind(_))) || spec.etcd.is_some();
+    // Behind another waiter, the first process waits for it in flock(2)
+    // itself; with etcd, until the etcd lock is held, it waits for a word.
+    // With --no-wait it never waits (the supervisor ends it: others are
+    // first).
+    let predecessor = match &place {
+        Some(Place::Behind(pred)) if spec.wait != Wait::No => Some(pred.as_fd()),
+        _ => None,
+    };
+    let queued =
+        spec.etcd.is_some() || (matches!(place, Some(Place::Behind(_))) && predecessor.is_none());
+    let ticket_name = ticket.as_ref().map(Ticket::name);
+    let child_ticket = match (&queue, &ticket, &ticket_name) {
+        (Some(q), Some(t), Some(name)) => Some(spawn::QueueTicket {
+            dir: q.as_fd(),
+            name,
+            fd: t.as_fd(),
+        }),
+        _ => None,
+    };
     let mut prepared = spawn::Prepared::new(spawn::Request {
         lock_dir,
         lock_name: &lock_name,
@@ -187,6 +210,8 @@ async fn attempt(spec: &Spec, report: &mut Reporter, link: Option<Link>) -> Resu
         env,
         env_remove: NOT_INHERITED.to_vec(),
         queued,
+        ticket: child_ticket,
+        predecessor,
         pid_var: spec.watchdog.map(|_| "WATCHDOG_PID"),
         foreground: spec.foreground,
     })
@@ -240,8 +265,10 @@ async fn attempt(spec: &Spec, report: &mut Reporter, link: Option<Link>) -> Resu
         ticket,
         queue_wait: None,
         turn_pending: queued,
+        predecessor: None,
         prev_meta: None,
         awaiting_previous: None,
+        waiting: None,
         previous: None,
         fence: None,
         end_recorded: false,
@@ -316,8 +343,14 @@ struct Attempt<'a> {
     queue_wait: Option<tokio::sync::oneshot::Receiver<Passed>>,
     /// The first process waits for its turn to take the lock.
     turn_pending: bool,
+    /// The predecessor in the queue the first process waits for itself
+    /// (kept to remove its ticket if it died).
+    predecessor: Option<Predecessor>,
     /// The previous holder's metadata line, read when the lock was taken.
     prev_meta: Option<Metadata>,
+    /// The first process waits in the kernel for the lock (since the
+    /// lock file): when to say so.
+    waiting: Option<(FileId, Instant)>,
     /// The lock is held, and the previous holder's supervisor has yet to
     /// record how it ended: (the lock file, until when to wait).
     awaiting_previous: Option<(FileId, Instant)>,
@@ -521,7 +554,8 @@ impl Attempt<'_> {
                     _ => None,
                 };
                 let poll = self.behind_removed.map(|_| Instant::now() + KILL_SWEEP);
-                [wait, poll].into_iter().flatten().min()
+                let say = self.waiting.map(|(_, due)| due);
+                [wait, poll, say].into_iter().flatten().min()
             }
             State::Starting | State::Running => {
                 let due = self.live.as_ref()?.next_due().map(|(t, _)| t);
@@ -539,17 +573,11 @@ impl Attempt<'_> {
             Record::Waiting(dev, ino) => {
                 let file = FileId::new(dev, ino);
                 self.file = Some(file);
-                let holders = lockfile::kernel_holders(file);
                 if let Some(why) = self.queue_error.take() {
                     self.report.warn(why);
                 }
-                self.report.event("waiting", json!({ "holders": holders }));
-                let who = holders.first().map_or(String::new(), |p| {
-                    let cmd = procfs::cmdline(*p).map_or(String::new(), |c| format!(": {c}"));
-                    format!(" (held by pid {p}{cmd})")
-                });
-                self.report
-                    .say(format!("waiting for {}{who}", self.spec.lock.display()));
+                // Said once the wait lasts (see `WAITING_QUIET`).
+                self.waiting = Some((file, Instant::now() + WAITING_QUIET));
             }
             Record::Busy(dev, ino) => {
                 let holders = lockfile::kernel_holders(FileId::new(dev, ino));
@@ -561,10 +589,28 @@ impl Attempt<'_> {
                     self.spec.lock.display()
                 ));
             }
+            Record::PredecessorDied => self.on_predecessor_died(),
             Record::Locked(dev, ino) => self.on_locked(FileId::new(dev, ino), false),
             Record::LockedNew(dev, ino) => self.on_locked(FileId::new(dev, ino), true),
             Record::Failed(stage, value) => self.failure = Some(self.failure_of(stage, value)),
         }
+    }
+
+    /// The first process has been waiting in the kernel for the lock for
+    /// a while (or its wait ends otherwise than with the lock): say so,
+    /// with the holders the kernel names.
+    fn say_waiting(&mut self) {
+        let Some((file, _)) = self.waiting.take() else {
+            return;
+        };
+        let holders = lockfile::kernel_holders(file);
+        self.report.event("waiting", json!({ "holders": holders }));
+        let who = holders.first().map_or(String::new(), |p| {
+            let cmd = procfs::cmdline(*p).map_or(String::new(), |c| format!(": {c}"));
+            format!(" (held by pid {p}{cmd})")
+        });
+        self.report
+            .say(format!("waiting for {}{who}", self.spec.lock.display()));
     }
 
     /// The one-line error for a failure the child reported.
@@ -693,6 +739,9 @@ impl Attempt<'_> {
 
     fn on_timer(&mut self) {
         let now = Instant::now();
+        if self.waiting.is_some_and(|(_, due)| now >= due) {
+            self.say_waiting();
+        }
         if let Some(e) = self.state.signalled() {
             if e.timing.final_sent() {
                 self.sweep();
@@ -725,6 +774,7 @@ impl Attempt<'_> {
                     return;
                 }
                 if let Wait::For(d) = self.spec.wait {
+                    self.say_waiting();
                     self.state.wait_expired();
                     let holders = self.file.map(lockfile::kernel_holders).unwrap_or_default();
                     self.report.event(
@@ -790,6 +840,8 @@ impl Attempt<'_> {
     /// final one follows a grace period after `due`, when the first one
     /// was due. With a grace of zero the final signal is the only one.
     fn escalate(&mut self, reason: Reason, sig: Sig, due: Instant) {
+        // Ended while waiting for the lock: the wait is said first.
+        self.say_waiting();
         let grace = self.spec.grace;
         if grace == Some(Duration::ZERO) {
             self.state.escalate(reason, due, grace);

@@ -7,15 +7,19 @@
 //! lock's queue, the directory `NAME.queue` beside the lock file `NAME`,
 //! and asks the kernel only when no earlier attempt is still waiting:
 //!
-//! * a **ticket** is a small file `t-NUMBER` the waiter's supervisor holds
-//!   an exclusive `flock(2)` on for as long as it waits. It is created
+//! * a **ticket** is a small file `t-NUMBER` the waiter holds an exclusive
+//!   `flock(2)` on for as long as it waits (its supervisor takes it; the
+//!   attempt's first process shares the open file and gives it back the
+//!   moment it holds the lock: the name first, then the lock). It is created
 //!   under a temporary name, locked, filled with the waiter's
 //!   [`TicketInfo`] and only then linked to its number (one more than the
 //!   highest ticket there; `link(2)` fails rather than replace one), so a
 //!   ticket is never visible unlocked while its owner lives;
 //! * a waiter waits on its **predecessor**, the highest live ticket below
-//!   its own, by blocking in `flock(2)` on it: when that waiter leaves
-//!   (it got the lock) or dies (SIGKILL, its supervisor killed, a crash),
+//!   its own, by blocking in `flock(2)` on it (its first process does,
+//!   or, once a predecessor died, a thread of its supervisor): when that
+//!   waiter leaves (it got the lock; its ticket's name is gone) or dies
+//!   (SIGKILL, its supervisor killed, a crash; the name is still there),
 //!   the kernel frees its ticket and wakes exactly this one successor. A
 //!   ticket nobody holds is a dead waiter's: whoever finds it removes it,
 //!   checking first that the name still means that file;
@@ -34,7 +38,7 @@
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -180,6 +184,12 @@ impl Queue {
     /// The directory's path, for messages.
     pub(crate) fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The open directory (the attempt's first process removes its
+    /// ticket's name in it).
+    pub(crate) fn as_fd(&self) -> BorrowedFd<'_> {
+        self.dir.as_fd()
     }
 
     /// Ticket numbers present, and the temporary names of tickets being
@@ -432,6 +442,17 @@ impl Queue {
     }
 }
 
+/// Whether some process holds a `flock(2)` lock on `file`.
+fn held(file: &File) -> bool {
+    let Ok(dup) = file.try_clone() else {
+        return false;
+    };
+    match Flock::lock(dup, FlockArg::LockSharedNonblock) {
+        Ok(_) => false,
+        Err((_, e)) => e == Errno::EWOULDBLOCK,
+    }
+}
+
 /// `file` if it is a regular file.
 fn regular(file: File) -> Option<File> {
     file.metadata()
@@ -491,6 +512,19 @@ impl Ticket {
     pub(crate) fn number(&self) -> u64 {
         self.number
     }
+
+    /// Its name in the queue directory.
+    pub(crate) fn name(&self) -> String {
+        ticket_name(self.number)
+    }
+
+    /// The locked descriptor. The attempt's first process inherits it and
+    /// gives the ticket back itself the moment it holds the lock (removes
+    /// the name, then unlocks: the lock belongs to the open file, which it
+    /// shares with the supervisor).
+    pub(crate) fn as_fd(&self) -> BorrowedFd<'_> {
+        self._held.as_fd()
+    }
 }
 
 /// Where a ticket stands.
@@ -517,6 +551,26 @@ impl Predecessor {
     /// Its ticket number.
     pub(crate) fn number(&self) -> u64 {
         self.number
+    }
+
+    /// Its ticket, open: the attempt's first process inherits it and
+    /// waits in `flock(2)` on it itself (no thread, no word from the
+    /// supervisor on the way to the lock).
+    pub(crate) fn as_fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+
+    /// The attempt's first process was granted the ticket's lock (on the
+    /// open file it shares with us) and found the name still there: the
+    /// predecessor died waiting. Its ticket, now ours to remove.
+    pub(crate) fn died(self) -> Passed {
+        let held = Flock::lock(self.file, FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, e)| io::Error::from(e));
+        Passed {
+            name: self.name,
+            held,
+            left: false,
+        }
     }
 
     /// Block until it leaves the queue or dies (the kernel grants us its
@@ -609,14 +663,26 @@ pub(crate) fn waiters(
         if !meta.file_type().is_file() {
             continue; // not a ticket, whatever its name
         }
-        let Some(holder) = holder_of(FileId::new(meta.dev(), meta.ino())) else {
-            continue; // a dead waiter's, not yet removed
+        let file = open_regular(&path);
+        let holder = match holder_of(FileId::new(meta.dev(), meta.ino())) {
+            Some(pid) => pid,
+            // `/proc/locks` is read a page at a time, and a lock can slip
+            // between two pages while others come and go: ask the kernel
+            // about this one ticket (a shared lock taken and let go at once
+            // if nobody holds it).
+            None if file.as_ref().is_some_and(held) => 0,
+            None => continue, // a dead waiter's, not yet removed
         };
-        let info: Option<TicketInfo> = open_regular(&path).and_then(|f| {
+        let info: Option<TicketInfo> = file.and_then(|f| {
             let mut text = String::new();
             (&f).take(4096).read_to_string(&mut text).ok()?;
             serde_json::from_str(text.lines().next()?).ok()
         });
+        let holder = if holder > 0 {
+            holder
+        } else {
+            info.as_ref().map_or(0, |i| i.supervisor_pid)
+        };
         let waiting_ms = info
             .as_ref()
             .and_then(|i| humantime::parse_rfc3339(&i.since).ok())
@@ -661,6 +727,43 @@ mod tests {
         assert_eq!(dir_mode(0o600), 0o700);
         assert_eq!(dir_mode(0o660), 0o770);
         assert_eq!(dir_mode(0o666), 0o777);
+    }
+
+    /// A live ticket counts even when `/proc/locks` (read a page at a
+    /// time) missed its lock: the kernel is asked about it directly. A
+    /// ticket nobody holds (its waiter died) does not count.
+    #[test]
+    fn waiters_ask_the_kernel_about_a_ticket_proc_locks_missed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lock = dir.path().join("s.lock");
+        let (parent, name) = crate::lock::lockfile::open_parent(&lock).expect("parent");
+        let queue = Queue::open(&parent, &name, &lock, 0o600).expect("queue");
+        let info = TicketInfo {
+            attempt_id: "w1".into(),
+            supervisor_pid: 4242,
+            supervisor_starttime: 1,
+            pid: None,
+            since: "2026-01-01T00:00:00Z".into(),
+            shared: false,
+        };
+        let (ticket, _) = queue.join(&info).expect("join");
+        let missed = |_: FileId| None;
+        let live = waiters(&lock, SystemTime::now(), missed);
+        assert_eq!(live.len(), 1, "{live:?}");
+        assert_eq!(live[0].ticket, ticket.number());
+        assert_eq!(
+            live[0].holder_pid,
+            Some(4242),
+            "the ticket names its holder"
+        );
+        assert_eq!(
+            live[0].info.as_ref().map(|i| i.attempt_id.as_str()),
+            Some("w1")
+        );
+        // Its waiter dies: the lock goes, the name stays until found.
+        drop(ticket);
+        assert!(queue.entries().expect("entries").0.len() == 1);
+        assert!(waiters(&lock, SystemTime::now(), missed).is_empty());
     }
 
     #[test]

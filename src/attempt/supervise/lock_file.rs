@@ -12,6 +12,11 @@ impl Attempt<'_> {
         let now = Instant::now();
         self.file = Some(file);
         self.behind_removed = None;
+        // A wait this short is told by `wait_ms` alone.
+        self.waiting = None;
+        // The first process left the queue already (the next one's is
+        // asking the kernel by now).
+        self.left_queue();
         if !self.state.waits_for_lock() {
             // Too late: the attempt is being ended; it dies holding the lock
             // for a moment and the kernel frees it.
@@ -41,10 +46,6 @@ impl Attempt<'_> {
                 return;
             }
         }
-        // It is ours: the next in the queue may now get ready to ask the
-        // kernel (its first process must be waiting there before this
-        // attempt lets go, or the lock would sit free meanwhile).
-        self.leave_queue();
         self.prev_meta = lockfile::read_metadata(&self.spec.lock);
         let until = now + queue::PREVIOUS_WAIT;
         match self.previous_holder(now, until) {

@@ -1,8 +1,10 @@
 //! The supervisor's side of the lock's queue ([`crate::lock::queue`]):
-//! taking a ticket, waiting for the predecessor on a thread of its own,
-//! telling the attempt's first process when it is its turn to ask the
-//! kernel; and, once the lock is held, the fencing token, how the previous
-//! holder ended, and (at the end) how this one did.
+//! taking a ticket before the fork (the attempt's first process waits for
+//! its predecessor's ticket itself, and gives its own back once it holds
+//! the lock); when a predecessor died waiting, finding the place again and
+//! waiting on a thread of its own, then telling the first process when it
+//! is its turn; and, once the lock is held, the fencing token, how the
+//! previous holder ended, and (at the end) how this one did.
 
 use super::*;
 use crate::lock::queue::{Ended, Passed, Place, Predecessor, Queue, TicketInfo, next_fence};
@@ -83,7 +85,8 @@ impl Attempt<'_> {
             return self.start_etcd(e);
         }
         match place {
-            Some(Place::Behind(pred)) => self.behind(pred),
+            // The first process waits for it (unless --no-wait).
+            Some(Place::Behind(pred)) => self.behind(pred, true),
             _ => self.give_turn(),
         }
     }
@@ -99,7 +102,7 @@ impl Attempt<'_> {
         };
         match queue.place(ticket) {
             Ok(Place::Head) => self.give_turn(),
-            Ok(Place::Behind(pred)) => self.behind(pred),
+            Ok(Place::Behind(pred)) => self.behind(pred, false),
             Err(e) => {
                 self.report.warn(format!(
                     "cannot read the queue {}: {e}; taking the lock in the kernel's order",
@@ -111,9 +114,10 @@ impl Attempt<'_> {
         }
     }
 
-    /// Behind a live waiter: say so and wait for it on a thread (or, with
-    /// `--no-wait`, give up: others are first).
-    fn behind(&mut self, pred: Predecessor) {
+    /// Behind a live waiter: say so and wait for it, in the first process
+    /// (`child_waits`, it has the predecessor's ticket) or on a thread (or,
+    /// with `--no-wait`, give up: others are first).
+    fn behind(&mut self, pred: Predecessor, child_waits: bool) {
         let Some(ticket) = &self.ticket else {
             return self.give_turn();
         };
@@ -147,6 +151,10 @@ impl Attempt<'_> {
             self.spec.lock.display(),
             before.map_or(String::new(), |b| format!(", behind attempt {b}"))
         ));
+        if child_waits {
+            self.predecessor = Some(pred);
+            return;
+        }
         let (tx, rx) = tokio::sync::oneshot::channel();
         // At the head, the thread itself gives the first process its turn:
         // the lock is asked for while the supervisor's loop catches up.
@@ -177,6 +185,16 @@ impl Attempt<'_> {
         }
     }
 
+    /// The predecessor the first process waited for died waiting: find
+    /// the place again (the first process waits for a word now).
+    pub(super) fn on_predecessor_died(&mut self) {
+        let Some(pred) = self.predecessor.take() else {
+            return;
+        };
+        self.turn_pending = true;
+        self.on_passed(pred.died());
+    }
+
     /// The predecessor left the queue or died.
     pub(super) fn on_passed(&mut self, passed: Passed) {
         self.queue_wait = None;
@@ -200,15 +218,32 @@ impl Attempt<'_> {
         if !std::mem::take(&mut self.turn_pending) {
             return;
         }
+        // Without the ticket (given back here), the first process must
+        // not touch it.
+        let word = if self.ticket.is_some() {
+            spawn::TURN
+        } else {
+            spawn::TURN_WITHOUT_TICKET
+        };
         if let Some(control) = self.control.as_mut()
-            && let Err(e) = control.write_all(spawn::TURN)
+            && let Err(e) = control.write_all(word)
         {
             self.failure = Some(Error::spawn(format!("cannot start the attempt: {e}")));
             let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
         }
     }
 
-    /// Give the ticket back: the successor becomes the head.
+    /// The first process holds the lock and gave the ticket back (it
+    /// removed the name and unlocked it, waking the successor): let go of
+    /// the descriptors.
+    pub(super) fn left_queue(&mut self) {
+        self.ticket = None;
+        self.predecessor = None;
+    }
+
+    /// Give the ticket back while the first process waits for a word
+    /// (then [`spawn::TURN_WITHOUT_TICKET`]): the successor becomes the
+    /// head.
     pub(super) fn leave_queue(&mut self) {
         if let (Some(queue), Some(ticket)) = (&self.queue, self.ticket.take()) {
             queue.leave(ticket);
