@@ -660,3 +660,49 @@ fn planted_entries_in_the_queue_directory_never_hang_or_break_it() {
     // follow or open it).
     assert_eq!(previous(&env, &lock).split(' ').next(), Some("exited"));
 }
+
+#[test]
+fn a_queued_attempt_says_waiting_when_the_lock_stays_busy_after_its_turn() {
+    // w1 at the head waits in the kernel (said at once); w2 waits behind
+    // it in the queue. When w1 gets the lock and keeps it, w2's turn has
+    // come and its wait in the kernel lasts: said too, naming w1's command
+    // as the holder (the quiet 10 ms only spare a hand-over).
+    let env = Env::new();
+    let guard = Guard::new();
+    let lock = env.join("s.lock");
+    let go = env.join("go");
+    let held = hold_lock(&lock);
+    let attempt = |id: &str, script: String| {
+        let mut c = env.run(["--events", "-", "--attempt-id", id, "--lock"]);
+        c.arg(&lock).args(["--", "sh", "-c", &script]);
+        spawn(c, &guard)
+    };
+    let mut w1 = attempt(
+        "w1",
+        format!("while [ ! -e '{}' ]; do sleep 0.01; done", go.display()),
+    );
+    let waiting = w1
+        .err
+        .expect_match("w1 waiting", LIMIT, |l| l.contains("\"event\":\"waiting\""));
+    assert_eq!(
+        json(&waiting)["holders"],
+        serde_json::json!([std::process::id()])
+    );
+    let mut w2 = attempt("w2", "true".into());
+    let queued = w2
+        .err
+        .expect_match("w2 queued", LIMIT, |l| l.contains("\"event\":\"queued\""));
+    assert_eq!(json(&queued)["behind"], "w1");
+    drop(held);
+    let started = w1
+        .err
+        .expect_match("w1 started", LIMIT, |l| l.contains("\"event\":\"started\""));
+    let w1_pid = json(&started)["pid"].clone();
+    let waiting = w2
+        .err
+        .expect_match("w2 waiting", LIMIT, |l| l.contains("\"event\":\"waiting\""));
+    assert_eq!(json(&waiting)["holders"], serde_json::json!([w1_pid]));
+    fs::write(&go, "").unwrap();
+    assert_eq!(w1.code(LIMIT), 0);
+    assert_eq!(w2.code(LIMIT), 0);
+}

@@ -738,10 +738,9 @@ fn no_wait_on_a_busy_lock_exits_75_without_running_the_command() {
 }
 
 #[test]
-fn a_wait_shorter_than_the_quiet_time_still_says_waiting_before_the_conflict() {
-    // A wait is said once it lasts 10 ms (a hand-over in the queue is
-    // quicker); one that ends otherwise sooner is said all the same, with
-    // the holders, before the conflict.
+fn a_one_millisecond_wait_says_waiting_with_the_holders_before_the_conflict() {
+    // A wait is said at once, with the holders, and before the conflict
+    // that ends it.
     let env = Env::new();
     let lock = env.join("a.lock");
     let events = env.join("events.jsonl");

@@ -72,12 +72,13 @@ use inputs::{Alarm, Signals};
 /// How often, once the final signal is out, the attempt's tree is walked
 /// again for processes that appeared since.
 const KILL_SWEEP: Duration = Duration::from_millis(10);
-/// A wait for the lock in the kernel is said (the `waiting` event, with
-/// the holders from `/proc/locks`) once it has lasted this long: a lock
-/// handed over from one attempt to the next comes sooner, and reading
-/// `/proc/locks` then would stall this supervisor (and every `flock(2)` on
-/// the machine) at the moment of the hand-off. The `acquired` event's
-/// `wait_ms` tells every wait.
+/// After its wait in the queue, an attempt's wait for the lock in the
+/// kernel is said (the `waiting` event, with the holders from
+/// `/proc/locks`) once it has lasted this long: the lock handed over from
+/// the attempt before comes sooner, and reading `/proc/locks` then would
+/// stall this supervisor (and every `flock(2)` on the machine) at the
+/// moment of the hand-over. The `acquired` event's `wait_ms` tells every
+/// wait.
 const WAITING_QUIET: Duration = Duration::from_millis(10);
 /// How long after the attempt ended a lock still held counts as leaked.
 const LEAK_AFTER: Duration = Duration::from_millis(200);
@@ -269,6 +270,7 @@ async fn attempt(spec: &Spec, report: &mut Reporter, link: Option<Link>) -> Resu
         prev_meta: None,
         awaiting_previous: None,
         waiting: None,
+        was_behind: false,
         previous: None,
         fence: None,
         end_recorded: false,
@@ -351,6 +353,8 @@ struct Attempt<'a> {
     /// The first process waits in the kernel for the lock (since the
     /// lock file): when to say so.
     waiting: Option<(FileId, Instant)>,
+    /// The attempt waited behind another in the lock's queue.
+    was_behind: bool,
     /// The lock is held, and the previous holder's supervisor has yet to
     /// record how it ended: (the lock file, until when to wait).
     awaiting_previous: Option<(FileId, Instant)>,
@@ -576,8 +580,12 @@ impl Attempt<'_> {
                 if let Some(why) = self.queue_error.take() {
                     self.report.warn(why);
                 }
-                // Said once the wait lasts (see `WAITING_QUIET`).
+                // After a wait in the queue, said once it lasts (see
+                // `WAITING_QUIET`); else at once.
                 self.waiting = Some((file, Instant::now() + WAITING_QUIET));
+                if !self.was_behind {
+                    self.say_waiting();
+                }
             }
             Record::Busy(dev, ino) => {
                 let holders = lockfile::kernel_holders(FileId::new(dev, ino));

@@ -151,6 +151,7 @@ impl Attempt<'_> {
             self.spec.lock.display(),
             before.map_or(String::new(), |b| format!(", behind attempt {b}"))
         ));
+        self.was_behind = true;
         if child_waits {
             self.predecessor = Some(pred);
             return;
