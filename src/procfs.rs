@@ -124,32 +124,15 @@ pub fn locks_on(file: FileId) -> Vec<LockEntry> {
 }
 
 /// The text of `/proc/locks`, read in as few `read(2)` calls as the
-/// kernel allows (a page each): every call takes the kernel's
-/// `file_rwsem` for writing, which stalls every `flock(2)` on the machine
-/// meanwhile, and the usual small first reads of a file of unknown size
-/// would make a dozen of them.
+/// kernel allows (a page each, into room made beforehand): every call
+/// takes the kernel's `file_rwsem` for writing, which stalls every
+/// `flock(2)` on the machine meanwhile, and the small first reads usual
+/// for a file of unknown size would make a dozen of them.
 fn read_locks() -> std::io::Result<String> {
     use std::io::Read;
-    let mut file = fs::File::open("/proc/locks")?;
-    let mut buf = Vec::with_capacity(64 * 1024);
-    loop {
-        if buf.len() == buf.capacity() {
-            buf.reserve(buf.capacity());
-        }
-        let len = buf.len();
-        let spare = buf.capacity() - len;
-        buf.resize(len + spare, 0);
-        match file.read(&mut buf[len..]) {
-            Ok(0) => {
-                buf.truncate(len);
-                break;
-            }
-            Ok(n) => buf.truncate(len + n),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => buf.truncate(len),
-            Err(e) => return Err(e),
-        }
-    }
-    String::from_utf8(buf).map_err(std::io::Error::other)
+    let mut text = String::with_capacity(64 * 1024);
+    fs::File::open("/proc/locks")?.read_to_string(&mut text)?;
+    Ok(text)
 }
 
 /// Field 22 of `/proc/PID/stat`: the process start time in clock ticks

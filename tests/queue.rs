@@ -647,6 +647,13 @@ fn planted_entries_in_the_queue_directory_never_hang_or_break_it() {
     fs::write(queue.join("t-00000000000000000004"), "not json").unwrap();
     fs::write(queue.join("t-garbage"), "{").unwrap();
     fifo(&queue.join("ended"));
+    // Spares and retired tickets that are not: a FIFO, a link, a
+    // directory, and under the names the first tickets retire to.
+    fifo(&queue.join("s-fifo"));
+    std::os::unix::fs::symlink("/etc/passwd", queue.join("s-link")).unwrap();
+    fs::create_dir(queue.join("s-dir")).unwrap();
+    fifo(&queue.join("r-00000000000000000005"));
+    fs::create_dir(queue.join("r-00000000000000000006")).unwrap();
     let guard = Guard::new();
     let holder = hold_lock(&lock);
     let mut waiters = queue_up(&env, &guard, &lock, &order, 1..=3, &["--wait", "20s"]);
@@ -659,6 +666,16 @@ fn planted_entries_in_the_queue_directory_never_hang_or_break_it() {
     // The planted FIFO was replaced by a real record (rename does not
     // follow or open it).
     assert_eq!(previous(&env, &lock).split(' ').next(), Some("exited"));
+    // Nothing planted was followed, opened for good or emptied.
+    assert_eq!(
+        fs::read_link(queue.join("s-link")).unwrap(),
+        Path::new("/etc/passwd")
+    );
+    assert!(queue.join("s-dir").is_dir() && queue.join("s-fifo").exists());
+    // The unheld regular file under a ticket's name passed for a dead
+    // waiter's and was removed; the rest stays.
+    assert!(!queue.join("t-00000000000000000004").exists());
+    assert_eq!(tickets(&lock), 4, "the other planted names stay");
 }
 
 #[test]
@@ -705,4 +722,46 @@ fn a_queued_attempt_says_waiting_when_the_lock_stays_busy_after_its_turn() {
     fs::write(&go, "").unwrap();
     assert_eq!(w1.code(LIMIT), 0);
     assert_eq!(w2.code(LIMIT), 0);
+}
+
+#[test]
+fn eight_loops_hand_the_lock_over_hundreds_of_times_and_the_queue_stays_small() {
+    // Tickets are used again (retired, made spares by their successors,
+    // taken by new waiters): under eight-way contention every attempt
+    // still runs, none waits long (a spare taken while a successor still
+    // waited for it would hang the queue), and the directory holds no
+    // ticket afterwards and few spares.
+    let env = Env::new();
+    let lock = env.join("s.lock");
+    let queue = env.join("s.lock.queue");
+    let bin = env!("CARGO_BIN_EXE_locksup");
+    let loops: Vec<_> = (0..8)
+        .map(|_| {
+            let mut c = env.command("sh");
+            c.args([
+                "-c",
+                "i=0; while [ $i -lt 30 ]; do \"$0\" run --lock \"$1\" --wait 20s -- true || exit $?; i=$((i+1)); done",
+                bin,
+            ])
+            .arg(&lock);
+            c
+        })
+        .collect();
+    let outs: Vec<_> = loops
+        .into_iter()
+        .map(|c| std::thread::spawn(move || run_to_end(c)))
+        .collect();
+    for o in outs {
+        let o = o.join().expect("loop");
+        assert_eq!(o.code, 0, "{o:?}");
+    }
+    assert_eq!(tickets(&lock), 0, "every ticket is gone");
+    let spares = fs::read_dir(&queue)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("s-"))
+                .count()
+        })
+        .unwrap_or(0);
+    assert!((1..=32).contains(&spares), "{spares} spares");
 }

@@ -174,12 +174,12 @@ pub(crate) struct Prepared {
     late: Vec<u8>,
     /// Wait for the supervisor's word (`TURN`) before taking the lock.
     queued: bool,
-    /// The queue's directory, the ticket's name in it and its locked
-    /// descriptor: given back (name removed, then unlocked) as soon as the
-    /// lock is held.
-    ticket: Option<(RawFd, CString, RawFd)>,
-    /// The predecessor's ticket, to wait for in `flock(2)` before asking.
-    predecessor: Option<RawFd>,
+    /// The ticket: given back (retired or removed, then unlocked) as soon
+    /// as the lock is held.
+    ticket: Option<ChildTicket>,
+    /// The predecessor's ticket, its name and its retired name, to wait
+    /// for in `flock(2)` before asking (in the ticket's directory).
+    predecessor: Option<(RawFd, CString, CString)>,
     /// Index in `envp` and key length of the variable that gets the
     /// child's PID, with room for the digits.
     pid_slot: Option<(usize, usize)>,
@@ -221,9 +221,9 @@ pub(crate) struct Request<'a> {
     /// The attempt's ticket in the lock's queue (`--order fifo`), which
     /// the first process gives back once it holds the lock.
     pub ticket: Option<QueueTicket<'a>>,
-    /// The ticket of the waiter before it, which the first process waits
-    /// for itself.
-    pub predecessor: Option<BorrowedFd<'a>>,
+    /// The ticket of the waiter before it (with its name and its retired
+    /// name), which the first process waits for itself.
+    pub predecessor: Option<(BorrowedFd<'a>, &'a str, &'a str)>,
     /// A variable the child sets to its own PID (`WATCHDOG_PID`).
     pub pid_var: Option<&'a str>,
     /// Stay in locksup's process group, so the command can use the
@@ -239,6 +239,20 @@ pub(crate) struct QueueTicket<'a> {
     pub name: &'a str,
     /// The ticket, locked.
     pub fd: BorrowedFd<'a>,
+    /// The name to give it back as (else it is removed).
+    pub retired: &'a str,
+    /// The spare name for the predecessor's retired ticket, once granted
+    /// (else it is removed).
+    pub recycle_as: Option<&'a OsStr>,
+}
+
+/// [`QueueTicket`], ready for the child.
+struct ChildTicket {
+    dir: RawFd,
+    name: CString,
+    fd: RawFd,
+    retired: CString,
+    recycle_as: Option<CString>,
 }
 
 impl Prepared {
@@ -246,10 +260,23 @@ impl Prepared {
     pub(crate) fn new(req: Request<'_>) -> io::Result<Prepared> {
         let lock_name = cstring(req.lock_name.as_bytes(), "lock file name")?;
         let ticket = match req.ticket {
-            Some(t) => Some((
-                t.dir.as_raw_fd(),
-                cstring(t.name.as_bytes(), "ticket name")?,
-                t.fd.as_raw_fd(),
+            Some(t) => Some(ChildTicket {
+                dir: t.dir.as_raw_fd(),
+                name: cstring(t.name.as_bytes(), "ticket name")?,
+                fd: t.fd.as_raw_fd(),
+                retired: cstring(t.retired.as_bytes(), "ticket name")?,
+                recycle_as: match t.recycle_as {
+                    Some(n) => Some(cstring(n.as_bytes(), "spare name")?),
+                    None => None,
+                },
+            }),
+            None => None,
+        };
+        let predecessor = match req.predecessor {
+            Some((fd, name, retired)) => Some((
+                fd.as_raw_fd(),
+                cstring(name.as_bytes(), "ticket name")?,
+                cstring(retired.as_bytes(), "ticket name")?,
             )),
             None => None,
         };
@@ -331,7 +358,7 @@ impl Prepared {
             late: vec![0; LATE_LEN],
             queued: req.queued,
             ticket,
-            predecessor: req.predecessor.map(|p| p.as_raw_fd()),
+            predecessor,
             pid_slot,
             lock_fd_slot,
             dispositions: inherited_dispositions(),
@@ -535,8 +562,8 @@ struct Late {
 /// Only in the child of `fork`, with the pointers of `prep` valid (the
 /// child's copy of the parent's memory). Uses only async-signal-safe
 /// calls: setpgid, prctl, getppid, sigaction, pthread_sigmask, open,
-/// fstat, fstatat, fchmod, fcntl, flock, unlinkat, write, read, dup3,
-/// close, execve, _exit.
+/// fstat, fstatat, fchmod, fcntl, flock, renameat, renameat2, unlinkat,
+/// write, read, dup3, close, execve, _exit.
 unsafe fn child_main(
     prep: &Prepared,
     parent: libc::pid_t,
@@ -613,7 +640,7 @@ unsafe fn child_main(
         let want = 1 + LATE_LEN;
         let mut buf = [0u8; 1 + LATE_LEN];
         let mut turn_pending = prep.queued;
-        let mut predecessor = prep.predecessor;
+        let mut predecessor = prep.predecessor.as_ref();
         let mut ticket = prep.ticket.as_ref();
         // Until the lock is held on the file the path names: a lock file
         // removed or replaced while we waited (or before the supervisor
@@ -655,14 +682,17 @@ unsafe fn child_main(
             let fl = libc::fcntl(fd, libc::F_GETFL);
             libc::fcntl(fd, libc::F_SETFL, fl & !libc::O_NONBLOCK);
             let (dev, ino) = (st.st_dev, st.st_ino);
-            if let Some(pred) = predecessor.take() {
+            if let Some((pred, pred_name, pred_retired)) = predecessor.take() {
+                // (Never without the ticket; a directory of -1 would only
+                // make the name's check fail: taken for a death, safely.)
+                let dir = ticket.map_or(-1, |t| t.dir);
                 // Behind another waiter: the kernel grants its ticket's
-                // lock when it leaves the queue (it removed the name first:
+                // lock when it leaves the queue (its name went first:
                 // nobody else was before it, so it is our turn) or dies
                 // (the name is still there: the supervisor finds our place
                 // again and says when it is our turn).
                 let granted = loop {
-                    if libc::flock(pred, libc::LOCK_EX) == 0 {
+                    if libc::flock(*pred, libc::LOCK_EX) == 0 {
                         break true;
                     }
                     if *libc::__errno_location() != libc::EINTR {
@@ -670,10 +700,47 @@ unsafe fn child_main(
                     }
                 };
                 let mut st: libc::stat = std::mem::zeroed();
-                let left = granted && libc::fstat(pred, &mut st) == 0 && st.st_nlink == 0;
+                let mut now: libc::stat = std::mem::zeroed();
+                let left = granted
+                    && libc::fstat(*pred, &mut st) == 0
+                    && (st.st_nlink == 0
+                        || libc::fstatat(
+                            dir,
+                            pred_name.as_ptr(),
+                            &mut now,
+                            libc::AT_SYMLINK_NOFOLLOW,
+                        ) != 0
+                        || now.st_dev != st.st_dev
+                        || now.st_ino != st.st_ino);
                 if !left {
                     report(Record::PredecessorDied);
                     turn_pending = true;
+                } else if libc::fstatat(
+                    dir,
+                    pred_retired.as_ptr(),
+                    &mut now,
+                    libc::AT_SYMLINK_NOFOLLOW,
+                ) == 0
+                    && now.st_dev == st.st_dev
+                    && now.st_ino == st.st_ino
+                {
+                    // Its retired ticket, granted to us, so nobody else
+                    // waits for it: a spare from now on (taken once we let
+                    // go at the exec), or removed.
+                    let spared = ticket
+                        .and_then(|t| t.recycle_as.as_ref())
+                        .is_some_and(|spare| {
+                            libc::renameat2(
+                                dir,
+                                pred_retired.as_ptr(),
+                                dir,
+                                spare.as_ptr(),
+                                libc::RENAME_NOREPLACE,
+                            ) == 0
+                        });
+                    if !spared {
+                        libc::unlinkat(dir, pred_retired.as_ptr(), 0);
+                    }
                 }
             }
             if turn_pending {
@@ -730,12 +797,21 @@ unsafe fn child_main(
             } else {
                 Record::Locked(dev, ino)
             });
-            if let Some((qdir, name, held)) = ticket.take() {
+            if let Some(t) = ticket.take() {
                 // Out of the queue (after the report, which the supervisor
                 // needs first): the name first, so the successor, woken by
-                // the unlock, sees that we left rather than died.
-                libc::unlinkat(*qdir, name.as_ptr(), 0);
-                libc::flock(*held, libc::LOCK_UN);
+                // the unlock, sees that we left rather than died. Retired,
+                // for the successor to make a spare of, over what an
+                // earlier holder of this number retired if its successor
+                // never took it (no one can be waiting for that one: a
+                // number is given again only once no ticket above it is
+                // left); else removed.
+                let retired =
+                    libc::renameat(t.dir, t.name.as_ptr(), t.dir, t.retired.as_ptr()) == 0;
+                if !retired {
+                    libc::unlinkat(t.dir, t.name.as_ptr(), 0);
+                }
+                libc::flock(t.fd, libc::LOCK_UN);
             }
 
             // Wait for the go-ahead (the metadata is written by then), or

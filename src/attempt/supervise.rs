@@ -186,18 +186,26 @@ async fn attempt(spec: &Spec, report: &mut Reporter, link: Option<Link>) -> Resu
     // itself; with etcd, until the etcd lock is held, it waits for a word.
     // With --no-wait it never waits (the supervisor ends it: others are
     // first).
+    let pred_retired = match &place {
+        Some(Place::Behind(pred)) => pred.retired_name(),
+        _ => String::new(),
+    };
     let predecessor = match &place {
-        Some(Place::Behind(pred)) if spec.wait != Wait::No => Some(pred.as_fd()),
+        Some(Place::Behind(pred)) if spec.wait != Wait::No => {
+            Some((pred.as_fd(), pred.name(), pred_retired.as_str()))
+        }
         _ => None,
     };
     let queued =
         spec.etcd.is_some() || (matches!(place, Some(Place::Behind(_))) && predecessor.is_none());
-    let ticket_name = ticket.as_ref().map(Ticket::name);
-    let child_ticket = match (&queue, &ticket, &ticket_name) {
-        (Some(q), Some(t), Some(name)) => Some(spawn::QueueTicket {
+    let ticket_names = ticket.as_ref().map(|t| (t.name(), t.retired_name()));
+    let child_ticket = match (&queue, &ticket, &ticket_names) {
+        (Some(q), Some(t), Some((name, retired))) => Some(spawn::QueueTicket {
             dir: q.as_fd(),
             name,
             fd: t.as_fd(),
+            retired,
+            recycle_as: t.recycle_as(),
         }),
         _ => None,
     };

@@ -24,7 +24,13 @@
 //!   ticket nobody holds is a dead waiter's: whoever finds it removes it,
 //!   checking first that the name still means that file;
 //! * the head of the queue (no live predecessor) lets its attempt ask the
-//!   kernel for the lock, and leaves the queue once the attempt holds it.
+//!   kernel for the lock, and leaves the queue once the attempt holds it:
+//!   its ticket is renamed `r-NUMBER` (retired), and the successor, once
+//!   the kernel granted it that file, renames it to a spare `s-...`, which
+//!   a new waiter takes (locks, checks, fills, renames to its number)
+//!   rather than creating a file. A spare is never one anybody waits for:
+//!   only the successor ever waited for the retired ticket, and it holds
+//!   it until its command starts.
 //!
 //! All state that matters is the kernel's (locks die with their owners);
 //! the files are only names. Plain `flock(1)` users do not queue: they
@@ -45,7 +51,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, Flock, FlockArg, OFlag, openat};
+use nix::fcntl::{AtFlags, Flock, FlockArg, OFlag, RenameFlags, openat, renameat2};
 use nix::sys::stat::{Mode, fchmod, fstat, fstatat, mkdirat};
 use nix::unistd::{UnlinkatFlags, linkat, unlinkat};
 use serde::{Deserialize, Serialize};
@@ -56,6 +62,18 @@ use crate::procfs::FileId;
 pub(crate) const QUEUE_SUFFIX: &str = ".queue";
 const TICKET_PREFIX: &str = "t-";
 const NEW_PREFIX: &str = ".new-";
+/// Tickets are used again rather than created and removed for every
+/// waiter (on ext4, allocating an inode scans past every inode deleted in
+/// the last minutes, and a busy queue deletes hundreds a second). A ticket
+/// given back is renamed `r-NUMBER` (retired: its successor may still be
+/// about to be granted it); the successor, once granted it, renames it to
+/// a spare name `s-...`; a new waiter takes a spare nobody holds and
+/// renames it to its number.
+const RETIRED_PREFIX: &str = "r-";
+const SPARE_PREFIX: &str = "s-";
+/// More spares than this (the most attempts ever queued at once) are not
+/// kept: a ticket given back then is removed.
+const MAX_SPARES: usize = 32;
 const ENDED: &str = "ended";
 
 /// The queue directory of a lock file.
@@ -112,6 +130,17 @@ pub(crate) fn next_fence(seen: impl IntoIterator<Item = u64>) -> u64 {
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
     let after = seen.into_iter().max().map_or(0, |f| f.saturating_add(1));
     after.max(clock)
+}
+
+/// The names in a queue directory that matter.
+#[derive(Default)]
+struct Listing {
+    /// Ticket numbers, in order.
+    tickets: Vec<u64>,
+    /// Temporary names of tickets being created.
+    new: Vec<OsString>,
+    /// Spare files, given back by earlier waiters.
+    spares: Vec<OsString>,
 }
 
 /// A lock's queue directory, open.
@@ -192,27 +221,92 @@ impl Queue {
         self.dir.as_fd()
     }
 
-    /// Ticket numbers present, and the temporary names of tickets being
-    /// created.
-    fn entries(&self) -> io::Result<(Vec<u64>, Vec<OsString>)> {
+    /// What the directory holds now.
+    fn entries(&self) -> io::Result<Listing> {
         let dup = self.dir.try_clone()?;
         let mut dir = nix::dir::Dir::from_fd(dup)?;
-        let mut tickets = Vec::new();
-        let mut new = Vec::new();
+        let mut l = Listing::default();
         for entry in dir.iter() {
             let entry = entry?;
             let name = OsStr::from_bytes(entry.file_name().to_bytes());
             if let Some(n) = ticket_number(name) {
-                tickets.push(n);
+                l.tickets.push(n);
             } else if name.as_bytes().starts_with(NEW_PREFIX.as_bytes()) {
-                new.push(name.to_owned());
+                l.new.push(name.to_owned());
+            } else if name.as_bytes().starts_with(SPARE_PREFIX.as_bytes()) {
+                l.spares.push(name.to_owned());
             }
         }
         // The directory stream shares its offset with every duplicate:
         // start the next listing from the beginning.
         let _ = nix::unistd::lseek(&self.dir, 0, nix::unistd::Whence::SeekSet);
-        tickets.sort_unstable();
-        Ok((tickets, new))
+        l.tickets.sort_unstable();
+        Ok(l)
+    }
+
+    /// Take a spare file as a ticket at the back of the queue: lock it,
+    /// check it is still that name (nobody took it meanwhile), fill it,
+    /// rename it to the next number (never over an existing ticket).
+    /// `None` if it cannot be had (another waiter took it, it is not a
+    /// regular file of ours, the file system cannot rename so).
+    fn take_spare(&self, name: &OsStr, line: &[u8]) -> Option<(Ticket, Vec<u64>)> {
+        let file = openat(
+            &self.dir,
+            name,
+            OFlag::O_RDWR
+                | OFlag::O_NOFOLLOW
+                | OFlag::O_NONBLOCK
+                | OFlag::O_NOCTTY
+                | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map(File::from)
+        .ok()?;
+        let meta = file.metadata().ok()?;
+        let mine = meta.uid() == nix::unistd::geteuid().as_raw();
+        if !meta.file_type().is_file() || !mine || meta.nlink() != 1 {
+            return None;
+        }
+        let held = Flock::lock(file, FlockArg::LockExclusiveNonblock).ok()?;
+        if !self.still_named(name, &held) {
+            return None;
+        }
+        held.write_all_at(line, 0).ok()?;
+        held.set_len(line.len() as u64).ok()?;
+        for _ in 0..100 {
+            let listing = self.entries().ok()?;
+            let number = listing.tickets.last().map_or(1, |n| n.saturating_add(1));
+            match renameat2(
+                &self.dir,
+                name,
+                &self.dir,
+                ticket_name(number).as_str(),
+                RenameFlags::RENAME_NOREPLACE,
+            ) {
+                Ok(()) => {
+                    let ticket = Ticket {
+                        number,
+                        _held: held,
+                        recycle_as: Some(name.to_owned()),
+                    };
+                    return Some((ticket, listing.tickets));
+                }
+                Err(Errno::EEXIST) => {}
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+
+    /// Whether `name` still names `file`.
+    fn still_named(&self, name: &OsStr, file: &File) -> bool {
+        let (Ok(ours), Ok(now)) = (
+            file.metadata(),
+            fstatat(&self.dir, name, AtFlags::AT_SYMLINK_NOFOLLOW),
+        ) else {
+            return false;
+        };
+        ours.ino() == now.st_ino && ours.dev() == now.st_dev
     }
 
     /// Take a ticket at the back of the queue; with the tickets that were
@@ -220,6 +314,14 @@ impl Queue {
     pub(crate) fn join(&self, info: &TicketInfo) -> io::Result<(Ticket, Vec<u64>)> {
         let mut line = serde_json::to_vec(info).map_err(io::Error::other)?;
         line.push(b'\n');
+        let spares = self.entries()?.spares;
+        for spare in &spares {
+            if let Some(taken) = self.take_spare(spare, &line) {
+                return Ok(taken);
+            }
+        }
+        // The predecessor's ticket becomes a spare (while they are few).
+        let keep = spares.len() < MAX_SPARES;
         for attempt in 0u32.. {
             let tmp = format!(
                 "{NEW_PREFIX}{}-{}-{attempt}",
@@ -249,10 +351,10 @@ impl Queue {
             (&*locked).write_all(&line)?;
             let mut seen;
             let linked = loop {
-                let (tickets, stale) = self.entries()?;
-                self.clean_new(&stale, &tmp);
-                let number = tickets.last().map_or(1, |n| n.saturating_add(1));
-                seen = tickets;
+                let listing = self.entries()?;
+                self.clean_new(&listing.new, &tmp);
+                let number = listing.tickets.last().map_or(1, |n| n.saturating_add(1));
+                seen = listing.tickets;
                 match linkat(
                     &self.dir,
                     tmp.as_str(),
@@ -276,6 +378,11 @@ impl Queue {
                 let ticket = Ticket {
                     number,
                     _held: locked,
+                    recycle_as: keep.then(|| {
+                        let mut spare = OsString::from(SPARE_PREFIX);
+                        spare.push(&tmp[NEW_PREFIX.len()..]);
+                        spare
+                    }),
                 };
                 return Ok((ticket, seen));
             }
@@ -349,8 +456,7 @@ impl Queue {
     /// Where `ticket` stands: at the head, or behind a live predecessor
     /// (dead waiters' tickets found on the way are removed).
     pub(crate) fn place(&self, ticket: &Ticket) -> io::Result<Place> {
-        let (tickets, _) = self.entries()?;
-        self.place_among(ticket, tickets)
+        self.place_among(ticket, self.entries()?.tickets)
     }
 
     /// [`Queue::place`] among the tickets of a listing just read.
@@ -369,6 +475,7 @@ impl Queue {
                     return Ok(Place::Behind(Predecessor {
                         number: n,
                         name,
+                        dir: self.dir.try_clone()?,
                         file,
                         info: serde_json::from_str(info.trim_end()).ok(),
                         ahead: i + 1,
@@ -381,10 +488,32 @@ impl Queue {
     }
 
     /// The predecessor is gone (its ticket's lock was granted to us):
-    /// remove its name if it is still there (it died waiting).
-    pub(crate) fn passed(&self, gone: Passed) {
-        if let Ok(held) = &gone.held {
+    /// remove its name if it is still there (it died waiting); if it left,
+    /// its retired ticket becomes the spare `recycle_as` (or is removed).
+    pub(crate) fn passed(&self, gone: Passed, recycle_as: Option<&OsStr>) {
+        let Ok(held) = &gone.held else {
+            return;
+        };
+        if !gone.left {
             self.unlink_same(gone.name.as_ref(), held);
+            return;
+        }
+        let retired = OsString::from(retired_name(gone.number));
+        if !self.still_named(&retired, held) {
+            return;
+        }
+        let spared = recycle_as.is_some_and(|spare| {
+            renameat2(
+                &self.dir,
+                retired.as_os_str(),
+                &self.dir,
+                spare,
+                RenameFlags::RENAME_NOREPLACE,
+            )
+            .is_ok()
+        });
+        if !spared {
+            let _ = unlinkat(&self.dir, retired.as_os_str(), UnlinkatFlags::NoRemoveDir);
         }
     }
 
@@ -505,6 +634,9 @@ pub(crate) struct Ticket {
     number: u64,
     /// Held for as long as the ticket is: dropping it lets go.
     _held: Flock<File>,
+    /// The spare name the predecessor's ticket gets once it was granted
+    /// (else it is removed).
+    recycle_as: Option<OsString>,
 }
 
 impl Ticket {
@@ -516,6 +648,18 @@ impl Ticket {
     /// Its name in the queue directory.
     pub(crate) fn name(&self) -> String {
         ticket_name(self.number)
+    }
+
+    /// The name it is given back as: renamed (never over another file),
+    /// else removed.
+    pub(crate) fn retired_name(&self) -> String {
+        retired_name(self.number)
+    }
+
+    /// The spare name the predecessor's ticket gets once granted (else it
+    /// is removed).
+    pub(crate) fn recycle_as(&self) -> Option<&OsStr> {
+        self.recycle_as.as_deref()
     }
 
     /// The locked descriptor. The attempt's first process inherits it and
@@ -539,6 +683,8 @@ pub(crate) enum Place {
 pub(crate) struct Predecessor {
     number: u64,
     name: String,
+    /// The queue directory (where its name is looked up once it is gone).
+    dir: OwnedFd,
     file: File,
     /// What it says about itself.
     pub(crate) info: Option<TicketInfo>,
@@ -551,6 +697,16 @@ impl Predecessor {
     /// Its ticket number.
     pub(crate) fn number(&self) -> u64 {
         self.number
+    }
+
+    /// Its ticket's name.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The name its ticket has once given back.
+    pub(crate) fn retired_name(&self) -> String {
+        retired_name(self.number)
     }
 
     /// Its ticket, open: the attempt's first process inherits it and
@@ -567,6 +723,7 @@ impl Predecessor {
         let held = Flock::lock(self.file, FlockArg::LockExclusiveNonblock)
             .map_err(|(_, e)| io::Error::from(e));
         Passed {
+            number: self.number,
             name: self.name,
             held,
             left: false,
@@ -588,13 +745,18 @@ impl Predecessor {
                 Err((_, e)) => break Err(io::Error::from(e)),
             }
         };
-        let left = held
-            .as_ref()
-            .is_ok_and(|h| h.metadata().is_ok_and(|m| m.nlink() == 0));
+        let left = held.as_ref().is_ok_and(|h| {
+            h.metadata().is_ok_and(|m| {
+                let named = fstatat(&self.dir, self.name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
+                    .is_ok_and(|now| now.st_ino == m.ino() && now.st_dev == m.dev());
+                m.nlink() == 0 || !named
+            })
+        });
         if left {
             at_head();
         }
         Passed {
+            number: self.number,
             name: self.name,
             held,
             left,
@@ -604,6 +766,7 @@ impl Predecessor {
 
 /// A predecessor that left the queue or died: its ticket, now ours.
 pub(crate) struct Passed {
+    number: u64,
     name: String,
     /// The ticket's lock, or why it could not be had.
     pub(crate) held: io::Result<Flock<File>>,
@@ -613,6 +776,10 @@ pub(crate) struct Passed {
 
 fn ticket_name(n: u64) -> String {
     format!("{TICKET_PREFIX}{n:020}")
+}
+
+fn retired_name(n: u64) -> String {
+    format!("{RETIRED_PREFIX}{n:020}")
 }
 
 fn ticket_number(name: &OsStr) -> Option<u64> {
@@ -762,8 +929,65 @@ mod tests {
         );
         // Its waiter dies: the lock goes, the name stays until found.
         drop(ticket);
-        assert!(queue.entries().expect("entries").0.len() == 1);
+        assert!(queue.entries().expect("entries").tickets.len() == 1);
         assert!(waiters(&lock, SystemTime::now(), missed).is_empty());
+    }
+
+    /// A ticket given back is retired; its successor, once granted it,
+    /// makes it a spare; the next waiter takes that spare (the same
+    /// inode) instead of creating a file.
+    #[test]
+    fn a_retired_ticket_becomes_a_spare_the_next_waiter_takes() {
+        use std::os::unix::fs::MetadataExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lock = dir.path().join("s.lock");
+        let (parent, name) = crate::lock::lockfile::open_parent(&lock).expect("parent");
+        let queue = Queue::open(&parent, &name, &lock, 0o600).expect("queue");
+        let info = |id: &str| TicketInfo {
+            attempt_id: id.into(),
+            supervisor_pid: 1,
+            supervisor_starttime: 1,
+            pid: None,
+            since: "2026-01-01T00:00:00Z".into(),
+            shared: false,
+        };
+        let (first, _) = queue.join(&info("a")).expect("join a");
+        let inode = first._held.metadata().expect("stat").ino();
+        let (second, seen) = queue.join(&info("b")).expect("join b");
+        let Ok(Place::Behind(pred)) = queue.place_among(&second, seen) else {
+            panic!("b is not behind a");
+        };
+        // a leaves as its first process does: retired, then let go.
+        renameat2(
+            &queue.dir,
+            first.name().as_str(),
+            &queue.dir,
+            first.retired_name().as_str(),
+            RenameFlags::RENAME_NOREPLACE,
+        )
+        .expect("retire");
+        drop(first);
+        let passed = pred.wait(|| {});
+        assert!(passed.left, "a left rather than died");
+        queue.passed(passed, second.recycle_as());
+        let listing = queue.entries().expect("entries");
+        assert_eq!(listing.spares.len(), 1, "a's ticket is a spare now");
+        assert!(
+            fstatat(
+                &queue.dir,
+                retired_name(1).as_str(),
+                AtFlags::AT_SYMLINK_NOFOLLOW
+            )
+            .is_err(),
+            "no longer retired"
+        );
+        let (third, _) = queue.join(&info("c")).expect("join c");
+        assert_eq!(
+            third._held.metadata().expect("stat").ino(),
+            inode,
+            "the spare, used again"
+        );
+        assert_eq!(queue.entries().expect("entries").spares.len(), 0);
     }
 
     #[test]

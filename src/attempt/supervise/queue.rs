@@ -189,11 +189,11 @@ impl Attempt<'_> {
     /// The predecessor the first process waited for died waiting: find
     /// the place again (the first process waits for a word now).
     pub(super) fn on_predecessor_died(&mut self) {
-        let Some(pred) = self.predecessor.take() else {
-            return;
-        };
         self.turn_pending = true;
-        self.on_passed(pred.died());
+        match self.predecessor.take() {
+            Some(pred) => self.on_passed(pred.died()),
+            None => self.advance_queue(),
+        }
     }
 
     /// The predecessor left the queue or died.
@@ -204,7 +204,7 @@ impl Attempt<'_> {
         }
         let at_head = passed.left;
         if let Some(queue) = &self.queue {
-            queue.passed(passed);
+            queue.passed(passed, self.ticket.as_ref().and_then(Ticket::recycle_as));
         }
         if at_head {
             // The waiting thread gave the turn already.
