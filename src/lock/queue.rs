@@ -28,9 +28,10 @@
 //!   its ticket is renamed `r-NUMBER` (retired), and the successor, once
 //!   the kernel granted it that file, renames it to a spare `s-...`, which
 //!   a new waiter takes (locks, checks, fills, renames to its number)
-//!   rather than creating a file. A spare is never one anybody waits for:
-//!   only the successor ever waited for the retired ticket, and it holds
-//!   it until its command starts.
+//!   rather than creating a file; a retired ticket with no ticket above it
+//!   (no successor) is taken the same way. A spare is never one anybody
+//!   waits for: only the successor ever waited for the retired ticket,
+//!   and it holds it until its command starts.
 //!
 //! All state that matters is the kernel's (locks die with their owners);
 //! the files are only names. Plain `flock(1)` users do not queue: they
@@ -141,6 +142,8 @@ struct Listing {
     new: Vec<OsString>,
     /// Spare files, given back by earlier waiters.
     spares: Vec<OsString>,
+    /// Retired tickets, with their numbers.
+    retired: Vec<(u64, OsString)>,
 }
 
 /// A lock's queue directory, open.
@@ -235,6 +238,8 @@ impl Queue {
                 l.new.push(name.to_owned());
             } else if name.as_bytes().starts_with(SPARE_PREFIX.as_bytes()) {
                 l.spares.push(name.to_owned());
+            } else if let Some(n) = number_after(name, RETIRED_PREFIX) {
+                l.retired.push((n, name.to_owned()));
             }
         }
         // The directory stream shares its offset with every duplicate:
@@ -249,7 +254,7 @@ impl Queue {
     /// rename it to the next number (never over an existing ticket).
     /// `None` if it cannot be had (another waiter took it, it is not a
     /// regular file of ours, the file system cannot rename so).
-    fn take_spare(&self, name: &OsStr, line: &[u8]) -> Option<(Ticket, Vec<u64>)> {
+    fn take_spare(&self, name: &OsStr, line: &[u8], seen: &[u64]) -> Option<(Ticket, Vec<u64>)> {
         let file = openat(
             &self.dir,
             name,
@@ -273,9 +278,9 @@ impl Queue {
         }
         held.write_all_at(line, 0).ok()?;
         held.set_len(line.len() as u64).ok()?;
+        let mut tickets = seen.to_vec();
         for _ in 0..100 {
-            let listing = self.entries().ok()?;
-            let number = listing.tickets.last().map_or(1, |n| n.saturating_add(1));
+            let number = tickets.last().map_or(1, |n| n.saturating_add(1));
             match renameat2(
                 &self.dir,
                 name,
@@ -284,14 +289,22 @@ impl Queue {
                 RenameFlags::RENAME_NOREPLACE,
             ) {
                 Ok(()) => {
+                    let mut spare = name.to_owned();
+                    if !name.as_bytes().starts_with(SPARE_PREFIX.as_bytes()) {
+                        spare = OsString::from(format!(
+                            "{SPARE_PREFIX}{}-{number}",
+                            std::process::id()
+                        ));
+                    }
                     let ticket = Ticket {
                         number,
                         _held: held,
-                        recycle_as: Some(name.to_owned()),
+                        recycle_as: Some(spare),
                     };
-                    return Some((ticket, listing.tickets));
+                    return Some((ticket, tickets));
                 }
-                Err(Errno::EEXIST) => {}
+                // Another ticket took the number: look again.
+                Err(Errno::EEXIST) => tickets = self.entries().ok()?.tickets,
                 Err(_) => return None,
             }
         }
@@ -314,9 +327,20 @@ impl Queue {
     pub(crate) fn join(&self, info: &TicketInfo) -> io::Result<(Ticket, Vec<u64>)> {
         let mut line = serde_json::to_vec(info).map_err(io::Error::other)?;
         line.push(b'\n');
-        let spares = self.entries()?.spares;
-        for spare in &spares {
-            if let Some(taken) = self.take_spare(spare, &line) {
+        let listing = self.entries()?;
+        let (seen, spares) = (listing.tickets, listing.spares);
+        // A retired ticket above every ticket there has no successor that
+        // could still wait for it (one would hold a ticket above it until
+        // granted it, and would have made it a spare then): as good as a
+        // spare. That is how an uncontended attempt uses the last one's.
+        let top = seen.last().copied().unwrap_or(0);
+        let orphans = listing
+            .retired
+            .into_iter()
+            .filter(|(n, _)| *n >= top)
+            .map(|(_, name)| name);
+        for spare in spares.iter().cloned().chain(orphans) {
+            if let Some(taken) = self.take_spare(&spare, &line, &seen) {
                 return Ok(taken);
             }
         }
@@ -783,7 +807,12 @@ fn retired_name(n: u64) -> String {
 }
 
 fn ticket_number(name: &OsStr) -> Option<u64> {
-    let digits = name.as_bytes().strip_prefix(TICKET_PREFIX.as_bytes())?;
+    number_after(name, TICKET_PREFIX)
+}
+
+/// The number of `PREFIX` + 20 digits.
+fn number_after(name: &OsStr, prefix: &str) -> Option<u64> {
+    let digits = name.as_bytes().strip_prefix(prefix.as_bytes())?;
     if digits.len() != 20 || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
@@ -988,6 +1017,48 @@ mod tests {
             "the spare, used again"
         );
         assert_eq!(queue.entries().expect("entries").spares.len(), 0);
+    }
+
+    /// A retired ticket nobody can be waiting for (no ticket above it) is
+    /// taken like a spare; one with a live ticket above it is left for
+    /// that successor.
+    #[test]
+    fn a_retired_ticket_is_used_again_only_when_no_ticket_is_above_it() {
+        use std::os::unix::fs::MetadataExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lock = dir.path().join("s.lock");
+        let (parent, name) = crate::lock::lockfile::open_parent(&lock).expect("parent");
+        let queue = Queue::open(&parent, &name, &lock, 0o600).expect("queue");
+        let info = TicketInfo {
+            attempt_id: "x".into(),
+            supervisor_pid: 1,
+            supervisor_starttime: 1,
+            pid: None,
+            since: "2026-01-01T00:00:00Z".into(),
+            shared: false,
+        };
+        let retire = |t: Ticket| {
+            renameat2(
+                &queue.dir,
+                t.name().as_str(),
+                &queue.dir,
+                t.retired_name().as_str(),
+                RenameFlags::RENAME_NOREPLACE,
+            )
+            .expect("retire");
+            t._held.metadata().expect("stat").ino()
+        };
+        // Alone: the next attempt takes it.
+        let (a, _) = queue.join(&info).expect("join");
+        let a_ino = retire(a);
+        let (b, _) = queue.join(&info).expect("join");
+        assert_eq!(b._held.metadata().expect("stat").ino(), a_ino);
+        // With a live ticket above it (its successor's): left alone.
+        let (c, _) = queue.join(&info).expect("join");
+        let b_ino = retire(b);
+        let (d, _) = queue.join(&info).expect("join");
+        assert_ne!(d._held.metadata().expect("stat").ino(), b_ino);
+        drop((c, d));
     }
 
     #[test]
