@@ -313,13 +313,7 @@ impl Queue {
 
     /// Whether `name` still names `file`.
     fn still_named(&self, name: &OsStr, file: &File) -> bool {
-        let (Ok(ours), Ok(now)) = (
-            file.metadata(),
-            fstatat(&self.dir, name, AtFlags::AT_SYMLINK_NOFOLLOW),
-        ) else {
-            return false;
-        };
-        ours.ino() == now.st_ino && ours.dev() == now.st_dev
+        names(&self.dir, name, file)
     }
 
     /// Take a ticket at the back of the queue; with the tickets that were
@@ -466,13 +460,7 @@ impl Queue {
     /// one else removes it meanwhile, and a new ticket cannot take the name
     /// before it is gone).
     fn unlink_same(&self, name: &OsStr, file: &File) {
-        let (Ok(ours), Ok(now)) = (
-            file.metadata(),
-            fstatat(&self.dir, name, AtFlags::AT_SYMLINK_NOFOLLOW),
-        ) else {
-            return;
-        };
-        if ours.ino() == now.st_ino && ours.dev() == now.st_dev {
+        if self.still_named(name, file) {
             let _ = unlinkat(&self.dir, name, UnlinkatFlags::NoRemoveDir);
         }
     }
@@ -593,6 +581,17 @@ impl Queue {
         let file = self.open_entry(OsStr::new(ENDED)).ok()?;
         read_ended(file)
     }
+}
+
+/// Whether `name` in `dir` names `file`.
+fn names(dir: &OwnedFd, name: &OsStr, file: &File) -> bool {
+    let (Ok(ours), Ok(now)) = (
+        file.metadata(),
+        fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW),
+    ) else {
+        return false;
+    };
+    ours.ino() == now.st_ino && ours.dev() == now.st_dev
 }
 
 /// Whether some process holds a `flock(2)` lock on `file`.
@@ -769,12 +768,10 @@ impl Predecessor {
                 Err((_, e)) => break Err(io::Error::from(e)),
             }
         };
+        // Its name gone (removed or retired): it left.
         let left = held.as_ref().is_ok_and(|h| {
-            h.metadata().is_ok_and(|m| {
-                let named = fstatat(&self.dir, self.name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
-                    .is_ok_and(|now| now.st_ino == m.ino() && now.st_dev == m.dev());
-                m.nlink() == 0 || !named
-            })
+            h.metadata()
+                .is_ok_and(|m| m.nlink() == 0 || !names(&self.dir, OsStr::new(&self.name), h))
         });
         if left {
             at_head();
@@ -905,6 +902,27 @@ pub(crate) fn last_ended(lock: &Path) -> Option<Ended> {
 mod tests {
     use super::*;
 
+    /// A lock's queue in a temporary directory (kept while the first
+    /// element lives).
+    fn scratch_queue() -> (tempfile::TempDir, PathBuf, Queue) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lock = dir.path().join("s.lock");
+        let (parent, name) = crate::lock::lockfile::open_parent(&lock).expect("parent");
+        let queue = Queue::open(&parent, &name, &lock, 0o600).expect("queue");
+        (dir, lock, queue)
+    }
+
+    fn waiter(id: &str) -> TicketInfo {
+        TicketInfo {
+            attempt_id: id.into(),
+            supervisor_pid: 1,
+            supervisor_starttime: 1,
+            pid: None,
+            since: "2026-01-01T00:00:00Z".into(),
+            shared: false,
+        }
+    }
+
     #[test]
     fn ticket_names_sort_as_numbers() {
         assert_eq!(ticket_name(42), "t-00000000000000000042");
@@ -930,17 +948,10 @@ mod tests {
     /// ticket nobody holds (its waiter died) does not count.
     #[test]
     fn waiters_ask_the_kernel_about_a_ticket_proc_locks_missed() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let lock = dir.path().join("s.lock");
-        let (parent, name) = crate::lock::lockfile::open_parent(&lock).expect("parent");
-        let queue = Queue::open(&parent, &name, &lock, 0o600).expect("queue");
+        let (_dir, lock, queue) = scratch_queue();
         let info = TicketInfo {
-            attempt_id: "w1".into(),
             supervisor_pid: 4242,
-            supervisor_starttime: 1,
-            pid: None,
-            since: "2026-01-01T00:00:00Z".into(),
-            shared: false,
+            ..waiter("w1")
         };
         let (ticket, _) = queue.join(&info).expect("join");
         let missed = |_: FileId| None;
@@ -968,21 +979,10 @@ mod tests {
     #[test]
     fn a_retired_ticket_becomes_a_spare_the_next_waiter_takes() {
         use std::os::unix::fs::MetadataExt as _;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let lock = dir.path().join("s.lock");
-        let (parent, name) = crate::lock::lockfile::open_parent(&lock).expect("parent");
-        let queue = Queue::open(&parent, &name, &lock, 0o600).expect("queue");
-        let info = |id: &str| TicketInfo {
-            attempt_id: id.into(),
-            supervisor_pid: 1,
-            supervisor_starttime: 1,
-            pid: None,
-            since: "2026-01-01T00:00:00Z".into(),
-            shared: false,
-        };
-        let (first, _) = queue.join(&info("a")).expect("join a");
+        let (_dir, _, queue) = scratch_queue();
+        let (first, _) = queue.join(&waiter("a")).expect("join a");
         let inode = first._held.metadata().expect("stat").ino();
-        let (second, seen) = queue.join(&info("b")).expect("join b");
+        let (second, seen) = queue.join(&waiter("b")).expect("join b");
         let Ok(Place::Behind(pred)) = queue.place_among(&second, seen) else {
             panic!("b is not behind a");
         };
@@ -1010,7 +1010,7 @@ mod tests {
             .is_err(),
             "no longer retired"
         );
-        let (third, _) = queue.join(&info("c")).expect("join c");
+        let (third, _) = queue.join(&waiter("c")).expect("join c");
         assert_eq!(
             third._held.metadata().expect("stat").ino(),
             inode,
@@ -1025,18 +1025,8 @@ mod tests {
     #[test]
     fn a_retired_ticket_is_used_again_only_when_no_ticket_is_above_it() {
         use std::os::unix::fs::MetadataExt as _;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let lock = dir.path().join("s.lock");
-        let (parent, name) = crate::lock::lockfile::open_parent(&lock).expect("parent");
-        let queue = Queue::open(&parent, &name, &lock, 0o600).expect("queue");
-        let info = TicketInfo {
-            attempt_id: "x".into(),
-            supervisor_pid: 1,
-            supervisor_starttime: 1,
-            pid: None,
-            since: "2026-01-01T00:00:00Z".into(),
-            shared: false,
-        };
+        let (_dir, _, queue) = scratch_queue();
+        let info = waiter("x");
         let retire = |t: Ticket| {
             renameat2(
                 &queue.dir,
